@@ -13,8 +13,10 @@ What it does
    f32 and must see exactly the same numbers.
 2. Trains xgboost.XGBClassifier(n_estimators=30, max_depth=3,
    learning_rate=0.1, objective="binary:logistic", base_score=0.3,
-   tree_method="hist", random_state=7).  base_score is deliberately not 0.5
-   so that the importer has to handle it.
+   tree_method="hist", random_state=7, n_jobs=1).  base_score is
+   deliberately not 0.5 so that the importer has to handle it.  The feature
+   names (and "float" types) are stored in the model so the importer can
+   check them against the spec.
 3. Writes into libs/model/tests/fixtures/xgboost/:
      model.json  - the model, as written by Booster.save_model (XGBoost JSON)
      spec.json   - our feature spec (format_version 1) for the 5 features
@@ -24,15 +26,24 @@ What it does
                    empty cell = missing) for CLI tests
 4. Checks the JSON format itself: re-implements prediction and TreeSHAP in
    plain Python over model.json and compares with booster.predict, printing
-   the max abs differences (and failing if they are not tiny).
+   the max abs differences (and failing if they are not tiny).  It also
+   checks that plain f32 arithmetic (base margin = f32(logit(base_score) in
+   f64), then leaf values added in f32 in tree order) reproduces XGBoost's
+   margins bit for bit.
 
 How to rerun (from the repository root)
 ---------------------------------------
-    pip install xgboost-cpu==3.2.0 numpy && python3 scripts/xgboost_fixture.py
+    pip install xgboost-cpu==3.2.0 numpy scikit-learn && python3 scripts/xgboost_fixture.py
 
-Everything is seeded, so reruns with the same xgboost version reproduce the
-same files byte for byte.  A different xgboost version may change the model
-and the JSON layout: read the README next to the fixture before upgrading.
+(scikit-learn is needed because xgboost.XGBClassifier refuses to start
+without it.  The fixture files were made with xgboost-cpu 3.2.0,
+numpy 2.4.6 and scikit-learn 1.9.1 on Python 3.11; pin numpy==2.4.6 too if
+you need byte-identical data.)
+
+Everything is seeded, so reruns with the same versions reproduce the same
+files byte for byte.  A different xgboost version may change the model and
+the JSON layout, and a different numpy may change the random draws: read the
+README next to the fixture before upgrading.
 """
 
 from __future__ import annotations
@@ -64,7 +75,7 @@ SPEC_FEATURES = [
         "required": True,
         "min": 0.0,
         "max": 1000000.0,
-        "reason": "Income is low relative to the loan",
+        "reason": "Income is low",
         "protected": False,
         "on_invalid": "reject",
     },
@@ -74,7 +85,7 @@ SPEC_FEATURES = [
         "required": False,
         "min": 0.0,
         "max": 5.0,
-        "reason": "Existing debt is high compared with income",
+        "reason": "Debt is high compared with income",
         "protected": False,
         "on_invalid": "missing",
     },
@@ -84,9 +95,12 @@ SPEC_FEATURES = [
         "required": True,
         "min": 18.0,
         "max": 100.0,
-        "reason": "Short credit history for the applicant's age",
-        # Age is a protected characteristic in credit law (e.g. ECOA/Reg B).
+        "reason": "Younger applicants have defaulted more often",
+        # Age is a protected characteristic in credit law (e.g. ECOA/Reg B):
+        # never a reason code, but this model does use it (column 2), so
+        # use_in_model must be set or the spec would drop it from the inputs.
         "protected": True,
+        "use_in_model": True,
         "on_invalid": "reject",
     },
     {
@@ -95,7 +109,7 @@ SPEC_FEATURES = [
         "required": False,
         "min": 0.0,
         "max": 100.0,
-        "reason": "Several recent late payments",
+        "reason": "Has a record of late payments",
         "protected": False,
         "on_invalid": "missing",
     },
@@ -324,7 +338,7 @@ def check_against_json(model_json: dict, X: np.ndarray, margin, contribs) -> dic
 
     my_margin = np.empty(len(X))
     my_contribs = np.zeros((len(X), X.shape[1] + 1))
-    leaf_eq_eta_base_weight = True
+    leaf_eq_base_weight = True
     for r, x in enumerate(X):
         total = base_margin
         phi = np.zeros(X.shape[1] + 1)
@@ -337,17 +351,53 @@ def check_against_json(model_json: dict, X: np.ndarray, margin, contribs) -> dic
         my_contribs[r] = phi
     for t in trees:
         for j, l in enumerate(t["left_children"]):
-            if l == -1 and not math.isclose(
-                t["split_conditions"][j], 0.1 * t["base_weights"][j], rel_tol=1e-5, abs_tol=1e-7
-            ):
-                leaf_eq_eta_base_weight = False
+            if l == -1 and np.float32(t["split_conditions"][j]) != np.float32(t["base_weights"][j]):
+                leaf_eq_base_weight = False
     my_prob = 1.0 / (1.0 + np.exp(-my_margin))
     return {
         "base_score_raw": lmp["base_score"],
         "max_abs_margin_diff": float(np.max(np.abs(my_margin - margin))),
         "max_abs_prob_diff": float(np.max(np.abs(my_prob - 1.0 / (1.0 + np.exp(-margin.astype(np.float64)))))),
         "max_abs_contrib_diff": float(np.max(np.abs(my_contribs - contribs))),
-        "leaf_value_equals_eta_times_base_weight": leaf_eq_eta_base_weight,
+        "leaf_split_condition_equals_base_weight": leaf_eq_base_weight,
+    }
+
+
+def check_file_structure(raw: str, model_json: dict) -> dict:
+    """Facts about the JSON text the Rust importer relies on."""
+    import re
+    from decimal import Decimal
+
+    # Every float literal gives the same f32 whether parsed straight to f32 or
+    # to f64 and then cast (no double-rounding trap for an f64-first parser).
+    lits = re.findall(r"-?\d+(?:\.\d+)?[Ee][-+]?\d+|-?\d+\.\d+", raw)
+    double_rounding = 0
+    for lit in lits:
+        d = Decimal(lit)
+        c = np.float32(float(lit))
+        err = abs(d - Decimal(float(c)))
+        for nb in (np.nextafter(c, np.float32(np.inf)), np.nextafter(c, np.float32(-np.inf))):
+            if abs(d - Decimal(float(nb))) < err:
+                double_rounding += 1
+    trees = model_json["learner"]["gradient_booster"]["model"]["trees"]
+    reachable = True
+    for t in trees:
+        seen, stack = set(), [0]
+        while stack:
+            n = stack.pop()
+            seen.add(n)
+            if t["left_children"][n] != -1:
+                stack += [t["left_children"][n], t["right_children"][n]]
+        reachable &= len(seen) == int(t["tree_param"]["num_nodes"])
+        reachable &= t["tree_param"]["num_deleted"] == "0"
+    return {
+        "float_literals_checked": len(lits),
+        "float_literals_double_rounding_mismatch": double_rounding,
+        "all_nodes_reachable_and_none_deleted": reachable,
+        "default_left_is_int_0_1": all(
+            type(v) is int and v in (0, 1) for t in trees for v in t["default_left"]
+        ),
+        "num_nodes_per_tree": sorted({int(t["tree_param"]["num_nodes"]) for t in trees}),
     }
 
 
@@ -367,13 +417,18 @@ def main() -> int:
         n_jobs=1,
     )
     model.fit(X, y)
+    # Store the feature names (and float types) in the model, as a model
+    # trained from a data frame would have, so the importer can check them
+    # against the spec.  Order = column order = split_indices.
+    model.get_booster().feature_names = FEATURES
+    model.get_booster().feature_types = ["float"] * len(FEATURES)
     model_path = OUT / "model.json"
     model.save_model(str(model_path))
     model_json = json.loads(model_path.read_text())
 
     cases = pick_cases(rng, X, model_json)
     booster = model.get_booster()
-    dm = xgb.DMatrix(cases, missing=np.nan)
+    dm = xgb.DMatrix(cases, missing=np.nan, feature_names=FEATURES)
     margin = booster.predict(dm, output_margin=True)
     prob = model.predict_proba(cases)[:, 1]
     contribs = booster.predict(dm, pred_contribs=True)
@@ -424,7 +479,10 @@ def main() -> int:
 
     report = check_against_json(model_json, cases, margin.astype(np.float64), contribs.astype(np.float64))
     # Same check on all 2000 training rows for the margin (prediction only).
-    full_margin = booster.predict(xgb.DMatrix(X, missing=np.nan), output_margin=True).astype(np.float64)
+    full_margin32 = booster.predict(
+        xgb.DMatrix(X, missing=np.nan, feature_names=FEATURES), output_margin=True
+    )
+    full_margin = full_margin32.astype(np.float64)
     lmp = model_json["learner"]["learner_model_param"]
     bp = parse_base_score(lmp["base_score"])
     trees = model_json["learner"]["gradient_booster"]["model"]["trees"]
@@ -432,6 +490,16 @@ def main() -> int:
         math.log(bp / (1 - bp)) + sum(t["split_conditions"][tree_leaf(t, x)] for t in trees) for x in X
     ])
     report["max_abs_margin_diff_all_2000_rows"] = float(np.max(np.abs(mine - full_margin)))
+    # Bit-exact f32 recipe (what a Rust scorer doing f32 arithmetic can match).
+    bm32 = np.float32(math.log(bp / (1 - bp)))
+    exact = 0
+    for x, target in zip(X, full_margin32):
+        acc = bm32
+        for t in trees:
+            acc = np.float32(acc + np.float32(t["split_conditions"][tree_leaf(t, x)]))
+        exact += int(acc == target)
+    report["f32_sequential_margin_bit_exact_rows"] = f"{exact}/{len(X)}"
+    report.update(check_file_structure(model_path.read_text(), model_json))
     report["xgboost_version"] = xgb.__version__
     report["train_default_rate"] = float(y.mean())
     report["model_json_bytes"] = model_path.stat().st_size
@@ -440,6 +508,9 @@ def main() -> int:
         report["max_abs_margin_diff"] < 1e-5
         and report["max_abs_margin_diff_all_2000_rows"] < 1e-5
         and report["max_abs_contrib_diff"] < 1e-5
+        and report["leaf_split_condition_equals_base_weight"]
+        and report["float_literals_double_rounding_mismatch"] == 0
+        and report["all_nodes_reachable_and_none_deleted"]
     )
     if not ok:
         print("ERROR: re-implementation over model.json disagrees with XGBoost", file=sys.stderr)
