@@ -21,6 +21,9 @@ pub enum ColumnKind {
     OneHot { category: String },
     /// 1.0 or 0.0; a missing value becomes `impute`.
     Flag { impute: bool },
+    /// The value as given; a missing value becomes NaN (for models that route missing values
+    /// themselves, such as imported XGBoost models).
+    Passthrough,
 }
 
 /// One column of the encoded matrix.
@@ -251,6 +254,29 @@ impl Preprocessor {
         Preprocessor::from_parts(spec.clone(), columns)
     }
 
+    /// No fitting: every model input goes to the model as given, in spec order. Only numeric
+    /// features can be passed through.
+    pub fn passthrough(spec: &Spec) -> Result<Preprocessor, FeatureError> {
+        let mut columns = Vec::new();
+        for (j, f) in spec.features.iter().enumerate() {
+            if !f.is_model_input() {
+                continue;
+            }
+            if f.kind != FeatureKind::Numeric {
+                return Err(FeatureError::InvalidSpec(format!(
+                    "feature '{}' is {:?}; a model without fitted preprocessing takes numeric features only",
+                    f.name, f.kind
+                )));
+            }
+            columns.push(Column {
+                name: f.name.clone(),
+                feature: j,
+                kind: ColumnKind::Passthrough,
+            });
+        }
+        Preprocessor::from_parts(spec.clone(), columns)
+    }
+
     /// Builds the lookup tables and checks that columns and spec agree.
     pub fn from_parts(spec: Spec, columns: Vec<Column>) -> Result<Preprocessor, FeatureError> {
         let mut p = Preprocessor {
@@ -303,8 +329,10 @@ impl Preprocessor {
             }
             let kind_ok = matches!(
                 (f.kind, &col.kind),
-                (FeatureKind::Numeric, ColumnKind::Scaled { .. })
-                    | (FeatureKind::Categorical, ColumnKind::OneHot { .. })
+                (
+                    FeatureKind::Numeric,
+                    ColumnKind::Scaled { .. } | ColumnKind::Passthrough
+                ) | (FeatureKind::Categorical, ColumnKind::OneHot { .. })
                     | (FeatureKind::Boolean, ColumnKind::Flag { .. })
             );
             if !kind_ok {
@@ -391,6 +419,13 @@ impl Preprocessor {
                 (ColumnKind::Flag { impute }, v) => {
                     let b = if let Clean::Bool(b) = v { b } else { *impute };
                     cols[0] = f32::from(u8::from(b));
+                }
+                (ColumnKind::Passthrough, v) => {
+                    cols[0] = if let Clean::Num(x) = v {
+                        x as f32
+                    } else {
+                        f32::NAN
+                    };
                 }
                 (ColumnKind::OneHot { .. }, v) => {
                     cols.fill(0.0);
@@ -647,6 +682,22 @@ mod tests {
         assert!(
             err.contains("training row 0") && err.contains("amount"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn passthrough_keeps_values_and_marks_missing_as_nan() {
+        let mut s = spec();
+        s.features.retain(|f| f.kind == FeatureKind::Numeric);
+        let p = Preprocessor::passthrough(&s).unwrap();
+        let mut out = vec![0.0; 2];
+        p.transform(&[Raw::Num(12.5), Raw::Missing], &mut out)
+            .unwrap();
+        assert_eq!(out[0], 12.5);
+        assert!(out[1].is_nan());
+        assert!(
+            Preprocessor::passthrough(&spec()).is_err(),
+            "categorical features are refused"
         );
     }
 

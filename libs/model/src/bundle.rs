@@ -1,0 +1,232 @@
+//! The model bundle: an MLflow model directory holding `MLmodel` and one versioned JSON
+//! document with everything needed to score (spec, preprocessor, trees, calibration,
+//! thresholds) and to audit (metrics, training score distribution, provenance).
+
+use std::path::{Path, PathBuf};
+
+use features::{FeatureKind, Preprocessor, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::{Calibration, Thresholds};
+use crate::trees::Ensemble;
+use crate::ModelError;
+
+/// The bundle format this build reads and writes.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// File name of the JSON document inside the bundle directory.
+pub const MODEL_FILE: &str = "model.json";
+/// MLflow flavor name.
+pub const FLAVOR: &str = "loan_default";
+/// Refuse to parse model documents larger than this (inputs are hostile).
+pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
+
+/// Who trained the trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSource {
+    /// Trained here with the `gbdt` crate; inputs go through the fitted preprocessor.
+    Gbdt,
+    /// Imported from XGBoost's JSON; inputs go to the trees as given.
+    Xgboost,
+}
+
+/// A histogram of probabilities over equal-width bins on [0, 1]: the drift baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreDistribution {
+    pub edges: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+impl ScoreDistribution {
+    pub fn histogram(p: &[f64], bins: usize) -> ScoreDistribution {
+        let edges = (0..=bins).map(|i| i as f64 / bins as f64).collect();
+        let mut counts = vec![0u64; bins];
+        for x in p {
+            let b = ((x * bins as f64) as usize).min(bins - 1);
+            counts[b] += 1;
+        }
+        ScoreDistribution { edges, counts }
+    }
+}
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    /// SHA-256 of the training data file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_rows: Option<usize>,
+    /// Training settings, as given.
+    #[serde(default)]
+    pub params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Version of the code that built the bundle.
+    pub code_version: String,
+    /// RFC 3339 time of creation.
+    pub created_at: String,
+}
+
+/// The JSON document of a bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub format_version: u32,
+    pub model_uuid: String,
+    pub source: ModelSource,
+    pub spec: Spec,
+    pub preprocessor: serde_json::Value,
+    pub ensemble: Ensemble,
+    pub calibration: Calibration,
+    pub thresholds: Thresholds,
+    /// Reasons reported per decision (adverse-action notices usually give up to four).
+    pub max_reasons: usize,
+    /// Held-out metrics and anything else the trainer reported.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    pub score_distribution: ScoreDistribution,
+    pub provenance: Provenance,
+}
+
+impl Bundle {
+    /// Checks that the parts agree: format version, spec vs preprocessor, feature counts.
+    /// Returns the parsed preprocessor.
+    pub fn check(&self) -> Result<Preprocessor, ModelError> {
+        let bad = |m: String| Err(ModelError::InvalidBundle(m));
+        if self.format_version != BUNDLE_FORMAT_VERSION {
+            return bad(format!(
+                "format_version {} is not supported (this build reads {BUNDLE_FORMAT_VERSION}); retrain or convert the model",
+                self.format_version
+            ));
+        }
+        self.spec
+            .check()
+            .map_err(|e| ModelError::InvalidBundle(e.to_string()))?;
+        let pre = Preprocessor::from_json_value(self.preprocessor.clone())
+            .map_err(|e| ModelError::InvalidBundle(e.to_string()))?;
+        if pre.spec != self.spec {
+            return bad("the preprocessor was fitted for a different feature spec".into());
+        }
+        if pre.width() != self.ensemble.n_features {
+            return bad(format!(
+                "the preprocessor produces {} columns but the trees read {}",
+                pre.width(),
+                self.ensemble.n_features
+            ));
+        }
+        self.ensemble
+            .check()
+            .map_err(|e| ModelError::InvalidBundle(e.to_string()))?;
+        if !(self.thresholds.approve <= self.thresholds.decline) {
+            return bad("approve threshold is above the decline threshold".into());
+        }
+        Ok(pre)
+    }
+
+    /// Writes `MLmodel` and `model.json` into `dir` (created if needed).
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        self.check()?;
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let path = dir.join(MODEL_FILE);
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| ModelError::Internal(e.to_string()))?;
+        std::fs::write(&path, json).map_err(|e| io(&path, e))?;
+        let path = dir.join("MLmodel");
+        std::fs::write(&path, self.mlmodel()).map_err(|e| io(&path, e))?;
+        Ok(())
+    }
+
+    /// Reads a bundle from its directory (or its `model.json`) and checks it.
+    pub fn load(path: &Path) -> Result<Bundle, ModelError> {
+        let file: PathBuf = if path.is_dir() {
+            path.join(MODEL_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let meta = std::fs::metadata(&file).map_err(|e| io(&file, e))?;
+        if meta.len() > MAX_BUNDLE_BYTES {
+            return Err(ModelError::InvalidBundle(format!(
+                "{} is {} bytes, above the {} byte limit",
+                file.display(),
+                meta.len(),
+                MAX_BUNDLE_BYTES
+            )));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+        Bundle::from_json(&text)
+    }
+
+    /// Parses and checks a bundle document.
+    pub fn from_json(text: &str) -> Result<Bundle, ModelError> {
+        // Read the version first so an old or future bundle gets a clear message.
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::InvalidBundle(format!("not valid JSON: {e}")))?;
+        match v.get("format_version").and_then(serde_json::Value::as_u64) {
+            Some(n) if n == u64::from(BUNDLE_FORMAT_VERSION) => {}
+            Some(n) => {
+                return Err(ModelError::InvalidBundle(format!(
+                    "format_version {n} is not supported (this build reads {BUNDLE_FORMAT_VERSION}); retrain or convert the model"
+                )))
+            }
+            None => return Err(ModelError::InvalidBundle("no format_version: not a model bundle".into())),
+        }
+        let bundle: Bundle =
+            serde_json::from_value(v).map_err(|e| ModelError::InvalidBundle(e.to_string()))?;
+        bundle.check()?;
+        Ok(bundle)
+    }
+
+    /// The MLflow `MLmodel` file: our flavor, the signature, uuid and creation time.
+    pub fn mlmodel(&self) -> String {
+        let inputs: Vec<serde_json::Value> = self
+            .spec
+            .features
+            .iter()
+            .map(|f| {
+                let ty = match f.kind {
+                    FeatureKind::Numeric => "double",
+                    FeatureKind::Categorical => "string",
+                    FeatureKind::Boolean => "boolean",
+                };
+                serde_json::json!({"type": ty, "name": f.name, "required": f.required})
+            })
+            .collect();
+        let outputs = serde_json::json!([
+            {"type": "double", "name": "default_probability", "required": true},
+            {"type": "string", "name": "decision", "required": true},
+        ]);
+        // Single-quoted YAML scalars: only the quote itself needs escaping (doubled).
+        let q = |s: String| format!("'{}'", s.replace('\'', "''"));
+        let created = chrono::DateTime::parse_from_rfc3339(&self.provenance.created_at)
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%d %H:%M:%S%.6f")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| self.provenance.created_at.clone());
+        format!(
+            "artifact_path: model\nflavors:\n  {FLAVOR}:\n    data: {MODEL_FILE}\n    format_version: {BUNDLE_FORMAT_VERSION}\n    source: {source}\n    code_version: {code}\nmodel_uuid: {uuid}\nsignature:\n  inputs: {inputs}\n  outputs: {outputs}\n  params: null\nutc_time_created: {created}\n",
+            source = serde_json::to_value(self.source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            code = q(self.provenance.code_version.clone()),
+            uuid = self.model_uuid,
+            inputs = q(serde_json::Value::Array(inputs).to_string()),
+            outputs = q(outputs.to_string()),
+            created = q(created),
+        )
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> ModelError {
+    ModelError::Io(format!("{}: {e}", path.display()))
+}
+
+/// A fresh model id, as MLflow writes it (32 hex digits).
+pub fn new_model_uuid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,193 @@
+//! The `Scorer`: one application in, probability of default, decision and reasons out.
+//! What the CLI, the API and the worker all use.
+
+use features::{FeatureError, Preprocessor, Raw};
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::calibration::{Calibration, Decision, Thresholds};
+use crate::predictor::Predictor;
+use crate::shap::FastExplainer;
+use crate::trees::Ensemble;
+use crate::ModelError;
+
+/// A principal reason for the risk: a feature that raised the default probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    pub feature: String,
+    /// The applicant's value (as validated), or null when it was missing and imputed.
+    pub value: serde_json::Value,
+    /// Contribution to the log-odds of default (TreeSHAP), always positive.
+    pub contribution: f64,
+    pub text: String,
+}
+
+/// The result of scoring one application.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    pub default_probability: f64,
+    pub decision: Decision,
+    pub reasons: Vec<Reason>,
+}
+
+/// Reusable buffers, so that scoring many rows does not allocate per row.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    encoded: Vec<f32>,
+    phi: Vec<f64>,
+    by_feature: Vec<f64>,
+}
+
+/// Preprocessor + predictor + calibration + explainer + thresholds.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    bundle: Bundle,
+    preprocessor: Preprocessor,
+    predictor: Predictor,
+    explainer: FastExplainer,
+    /// Spec features that may be cited as reasons (model inputs that are not protected).
+    citable: Vec<bool>,
+}
+
+impl Scorer {
+    /// Builds a scorer from a checked bundle and smoke-tests the flat trees against the node lists.
+    pub fn new(bundle: Bundle) -> Result<Scorer, ModelError> {
+        let preprocessor = bundle.check()?;
+        let predictor = Predictor::new(&bundle.ensemble);
+        let explainer = FastExplainer::new(&bundle.ensemble);
+        let citable = bundle
+            .spec
+            .features
+            .iter()
+            .map(|f| f.is_model_input() && !f.protected)
+            .collect();
+        let probe = vec![0.0f32; predictor.n_features()];
+        if !crate::predictor::agrees_with_reference(&bundle.ensemble, &predictor, &probe) {
+            return Err(ModelError::Internal(
+                "flattened trees disagree with the model".into(),
+            ));
+        }
+        Ok(Scorer {
+            bundle,
+            preprocessor,
+            predictor,
+            explainer,
+            citable,
+        })
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.bundle.ensemble
+    }
+
+    pub fn calibration(&self) -> Calibration {
+        self.bundle.calibration
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.bundle.thresholds
+    }
+
+    /// A scratch space sized for this model.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            encoded: vec![0.0; self.predictor.n_features()],
+            phi: vec![0.0; self.predictor.n_features()],
+            by_feature: vec![0.0; self.bundle.spec.features.len()],
+        }
+    }
+
+    /// Scores one application given as values in spec order.
+    pub fn score(&self, record: &[Raw<'_>], explain: bool) -> Result<Score, FeatureError> {
+        self.score_with(record, explain, &mut self.scratch())
+    }
+
+    /// Like [`Scorer::score`], reusing `scratch`.
+    pub fn score_with(
+        &self,
+        record: &[Raw<'_>],
+        explain: bool,
+        scratch: &mut Scratch,
+    ) -> Result<Score, FeatureError> {
+        self.preprocessor.transform(record, &mut scratch.encoded)?;
+        let margin = self.predictor.margin(&scratch.encoded);
+        let p = self.bundle.calibration.apply(f64::from(margin));
+        let reasons = if explain {
+            self.reasons(record, scratch)
+        } else {
+            Vec::new()
+        };
+        Ok(Score {
+            default_probability: p,
+            decision: self.bundle.thresholds.decide(p),
+            reasons,
+        })
+    }
+
+    /// Calibrated probabilities of already-encoded rows (row-major), in parallel.
+    pub fn probabilities_encoded(&self, rows: &[f32], margins: &mut [f32], out: &mut [f64]) {
+        self.predictor.margins_parallel(rows, margins);
+        for (o, m) in out.iter_mut().zip(margins.iter()) {
+            *o = self.bundle.calibration.apply(f64::from(*m));
+        }
+    }
+
+    /// Contributions (log-odds) per spec feature for an encoded row, one-hot columns summed.
+    pub fn contributions_by_feature(&self, encoded: &[f32], phi: &mut [f64], out: &mut [f64]) {
+        self.explainer
+            .contributions(&self.bundle.ensemble, encoded, phi);
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = self.preprocessor.feature_columns(j).map(|c| phi[c]).sum();
+        }
+    }
+
+    /// The expected margin that contributions are measured from.
+    pub fn bias(&self) -> f64 {
+        self.explainer.bias()
+    }
+
+    /// Top features raising the risk for the row in `scratch.encoded`.
+    fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
+        let Scratch {
+            encoded,
+            phi,
+            by_feature,
+        } = scratch;
+        self.contributions_by_feature(encoded, phi, by_feature);
+        let mut top: Vec<(usize, f64)> = by_feature
+            .iter()
+            .enumerate()
+            .filter(|(j, c)| self.citable[*j] && **c > 0.0)
+            .map(|(j, c)| (j, *c))
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(self.bundle.max_reasons);
+        top.into_iter()
+            .map(|(j, c)| {
+                let f = &self.bundle.spec.features[j];
+                Reason {
+                    feature: f.name.clone(),
+                    value: self.preprocessor.display_value(j, record[j]),
+                    contribution: c,
+                    text: if f.reason.is_empty() {
+                        f.name.clone()
+                    } else {
+                        f.reason.clone()
+                    },
+                }
+            })
+            .collect()
+    }
+}
