@@ -1,1 +1,73 @@
-fn main() {}
+//! `loanctl`: train, evaluate, score and import loan-default models from the command line.
+
+mod commands;
+mod plots;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Loan-default scoring: train models, evaluate them, score files, import XGBoost models.
+#[derive(Parser, Debug)]
+#[command(name = "loanctl", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Feature spec tools.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+    /// Train a model: split, fit, calibrate, evaluate; write the bundle, report and plots.
+    Train(commands::train::Args),
+    /// Evaluate a model on a labelled CSV.
+    Evaluate(commands::evaluate::Args),
+    /// Score a CSV of applications (streamed; any size).
+    Score(commands::score::Args),
+    /// Wrap an XGBoost JSON model (save_model("*.json")) into a bundle.
+    ImportXgboost(commands::import::Args),
+    /// Write a seeded synthetic CSV shaped like a given one (for benchmarks and load tests).
+    Generate(commands::generate::Args),
+}
+
+#[derive(Subcommand, Debug)]
+enum SpecCommand {
+    /// Draft a feature spec from a CSV and print it (edit reasons, ranges and protected flags).
+    Infer {
+        /// The CSV to read (the whole file is read).
+        #[arg(long)]
+        data: PathBuf,
+        /// The label column.
+        #[arg(long)]
+        target: String,
+        /// The label value that means "defaulted".
+        #[arg(long)]
+        positive: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Spec(SpecCommand::Infer {
+            data,
+            target,
+            positive,
+        }) => commands::spec::infer(&data, &target, &positive),
+        Command::Train(a) => commands::train::run(a),
+        Command::Evaluate(a) => commands::evaluate::run(a),
+        Command::Score(a) => commands::score::run(a),
+        Command::ImportXgboost(a) => commands::import::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

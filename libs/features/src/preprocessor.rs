@@ -112,6 +112,25 @@ fn clean<'a>(f: &FeatureSpec, raw: Raw<'a>) -> Result<Clean<'a>, FieldError> {
     }
 }
 
+impl Spec {
+    /// Validates the model inputs of one record (values in spec order), reporting every
+    /// invalid field. Features the model does not use are not checked.
+    pub fn validate(&self, record: &[Raw<'_>]) -> Result<(), Vec<FieldError>> {
+        let errors: Vec<FieldError> = self
+            .features
+            .iter()
+            .zip(record)
+            .filter(|(f, _)| f.is_model_input())
+            .filter_map(|(f, raw)| clean(f, *raw).err())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 fn check_range<'a>(f: &FeatureSpec, x: f64) -> Result<Clean<'a>, FieldError> {
     let err = |code, message: String| FieldError {
         field: f.name.clone(),

@@ -1,1 +1,120 @@
-fn main() {}
+//! Scorer latency on one application (German credit, default settings: 200 trees, depth 4).
+//! Run: `cargo bench -p model --bench scorer`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use features::{Raw, Spec};
+use model::pipeline::{fit, provenance_now, TrainConfig};
+use model::shap::{Explainer, FastExplainer};
+use model::Scorer;
+
+fn scorer_and_rows() -> (Scorer, Vec<Vec<String>>) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
+    let spec = Spec::from_json(
+        &std::fs::read_to_string(format!("{root}/german_credit.spec.json")).unwrap(),
+    )
+    .unwrap();
+    let mut rdr = csv::Reader::from_path(format!("{root}/german_credit.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let cols: Vec<usize> = spec
+        .features
+        .iter()
+        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
+        .collect();
+    let t = headers.iter().position(|h| h == spec.target.name).unwrap();
+    let mut rows = Vec::new();
+    let mut y = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        rows.push(cols.iter().map(|&c| rec[c].to_string()).collect::<Vec<_>>());
+        y.push(&rec[t] == spec.target.positive);
+    }
+    let raws: Vec<Vec<Raw>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let fitted = fit(
+        &spec,
+        &raws,
+        &y,
+        &TrainConfig::default(),
+        provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    (Scorer::new(fitted.bundle).unwrap(), rows)
+}
+
+fn bench(c: &mut Criterion) {
+    let (scorer, rows) = scorer_and_rows();
+    let raws: Vec<Vec<Raw>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let mut scratch = scorer.scratch();
+    let w = scorer.preprocessor().width();
+    let mut encoded = vec![0.0f32; w];
+    scorer
+        .preprocessor()
+        .transform(&raws[1], &mut encoded)
+        .unwrap();
+    let mut i = 0;
+    c.bench_function("predict_encoded_row", |b| {
+        b.iter(|| scorer.predictor().margin(black_box(&encoded)))
+    });
+    c.bench_function("transform_row", |b| {
+        b.iter(|| {
+            scorer
+                .preprocessor()
+                .transform(black_box(&raws[1]), &mut encoded)
+                .unwrap()
+        })
+    });
+    c.bench_function("score_without_reasons", |b| {
+        b.iter(|| {
+            i = (i + 1) % raws.len();
+            scorer
+                .score_with(black_box(&raws[i]), false, &mut scratch)
+                .unwrap()
+        })
+    });
+    c.bench_function("score_with_reasons", |b| {
+        b.iter(|| {
+            i = (i + 1) % raws.len();
+            scorer
+                .score_with(black_box(&raws[i]), true, &mut scratch)
+                .unwrap()
+        })
+    });
+    let ens = scorer.ensemble();
+    let mut phi = vec![0.0f64; w];
+    let fast = FastExplainer::new(ens);
+    let exact = Explainer::new(ens);
+    c.bench_function("treeshap_precomputed", |b| {
+        b.iter(|| fast.contributions(ens, black_box(&encoded), &mut phi))
+    });
+    c.bench_function("treeshap_recursive", |b| {
+        b.iter(|| exact.contributions(ens, black_box(&encoded), &mut phi))
+    });
+    let n = 4096;
+    let block: Vec<f32> = (0..n)
+        .flat_map(|k| {
+            let mut e = vec![0.0f32; w];
+            scorer
+                .preprocessor()
+                .transform(&raws[k % raws.len()], &mut e)
+                .unwrap();
+            e
+        })
+        .collect();
+    let mut out = vec![0.0f32; n];
+    c.bench_function("predict_block_4096_rows", |b| {
+        b.iter(|| scorer.predictor().margins(black_box(&block), &mut out))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

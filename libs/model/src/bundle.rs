@@ -129,8 +129,7 @@ impl Bundle {
         self.check()?;
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(MODEL_FILE);
-        let json =
-            serde_json::to_vec_pretty(self).map_err(|e| ModelError::Internal(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(|e| ModelError::Internal(e.to_string()))?;
         std::fs::write(&path, json).map_err(|e| io(&path, e))?;
         let path = dir.join("MLmodel");
         std::fs::write(&path, self.mlmodel()).map_err(|e| io(&path, e))?;

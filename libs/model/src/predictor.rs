@@ -18,6 +18,31 @@ struct FlatTree {
     leaves: usize,
 }
 
+/// One split in 8 bytes: the column (high bit set when a missing value goes right) and the
+/// threshold, so one load brings both.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    column: u32,
+    threshold: f32,
+}
+
+const MISSING_RIGHT: u32 = 1 << 31;
+
+impl Split {
+    /// NaN threshold and missing-left: a padding node that sends every value left.
+    const PAD: Split = Split {
+        column: 0,
+        threshold: f32::NAN,
+    };
+
+    #[inline(always)]
+    fn goes_right(self, row: &[f32]) -> bool {
+        let x = row[(self.column & !MISSING_RIGHT) as usize];
+        // NaN compares false, so a missing value goes right only where its default says so.
+        (x >= self.threshold) | (x.is_nan() & (self.column & MISSING_RIGHT != 0))
+    }
+}
+
 /// Flattened trees, evaluated without allocation. Margins are accumulated in `f32` in tree
 /// order, exactly as the `gbdt` crate does, so the result is bit-identical to it.
 #[derive(Debug, Clone)]
@@ -25,10 +50,7 @@ pub struct Predictor {
     n_features: usize,
     base: f32,
     trees: Vec<FlatTree>,
-    feature: Vec<u32>,
-    threshold: Vec<f32>,
-    /// 1 where a missing value goes right.
-    missing_right: Vec<bool>,
+    splits: Vec<Split>,
     leaf: Vec<f32>,
 }
 
@@ -39,20 +61,14 @@ impl Predictor {
             n_features: ensemble.n_features,
             base: ensemble.base_margin,
             trees: Vec::with_capacity(ensemble.trees.len()),
-            feature: Vec::new(),
-            threshold: Vec::new(),
-            missing_right: Vec::new(),
+            splits: Vec::new(),
             leaf: Vec::new(),
         };
         for t in &ensemble.trees {
             let depth = t.depth();
-            let inner = p.feature.len();
+            let inner = p.splits.len();
             let leaves = p.leaf.len();
-            let n_inner = (1usize << depth) - 1;
-            p.feature.resize(inner + n_inner, 0);
-            // NaN threshold and missing-left: a padding node sends every value left.
-            p.threshold.resize(inner + n_inner, f32::NAN);
-            p.missing_right.resize(inner + n_inner, false);
+            p.splits.resize(inner + (1usize << depth) - 1, Split::PAD);
             p.leaf.resize(leaves + (1usize << depth), 0.0);
             p.fill(t, 0, 0, depth, inner, leaves);
             p.trees.push(FlatTree {
@@ -64,7 +80,7 @@ impl Predictor {
         p
     }
 
-    /// Copies node `node` of `t` to complete-tree position `pos` (at `level`).
+    /// Copies node `node` of `t` to complete-tree position `pos`.
     fn fill(
         &mut self,
         t: &Tree,
@@ -87,9 +103,10 @@ impl Predictor {
             self.leaf[leaves + first..leaves + first + span].fill(n.value);
             return;
         }
-        self.feature[inner + pos] = n.feature;
-        self.threshold[inner + pos] = n.threshold;
-        self.missing_right[inner + pos] = !n.default_left;
+        self.splits[inner + pos] = Split {
+            column: n.feature | if n.default_left { 0 } else { MISSING_RIGHT },
+            threshold: n.threshold,
+        };
         self.fill(t, n.left as usize, 2 * pos + 1, depth, inner, leaves);
         self.fill(t, n.right as usize, 2 * pos + 2, depth, inner, leaves);
     }
@@ -99,38 +116,83 @@ impl Predictor {
         self.n_features
     }
 
-    #[inline]
-    fn leaf_of(&self, t: &FlatTree, row: &[f32]) -> f32 {
-        let mut i = 0usize;
-        for _ in 0..t.depth {
-            let k = t.inner + i;
-            let x = row[self.feature[k] as usize];
-            // NaN compares false, so a missing value goes right only where its default says so.
-            let right = (x >= self.threshold[k]) | (x.is_nan() & self.missing_right[k]);
-            i = 2 * i + 1 + usize::from(right);
-        }
-        self.leaf[t.leaves + i - ((1usize << t.depth) - 1)]
+    /// The tree's splits and leaves as slices (bounds known once per tree).
+    #[inline(always)]
+    fn parts(&self, t: &FlatTree) -> (&[Split], &[f32]) {
+        let n = 1usize << t.depth;
+        (
+            &self.splits[t.inner..t.inner + n - 1],
+            &self.leaf[t.leaves..t.leaves + n],
+        )
     }
 
-    /// Raw margin (log-odds) of one encoded row.
+    /// Raw margin (log-odds) of one encoded row. Trees of equal depth are descended four at
+    /// a time so that their independent loads overlap; leaves are still added in tree order.
     pub fn margin(&self, row: &[f32]) -> f32 {
-        debug_assert_eq!(row.len(), self.n_features);
+        assert_eq!(row.len(), self.n_features, "row has the wrong width");
         let mut m = self.base;
-        for t in &self.trees {
-            m += self.leaf_of(t, row);
+        let mut quads = self.trees.chunks_exact(4);
+        for q in &mut quads {
+            let d = q[0].depth;
+            if q.iter().all(|t| t.depth == d) {
+                let parts = [
+                    self.parts(&q[0]),
+                    self.parts(&q[1]),
+                    self.parts(&q[2]),
+                    self.parts(&q[3]),
+                ];
+                let mut i = [0usize; 4];
+                for _ in 0..d {
+                    for k in 0..4 {
+                        i[k] = 2 * i[k] + 1 + usize::from(parts[k].0[i[k]].goes_right(row));
+                    }
+                }
+                for k in 0..4 {
+                    m += parts[k].1[i[k] - parts[k].0.len()];
+                }
+            } else {
+                for t in q {
+                    m += self.leaf_value(t, row);
+                }
+            }
+        }
+        for t in quads.remainder() {
+            m += self.leaf_value(t, row);
         }
         m
     }
 
-    /// Margins of row-major `rows` into `out`, one block of rows per tree pass.
+    #[inline(always)]
+    fn leaf_value(&self, t: &FlatTree, row: &[f32]) -> f32 {
+        let (splits, leaves) = self.parts(t);
+        let mut i = 0usize;
+        for _ in 0..t.depth {
+            i = 2 * i + 1 + usize::from(splits[i].goes_right(row));
+        }
+        leaves[i - splits.len()]
+    }
+
+    /// Margins of row-major `rows` into `out`. A block of rows steps through each tree one
+    /// level at a time, so the descents of different rows overlap instead of waiting on
+    /// each other.
     pub fn margins(&self, rows: &[f32], out: &mut [f32]) {
         let w = self.n_features;
         assert_eq!(rows.len(), out.len() * w, "rows and output sizes disagree");
+        let mut idx = [0usize; BLOCK];
         for (block, o) in rows.chunks(BLOCK * w).zip(out.chunks_mut(BLOCK)) {
+            let n = o.len();
+            let idx = &mut idx[..n];
             o.fill(self.base);
             for t in &self.trees {
-                for (row, m) in block.chunks_exact(w).zip(o.iter_mut()) {
-                    *m += self.leaf_of(t, row);
+                let (splits, leaves) = self.parts(t);
+                idx.fill(0);
+                for _ in 0..t.depth {
+                    for (i, row) in idx.iter_mut().zip(block.chunks_exact(w)) {
+                        *i = 2 * *i + 1 + usize::from(splits[*i].goes_right(row));
+                    }
+                }
+                for (m, i) in o.iter_mut().zip(idx.iter()) {
+                    *m += leaves[*i - splits.len()];
                 }
             }
         }

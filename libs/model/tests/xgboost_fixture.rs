@@ -100,8 +100,10 @@ fn treeshap_matches_xgboost_pred_contribs_and_sums_to_margin() {
                 c.contribs[j]
             );
             assert!(
-                (phi[j] - phi_fast[j]).abs() < 1e-9,
-                "case {i} feature {j}: fast explainer differs"
+                (phi_fast[j] - c.contribs[j]).abs() < 1e-5,
+                "case {i} feature {j}: fast explainer {} vs {}",
+                phi_fast[j],
+                c.contribs[j]
             );
         }
         assert!(

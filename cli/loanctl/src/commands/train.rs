@@ -1,0 +1,308 @@
+//! `loanctl train`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use features::Raw;
+use model::pipeline::{fit, provenance_now, stratified_split, Progress, TrainConfig};
+use model::report::{evaluate, Evaluation};
+use model::smote::SmoteParams;
+use model::train::TrainParams;
+use model::{Scorer, ThresholdRule};
+use serde_json::json;
+
+use crate::table::read_labelled;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Labelled CSV of past applications.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Feature spec (JSON).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Output folder: model/ (the bundle), report.json, report.md and plots.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of rows held out for evaluation (stratified).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Seed for the split, SMOTE, folds and subsampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 200)]
+    pub trees: usize,
+    #[arg(long, default_value_t = 4)]
+    pub max_depth: u32,
+    #[arg(long, default_value_t = 0.05)]
+    pub learning_rate: f32,
+    /// Minimum rows per leaf.
+    #[arg(long, default_value_t = 5)]
+    pub min_leaf: usize,
+    /// Share of rows each tree sees.
+    #[arg(long, default_value_t = 1.0)]
+    pub row_subsample: f64,
+    /// Share of columns each tree may use.
+    #[arg(long, default_value_t = 1.0)]
+    pub col_subsample: f64,
+    /// Quantile bins per numeric column before fitting (0 = exact splits). See BENCHMARKS.md.
+    #[arg(long, default_value_t = 0)]
+    pub bins: usize,
+    /// Train on the data as it is, without SMOTE oversampling.
+    #[arg(long)]
+    pub no_smote: bool,
+    /// SMOTE neighbours.
+    #[arg(long, default_value_t = 5)]
+    pub smote_k: usize,
+    /// Defaults per non-default after SMOTE (1.0 = balanced).
+    #[arg(long, default_value_t = 1.0)]
+    pub smote_ratio: f64,
+    /// Folds for out-of-fold calibration and threshold choice.
+    #[arg(long, default_value_t = 3)]
+    pub calibration_folds: usize,
+    /// How to choose the decline threshold: f1, or cost (with the two cost options).
+    #[arg(long, default_value = "f1", value_parser = ["f1", "cost"])]
+    pub threshold_rule: String,
+    /// Cost of approving an applicant who defaults (rule "cost").
+    #[arg(long, default_value_t = 5.0)]
+    pub cost_false_approve: f64,
+    /// Cost of declining an applicant who would have repaid (rule "cost").
+    #[arg(long, default_value_t = 1.0)]
+    pub cost_false_decline: f64,
+    /// Share of defaulters that must not be auto-approved (sets the review threshold).
+    #[arg(long, default_value_t = 0.9)]
+    pub review_recall: f64,
+    /// Reasons given per decision.
+    #[arg(long, default_value_t = 4)]
+    pub max_reasons: usize,
+    /// Also train without SMOTE and report both calibrations side by side.
+    #[arg(long)]
+    pub compare_no_smote: bool,
+}
+
+impl Args {
+    fn config(&self, smote: bool) -> TrainConfig {
+        TrainConfig {
+            booster: TrainParams {
+                trees: self.trees,
+                max_depth: self.max_depth,
+                learning_rate: self.learning_rate,
+                min_leaf: self.min_leaf,
+                row_subsample: self.row_subsample,
+                col_subsample: self.col_subsample,
+                bins: self.bins,
+                seed: self.seed,
+            },
+            smote: smote.then(|| SmoteParams {
+                k: self.smote_k,
+                ratio: self.smote_ratio,
+                seed: self.seed,
+            }),
+            calibration_folds: self.calibration_folds,
+            threshold_rule: match self.threshold_rule.as_str() {
+                "cost" => ThresholdRule::ExpectedCost {
+                    false_approve: self.cost_false_approve,
+                    false_decline: self.cost_false_decline,
+                },
+                _ => ThresholdRule::F1,
+            },
+            review_recall: self.review_recall,
+            max_reasons: self.max_reasons,
+        }
+    }
+}
+
+/// Trains with `cfg` on the training rows and evaluates on the test rows.
+fn fit_and_evaluate(
+    spec: &features::Spec,
+    train: (&[Vec<Raw<'_>>], &[bool]),
+    test: (&[Vec<Raw<'_>>], &[bool]),
+    cfg: &TrainConfig,
+    provenance: model::Provenance,
+    label: &str,
+) -> Result<(model::pipeline::Fitted, Evaluation, f64)> {
+    let started = Instant::now();
+    let pb = crate::commands::bar(0, label);
+    let fitted = fit(spec, train.0, train.1, cfg, provenance, &mut |p| match p {
+        Progress::Trees { done, total } => {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        }
+    })?;
+    pb.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let scorer = Scorer::new(fitted.bundle.clone())?;
+    let eval = evaluate(&scorer, test.0, test.1)?;
+    Ok((fitted, eval, seconds))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let spec = crate::commands::read_spec(&a.spec)?;
+    let data = read_labelled(&a.data, &spec)?;
+    let mut raws_all: Vec<Vec<Raw<'_>>> = Vec::with_capacity(data.records.len());
+    for rec in &data.records {
+        let mut r = Vec::new();
+        data.layout.raws(rec, &mut r);
+        raws_all.push(r);
+    }
+    let (train_idx, test_idx) = stratified_split(&data.labels, a.test_fraction, a.seed)?;
+    let pick = |idx: &[usize]| -> (Vec<Vec<Raw<'_>>>, Vec<bool>) {
+        (
+            idx.iter().map(|&i| raws_all[i].clone()).collect(),
+            idx.iter().map(|&i| data.labels[i]).collect(),
+        )
+    };
+    let (train_x, train_y) = pick(&train_idx);
+    let (test_x, test_y) = pick(&test_idx);
+    eprintln!(
+        "training on {} rows ({} defaults), holding out {} rows ({} defaults)",
+        train_y.len(),
+        train_y.iter().filter(|v| **v).count(),
+        test_y.len(),
+        test_y.iter().filter(|v| **v).count()
+    );
+    let provenance = model::Provenance {
+        data_sha256: Some(data.sha256.clone()),
+        data_rows: Some(data.records.len()),
+        ..provenance_now()
+    };
+    let cfg = a.config(!a.no_smote);
+    let (mut fitted, eval, seconds) = fit_and_evaluate(
+        &spec,
+        (&train_x, &train_y),
+        (&test_x, &test_y),
+        &cfg,
+        provenance.clone(),
+        "training",
+    )?;
+    let baseline = if a.compare_no_smote && !a.no_smote {
+        let cfg = a.config(false);
+        Some(fit_and_evaluate(
+            &spec,
+            (&train_x, &train_y),
+            (&test_x, &test_y),
+            &cfg,
+            provenance,
+            "no SMOTE",
+        )?)
+    } else {
+        None
+    };
+    let m = &eval.metrics;
+    fitted.bundle.metrics = json!({
+        "test_roc_auc": m.roc_auc,
+        "test_pr_auc": m.pr_auc,
+        "test_ks": m.ks,
+        "test_brier": m.brier,
+        "test_log_loss": m.log_loss,
+        "test_rows": m.rows,
+        "train_rows": train_y.len(),
+    });
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let bundle_dir = a.out.join("model");
+    fitted.bundle.save(&bundle_dir)?;
+    let plots = crate::plots::write_all(
+        &a.out,
+        &eval.probabilities,
+        &eval.labels,
+        m.roc_auc,
+        m.pr_auc,
+    )?;
+    let report = json!({
+        "model_uuid": fitted.bundle.model_uuid,
+        "data": {
+            "file": a.data.display().to_string(),
+            "sha256": data.sha256,
+            "rows": data.records.len(),
+            "train_rows": train_y.len(),
+            "test_rows": test_y.len(),
+            "test_fraction": a.test_fraction,
+        },
+        "config": cfg,
+        "smote_rows_added": fitted.smote_rows,
+        "thresholds": fitted.bundle.thresholds,
+        "calibration": fitted.bundle.calibration,
+        "training_seconds": seconds,
+        "evaluation": eval,
+        "without_smote": baseline.as_ref().map(|(_, e, s)| json!({"evaluation": e, "training_seconds": s})),
+        "plots": plots,
+    });
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    let md = markdown(
+        &a,
+        &fitted,
+        &eval,
+        seconds,
+        baseline.as_ref().map(|(_, e, _)| e),
+    );
+    std::fs::write(a.out.join("report.md"), &md)?;
+    crate::commands::print(&md)?;
+    eprintln!(
+        "wrote {} (bundle), report.json, report.md, {}",
+        bundle_dir.display(),
+        plots.join(", ")
+    );
+    Ok(())
+}
+
+fn markdown(
+    a: &Args,
+    fitted: &model::pipeline::Fitted,
+    eval: &Evaluation,
+    seconds: f64,
+    baseline: Option<&Evaluation>,
+) -> String {
+    let b = &fitted.bundle;
+    let t = &b.thresholds;
+    let mut s = format!(
+        "# Training report\n\nModel `{}` trained on `{}` ({} rows, SHA-256 `{}`) in {:.1} s.\n\n\
+         Settings: {} trees, depth {}, learning rate {}, min leaf {}, bins {}, seed {}; {}; \
+         Platt calibration fitted out of fold ({} folds): a = {:.4}, b = {:.4}.\n\n\
+         Decisions: approve below {:.4}, review from {:.4}, decline at or above {:.4} (rule {:?}, review recall {}).\n\n",
+        b.model_uuid,
+        a.data.display(),
+        b.provenance.data_rows.unwrap_or(0),
+        b.provenance.data_sha256.as_deref().unwrap_or(""),
+        seconds,
+        a.trees,
+        a.max_depth,
+        a.learning_rate,
+        a.min_leaf,
+        a.bins,
+        a.seed,
+        if a.no_smote {
+            "no SMOTE".to_string()
+        } else {
+            format!("SMOTE-NC k = {} to ratio {} (+{} synthetic rows)", a.smote_k, a.smote_ratio, fitted.smote_rows)
+        },
+        a.calibration_folds,
+        b.calibration.a,
+        b.calibration.b,
+        t.approve,
+        t.approve,
+        t.decline,
+        t.rule,
+        t.review_recall,
+    );
+    s.push_str(&eval.to_markdown());
+    if let Some(base) = baseline {
+        s.push_str(&format!(
+            "\n## SMOTE vs no SMOTE (same split, same settings)\n\n| model | ROC AUC | Brier (calibrated) | Brier (uncalibrated) | log loss (calibrated) |\n| --- | --- | --- | --- | --- |\n| SMOTE | {:.4} | {:.4} | {:.4} | {:.4} |\n| no SMOTE | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            eval.metrics.roc_auc,
+            eval.calibration_check.brier_calibrated,
+            eval.calibration_check.brier_uncalibrated,
+            eval.calibration_check.log_loss_calibrated,
+            base.metrics.roc_auc,
+            base.calibration_check.brier_calibrated,
+            base.calibration_check.brier_uncalibrated,
+            base.calibration_check.log_loss_calibrated,
+        ));
+    }
+    s.push_str("\n## Plots\n\n![ROC](roc.png)\n![Precision-recall](precision_recall.png)\n![Calibration](calibration.png)\n![Score distribution](score_distribution.png)\n");
+    s
+}
