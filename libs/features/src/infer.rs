@@ -51,7 +51,7 @@ pub fn infer_spec(
             min: None,
             max: None,
             categories: None,
-            reason: format!("{}", name.replace('_', " ")),
+            reason: name.replace('_', " "),
             protected: false,
             use_in_model: None,
             on_invalid: InvalidPolicy::Reject,

@@ -124,7 +124,7 @@ impl Spec {
                 ));
             }
             if let (Some(lo), Some(hi)) = (f.min, f.max) {
-                if !(lo <= hi) {
+                if lo.is_nan() || hi.is_nan() || lo > hi {
                     return bad(format!("feature '{}': min {lo} is above max {hi}", f.name));
                 }
             }

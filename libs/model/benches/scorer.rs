@@ -26,7 +26,7 @@ fn scorer_and_rows() -> (Scorer, Vec<Vec<String>>) {
     for rec in rdr.records() {
         let rec = rec.unwrap();
         rows.push(cols.iter().map(|&c| rec[c].to_string()).collect::<Vec<_>>());
-        y.push(&rec[t] == spec.target.positive);
+        y.push(rec[t] == *spec.target.positive);
     }
     let raws: Vec<Vec<Raw>> = rows
         .iter()

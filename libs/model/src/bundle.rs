@@ -118,7 +118,8 @@ impl Bundle {
         self.ensemble
             .check()
             .map_err(|e| ModelError::InvalidBundle(e.to_string()))?;
-        if !(self.thresholds.approve <= self.thresholds.decline) {
+        let t = &self.thresholds;
+        if t.approve.is_nan() || t.decline.is_nan() || t.approve > t.decline {
             return bad("approve threshold is above the decline threshold".into());
         }
         Ok(pre)

@@ -158,22 +158,31 @@ impl Scorer {
         self.explainer.bias()
     }
 
-    /// Top features raising the risk for the row in `scratch.encoded`.
-    fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
+    /// Top features raising the risk for an encoded row, as (spec feature index, contribution),
+    /// largest first, at most `max_reasons`; protected features are never included.
+    pub fn top_reasons(&self, encoded: &[f32], scratch: &mut Scratch, out: &mut Vec<(usize, f64)>) {
         let Scratch {
-            encoded,
-            phi,
-            by_feature,
+            phi, by_feature, ..
         } = scratch;
         self.contributions_by_feature(encoded, phi, by_feature);
-        let mut top: Vec<(usize, f64)> = by_feature
-            .iter()
-            .enumerate()
-            .filter(|(j, c)| self.citable[*j] && **c > 0.0)
-            .map(|(j, c)| (j, *c))
-            .collect();
-        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        top.truncate(self.bundle.max_reasons);
+        out.clear();
+        out.extend(
+            by_feature
+                .iter()
+                .enumerate()
+                .filter(|(j, c)| self.citable[*j] && **c > 0.0)
+                .map(|(j, c)| (j, *c)),
+        );
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(self.bundle.max_reasons);
+    }
+
+    /// Top features raising the risk for the row in `scratch.encoded`.
+    fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
+        let encoded = std::mem::take(&mut scratch.encoded);
+        let mut top = Vec::with_capacity(self.bundle.max_reasons + 1);
+        self.top_reasons(&encoded, scratch, &mut top);
+        scratch.encoded = encoded;
         top.into_iter()
             .map(|(j, c)| {
                 let f = &self.bundle.spec.features[j];

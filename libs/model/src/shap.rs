@@ -422,9 +422,9 @@ fn collect(
         // The leaf's path as the recursive algorithm holds it at this leaf; the result does
         // not depend on the order in which features were met.
         extend(&mut buf, 0, 1.0, 1.0, -1);
-        for k in 0..d {
+        for (k, z) in zero.iter().enumerate() {
             let one = if set & (1 << k) != 0 { 1.0 } else { 0.0 };
-            extend(&mut buf, k + 1, zero[k], one, k as i64);
+            extend(&mut buf, k + 1, *z, one, k as i64);
         }
         for k in 0..d {
             let el = buf[k + 1];

@@ -120,7 +120,7 @@ pub fn oversample(
         synthetic.extend(new);
     }
     x.extend(synthetic);
-    y.extend(std::iter::repeat(minority_label).take(add));
+    y.extend(std::iter::repeat_n(minority_label, add));
     Ok(add)
 }
 
@@ -145,7 +145,14 @@ mod tests {
             y.push(pos);
         }
         let before = x.clone();
-        let added = oversample(&mut x, &mut y, 4, &[2..4], &SmoteParams::default()).unwrap();
+        let added = oversample(
+            &mut x,
+            &mut y,
+            4,
+            std::slice::from_ref(&(2..4)),
+            &SmoteParams::default(),
+        )
+        .unwrap();
         assert_eq!(added, 20);
         assert_eq!(y.iter().filter(|v| **v).count(), 30);
         assert_eq!(&x[..before.len()], &before[..]);
@@ -161,7 +168,14 @@ mod tests {
         }
         let mut x2 = before.clone();
         let mut y2: Vec<bool> = (0..40).map(|i| i % 4 == 0).collect();
-        oversample(&mut x2, &mut y2, 4, &[2..4], &SmoteParams::default()).unwrap();
+        oversample(
+            &mut x2,
+            &mut y2,
+            4,
+            std::slice::from_ref(&(2..4)),
+            &SmoteParams::default(),
+        )
+        .unwrap();
         assert_eq!(x, x2, "seeded: same input, same output");
     }
 }

@@ -446,14 +446,7 @@ mod tests {
     #[test]
     fn rejects_non_finite_data_and_single_class_labels() {
         let (mut x, y) = data(50);
-        assert!(train(
-            &x,
-            &vec![false; 50],
-            3,
-            &TrainParams::default(),
-            &mut |_| {}
-        )
-        .is_err());
+        assert!(train(&x, &[false; 50], 3, &TrainParams::default(), &mut |_| {}).is_err());
         x[4] = f32::NAN;
         assert!(train(&x, &y, 3, &TrainParams::default(), &mut |_| {}).is_err());
     }

@@ -46,11 +46,20 @@ pub fn run(a: Args) -> Result<()> {
     if rows.is_empty() {
         bail!("{} has no rows to imitate", a.like.display());
     }
-    // A column is jittered when every value in it is an integer.
-    let integer: Vec<bool> = (0..headers.len())
+    // A column is jittered when every value in it is an integer; jitter stays within the
+    // column's observed range, so generated rows pass the same validation as the source.
+    let integer: Vec<Option<(i64, i64)>> = (0..headers.len())
         .map(|c| {
-            rows.iter()
-                .all(|r| r.get(c).is_some_and(|v| v.trim().parse::<i64>().is_ok()))
+            let v: Option<Vec<i64>> = rows
+                .iter()
+                .map(|r| r.get(c).and_then(|v| v.trim().parse::<i64>().ok()))
+                .collect();
+            v.map(|v| {
+                (
+                    v.iter().copied().min().unwrap_or(0),
+                    v.iter().copied().max().unwrap_or(0),
+                )
+            })
         })
         .collect();
     let file = std::fs::File::create(&a.out)
@@ -71,18 +80,17 @@ pub fn run(a: Args) -> Result<()> {
         if !a.id_column.is_empty() {
             cells.push(format!("A{:09}", i + 1));
         }
-        for c in 0..headers.len() {
+        for (c, range) in integer.iter().enumerate() {
             let src = if rng.gen_bool(a.mix) {
                 &rows[rng.gen_range(0..rows.len())]
             } else {
                 base
             };
             let v = src.get(c).unwrap_or("");
-            if integer[c] {
+            if let Some((lo, hi)) = *range {
                 let x: i64 = v.trim().parse().unwrap_or(0);
                 let jitter = (x as f64 * rng.gen_range(-0.1..0.1)).round() as i64;
-                let y = if x > 0 { (x + jitter).max(1) } else { x };
-                cells.push(y.to_string());
+                cells.push((x + jitter).clamp(lo, hi).to_string());
             } else {
                 cells.push(v.to_string());
             }

@@ -88,32 +88,32 @@ pub fn run(a: Args) -> Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    // Reader thread: parses chunks while the previous one is scored; two chunks in flight at most.
+    // Reader thread: parses chunks while the previous one is scored; two chunks in flight at
+    // most, and their record buffers come back to be reused, so memory stays flat.
     let (tx, rx) = mpsc::sync_channel::<Result<Vec<StringRecord>>>(2);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<StringRecord>>();
     let path = a.data.clone();
-    let reader = std::thread::spawn(move || {
-        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        for rec in rdr.into_records() {
-            match rec {
-                Ok(r) => chunk.push(r),
+    let reader = std::thread::spawn(move || loop {
+        let mut chunk = recycle_rx.try_recv().unwrap_or_default();
+        chunk.resize_with(CHUNK_ROWS, StringRecord::new);
+        let mut n = 0;
+        while n < CHUNK_ROWS {
+            match rdr.read_record(&mut chunk[n]) {
+                Ok(true) => n += 1,
+                Ok(false) => break,
                 Err(e) => {
                     let _ = tx.send(Err(anyhow!("{}: malformed CSV: {e}", path.display())));
                     return;
                 }
             }
-            if chunk.len() == CHUNK_ROWS
-                && tx
-                    .send(Ok(std::mem::replace(
-                        &mut chunk,
-                        Vec::with_capacity(CHUNK_ROWS),
-                    )))
-                    .is_err()
-            {
-                return;
-            }
         }
-        if !chunk.is_empty() {
-            let _ = tx.send(Ok(chunk));
+        chunk.truncate(n);
+        let last = n < CHUNK_ROWS;
+        if n > 0 && tx.send(Ok(chunk)).is_err() {
+            return;
+        }
+        if last {
+            return;
         }
     });
     let mut counts = Counts {
@@ -137,6 +137,7 @@ pub fn run(a: Args) -> Result<()> {
             counts.rejected += bad;
         }
         pb.set_position(byte);
+        let _ = recycle_tx.send(chunk);
     }
     reader
         .join()
@@ -155,7 +156,8 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Scores a slice of rows into CSV bytes; returns (bytes, scored, rejected).
+/// Scores a slice of rows into CSV bytes; returns (bytes, scored, rejected). Rows are
+/// encoded first, then predicted as one block, then written.
 fn score_rows(
     scorer: &Scorer,
     layout: &Layout,
@@ -163,58 +165,77 @@ fn score_rows(
     k: usize,
     reasons: Reasons,
 ) -> Result<(Vec<u8>, usize, usize)> {
-    let mut w = csv::WriterBuilder::new()
+    use std::fmt::Write as _;
+    let pre = scorer.preprocessor();
+    let spec = &scorer.bundle().spec;
+    let w = pre.width();
+    let mut encoded = vec![0.0f32; rows.len() * w];
+    let mut errors: Vec<Option<String>> = vec![None; rows.len()];
+    let mut raws = Vec::new();
+    for ((rec, row), err) in rows
+        .iter()
+        .zip(encoded.chunks_exact_mut(w))
+        .zip(errors.iter_mut())
+    {
+        layout.raws(rec, &mut raws);
+        if let Err(e) = pre.transform(&raws, row) {
+            let message = match e {
+                features::FeatureError::Invalid(errs) => {
+                    errs.iter().map(describe).collect::<Vec<_>>().join("; ")
+                }
+                other => other.to_string(),
+            };
+            *err = Some(format!("line {}: {message}", crate::table::line_of(rec)));
+        }
+    }
+    let mut margins = vec![0.0f32; rows.len()];
+    scorer.predictor().margins(&encoded, &mut margins);
+    let calibration = scorer.calibration();
+    let thresholds = scorer.thresholds();
+    let mut wtr = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::with_capacity(rows.len() * 96));
     let mut scratch = scorer.scratch();
-    let mut raws = Vec::new();
+    let mut top = Vec::with_capacity(k + 1);
+    let mut number = String::new();
     let (mut ok, mut bad) = (0, 0);
-    let mut fields: Vec<String> = Vec::with_capacity(layout.passthrough.len() + k + 3);
-    for rec in rows {
-        layout.raws(rec, &mut raws);
+    for (i, rec) in rows.iter().enumerate() {
         for &c in &layout.passthrough {
-            w.write_field(rec.get(c).unwrap_or(""))?;
+            wtr.write_field(rec.get(c).unwrap_or(""))?;
         }
-        fields.clear();
-        match scorer.score_with(&raws, reasons == Reasons::All, &mut scratch) {
-            Ok(mut s) => {
-                if reasons == Reasons::Adverse && s.decision != Decision::Approve {
-                    s = scorer
-                        .score_with(&raws, true, &mut scratch)
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-                ok += 1;
-                fields.push(format!("{:.6}", s.default_probability));
-                fields.push(s.decision.as_str().to_string());
-                for i in 0..k {
-                    fields.push(
-                        s.reasons
-                            .get(i)
-                            .map(|r| r.feature.clone())
-                            .unwrap_or_default(),
-                    );
-                }
-                fields.push(String::new());
+        top.clear();
+        if let Some(message) = &errors[i] {
+            bad += 1;
+            for _ in 0..k + 2 {
+                wtr.write_field("")?;
             }
-            Err(e) => {
-                bad += 1;
-                fields.push(String::new());
-                fields.push(String::new());
-                fields.extend(std::iter::repeat(String::new()).take(k));
-                let message = match e {
-                    features::FeatureError::Invalid(errs) => {
-                        errs.iter().map(describe).collect::<Vec<_>>().join("; ")
-                    }
-                    other => other.to_string(),
-                };
-                fields.push(format!("line {}: {message}", crate::table::line_of(rec)));
+            wtr.write_field(message)?;
+        } else {
+            ok += 1;
+            let p = calibration.apply(f64::from(margins[i]));
+            let decision = thresholds.decide(p);
+            let explain = match reasons {
+                Reasons::All => true,
+                Reasons::Adverse => decision != Decision::Approve,
+                Reasons::None => false,
+            };
+            if explain {
+                scorer.top_reasons(&encoded[i * w..(i + 1) * w], &mut scratch, &mut top);
             }
+            number.clear();
+            let _ = write!(number, "{p:.6}");
+            wtr.write_field(&number)?;
+            wtr.write_field(decision.as_str())?;
+            for r in 0..k {
+                wtr.write_field(
+                    top.get(r)
+                        .map_or("", |(j, _)| spec.features[*j].name.as_str()),
+                )?;
+            }
+            wtr.write_field("")?;
         }
-        for f in &fields {
-            w.write_field(f)?;
-        }
-        w.write_record(None::<&[u8]>)?;
+        wtr.write_record(None::<&[u8]>)?;
     }
-    let bytes = w.into_inner().map_err(|e| anyhow!("{e}"))?;
+    let bytes = wtr.into_inner().map_err(|e| anyhow!("{e}"))?;
     Ok((bytes, ok, bad))
 }

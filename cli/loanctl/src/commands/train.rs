@@ -94,7 +94,7 @@ impl Args {
                 bins: self.bins,
                 seed: self.seed,
             },
-            smote: smote.then(|| SmoteParams {
+            smote: smote.then_some(SmoteParams {
                 k: self.smote_k,
                 ratio: self.smote_ratio,
                 seed: self.seed,
