@@ -192,8 +192,8 @@ fn recurse(
 /// Largest table (entries) the precomputed explainer builds before falling back to recursion.
 const MAX_TABLE: usize = 8 << 20;
 
-/// One distinct feature on a leaf's path: the path's split nodes on it (as bits of the
-/// tree's split list), which of those the path takes to the left, and the encoded column.
+/// One distinct feature on a path: the path's split nodes on it (as bits of the tree's split
+/// list), which of those the path takes to the left, and the encoded column.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     node_mask: u32,
@@ -201,24 +201,37 @@ struct Slot {
     column: u32,
 }
 
-/// TreeSHAP with the work that does not depend on the row done up front: for each leaf, the
+/// `Entry::pair_bit` of an entry that is a single leaf.
+const SINGLE: u8 = u8::MAX;
+
+/// One leaf, or two sibling leaves sharing their path up to their parent split.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Distinct features on the path.
+    depth: u8,
+    /// For a sibling pair, the bit of the parent split: which way the row went there
+    /// selects the half of the table; `SINGLE` otherwise.
+    pair_bit: u8,
+}
+
+/// TreeSHAP with the work that does not depend on the row done up front. For each leaf, the
 /// contributions for every subset of its path features that a row can follow (at most 2^depth)
 /// are precomputed, so explaining a row is one comparison per split and a few bit operations
-/// and additions per leaf. Explaining is bound by memory traffic, so the layout is compact:
-/// leaves are visited in order and carry only their feature count (offsets are running sums),
-/// and tables hold `f32` (contributions are summed in `f64`). Agrees with [`Explainer`] to
-/// about 1e-6; falls back to it for trees with more than 32 splits or very large tables.
+/// and additions per leaf. Sibling leaves share one entry (their paths differ only in the last
+/// split), which halves the work on complete trees. The layout is compact: entries are visited
+/// in order and carry only their feature count (offsets are running sums), and tables hold
+/// `f32` (contributions are summed in `f64`). Agrees with [`Explainer`] to about 1e-6; falls
+/// back to it for trees with more than 32 splits or very large tables.
 #[derive(Debug, Clone)]
 pub struct FastExplainer {
     bias: f64,
-    /// Per tree: number of splits and of leaves.
+    /// Per tree: number of splits and of entries.
     trees: Vec<(u32, u32)>,
     splits: Vec<(u32, f32, bool)>,
-    /// Distinct path features per leaf, in visiting order.
-    leaf_depth: Vec<u8>,
+    entries: Vec<Entry>,
     slots: Vec<Slot>,
-    /// `2^d` rows of `d` contributions per leaf, indexed by the set of path features whose
-    /// splits the row follows.
+    /// Per entry `2^d` rows (`2^(d+1)` for a pair) of `d` contributions, indexed by the set of
+    /// path features whose splits the row follows (and, for a pair, the parent's direction).
     table: Vec<f32>,
     fallback: Option<Explainer>,
 }
@@ -230,7 +243,7 @@ impl FastExplainer {
             bias: exact.bias(),
             trees: Vec::new(),
             splits: Vec::new(),
-            leaf_depth: Vec::new(),
+            entries: Vec::new(),
             slots: Vec::new(),
             table: Vec::new(),
             fallback: None,
@@ -249,23 +262,23 @@ impl FastExplainer {
             return fast;
         }
         for t in &ensemble.trees {
-            let tables = tree_tables(t);
-            for &id in &tables.splits {
+            let splits: Vec<u32> = (0..t.nodes.len() as u32)
+                .filter(|&i| !t.nodes[i as usize].is_leaf())
+                .collect();
+            let mut entries = Vec::new();
+            collect(t, &splits, 0, &mut Vec::new(), &mut entries);
+            for &id in &splits {
                 let n = &t.nodes[id as usize];
                 fast.splits.push((n.feature, n.threshold, n.default_left));
             }
-            fast.trees
-                .push((tables.splits.len() as u32, tables.leaves.len() as u32));
-            for leaf in tables.leaves {
-                fast.leaf_depth.push(leaf.features.len() as u8);
-                for k in 0..leaf.features.len() {
-                    fast.slots.push(Slot {
-                        node_mask: leaf.node_mask[k] as u32,
-                        left_mask: leaf.left_mask[k] as u32,
-                        column: leaf.features[k],
-                    });
-                }
-                fast.table.extend(leaf.table.iter().map(|v| *v as f32));
+            fast.trees.push((splits.len() as u32, entries.len() as u32));
+            for e in entries {
+                fast.entries.push(Entry {
+                    depth: e.slots.len() as u8,
+                    pair_bit: e.pair_bit.unwrap_or(SINGLE),
+                });
+                fast.slots.extend_from_slice(&e.slots);
+                fast.table.extend(e.table.iter().map(|v| *v as f32));
             }
         }
         fast
@@ -276,9 +289,16 @@ impl FastExplainer {
     }
 
     #[inline(always)]
-    fn add_leaf<const D: usize>(&self, left_bits: u32, slot: usize, table: usize, phi: &mut [f64]) {
+    fn add_entry<const D: usize>(
+        &self,
+        left_bits: u32,
+        extra: usize,
+        slot: usize,
+        table: usize,
+        phi: &mut [f64],
+    ) {
         let slots: &[Slot; D] = self.slots[slot..slot + D].try_into().expect("D slots");
-        let mut set = 0usize;
+        let mut set = extra;
         for (k, s) in slots.iter().enumerate() {
             set |= usize::from((left_bits & s.node_mask) == s.left_mask) << k;
         }
@@ -296,8 +316,8 @@ impl FastExplainer {
             return exact.contributions(ensemble, row, phi);
         }
         phi.fill(0.0);
-        let (mut split, mut leaf, mut slot, mut table) = (0usize, 0usize, 0usize, 0usize);
-        for &(n_splits, n_leaves) in &self.trees {
+        let (mut split, mut entry, mut slot, mut table) = (0usize, 0usize, 0usize, 0usize);
+        for &(n_splits, n_entries) in &self.trees {
             let mut left_bits = 0u32;
             for (b, &(column, threshold, default_left)) in self.splits
                 [split..split + n_splits as usize]
@@ -313,17 +333,22 @@ impl FastExplainer {
                 left_bits |= u32::from(left) << b;
             }
             split += n_splits as usize;
-            for &d in &self.leaf_depth[leaf..leaf + n_leaves as usize] {
-                let d = usize::from(d);
+            for e in &self.entries[entry..entry + n_entries as usize] {
+                let d = usize::from(e.depth);
+                let (extra, rows_log2) = if e.pair_bit == SINGLE {
+                    (0, d)
+                } else {
+                    ((((left_bits >> e.pair_bit) & 1) as usize) << d, d + 1)
+                };
                 match d {
                     // Trees of depth 4 or less: fixed-size paths, unrolled.
-                    1 => self.add_leaf::<1>(left_bits, slot, table, phi),
-                    2 => self.add_leaf::<2>(left_bits, slot, table, phi),
-                    3 => self.add_leaf::<3>(left_bits, slot, table, phi),
-                    4 => self.add_leaf::<4>(left_bits, slot, table, phi),
+                    1 => self.add_entry::<1>(left_bits, extra, slot, table, phi),
+                    2 => self.add_entry::<2>(left_bits, extra, slot, table, phi),
+                    3 => self.add_entry::<3>(left_bits, extra, slot, table, phi),
+                    4 => self.add_entry::<4>(left_bits, extra, slot, table, phi),
                     _ => {
                         let slots = &self.slots[slot..slot + d];
-                        let mut set = 0usize;
+                        let mut set = extra;
                         for (k, s) in slots.iter().enumerate() {
                             set |= usize::from((left_bits & s.node_mask) == s.left_mask) << k;
                         }
@@ -334,111 +359,179 @@ impl FastExplainer {
                     }
                 }
                 slot += d;
-                table += d << d;
+                table += d << rows_log2;
             }
-            leaf += n_leaves as usize;
+            entry += n_entries as usize;
         }
     }
 }
 
-/// A leaf's precomputed contributions while building.
-struct LeafTable {
-    node_mask: Vec<u64>,
-    left_mask: Vec<u64>,
-    features: Vec<u32>,
+/// An entry while building.
+struct Built {
+    slots: Vec<Slot>,
+    pair_bit: Option<u8>,
     table: Vec<f64>,
 }
 
-struct TreeTables {
-    splits: Vec<u32>,
-    leaves: Vec<LeafTable>,
-}
-
-fn tree_tables(tree: &Tree) -> TreeTables {
-    let splits: Vec<u32> = (0..tree.nodes.len() as u32)
-        .filter(|&i| !tree.nodes[i as usize].is_leaf())
-        .collect();
-    let mut leaves = Vec::new();
-    collect(tree, &splits, 0, &mut Vec::new(), &mut leaves);
-    TreeTables { splits, leaves }
-}
-
-/// Walks to every leaf, keeping the path, and builds the leaf's table.
+/// Walks to every leaf (stopping at parents of two leaves), keeping the path.
 fn collect(
     tree: &Tree,
     splits: &[u32],
     node: usize,
     path: &mut Vec<(u32, bool)>,
-    out: &mut Vec<LeafTable>,
+    out: &mut Vec<Built>,
 ) {
     let n = &tree.nodes[node];
-    if !n.is_leaf() {
-        path.push((node as u32, true));
-        collect(tree, splits, n.left as usize, path, out);
-        path.pop();
-        path.push((node as u32, false));
-        collect(tree, splits, n.right as usize, path, out);
-        path.pop();
+    if n.is_leaf() {
+        if !path.is_empty() {
+            out.push(single(tree, splits, path, n.value));
+        }
         return;
     }
-    if path.is_empty() {
+    let (l, r) = (&tree.nodes[n.left as usize], &tree.nodes[n.right as usize]);
+    if l.is_leaf() && r.is_leaf() {
+        out.push(pair(tree, splits, path, node));
         return;
     }
-    let mut features: Vec<u32> = Vec::new();
+    path.push((node as u32, true));
+    collect(tree, splits, n.left as usize, path, out);
+    path.pop();
+    path.push((node as u32, false));
+    collect(tree, splits, n.right as usize, path, out);
+    path.pop();
+}
+
+fn bit_of(splits: &[u32], id: u32) -> u32 {
+    1u32 << splits.iter().position(|s| *s == id).unwrap_or(0)
+}
+
+/// Distinct features on a path, with their zero fractions (products of cover ratios).
+fn path_slots(tree: &Tree, splits: &[u32], path: &[(u32, bool)]) -> (Vec<Slot>, Vec<f64>) {
+    let mut slots: Vec<Slot> = Vec::new();
     let mut zero: Vec<f64> = Vec::new();
-    let mut node_mask: Vec<u64> = Vec::new();
-    let mut left_mask: Vec<u64> = Vec::new();
-    for &(id, left) in path.iter() {
+    for &(id, left) in path {
         let p = &tree.nodes[id as usize];
         let child = if left { p.left } else { p.right } as usize;
-        let ratio = if p.cover > 0.0 {
-            tree.nodes[child].cover / p.cover
-        } else {
-            0.5
-        };
-        let bit = 1u64 << splits.iter().position(|s| *s == id).unwrap_or(0);
-        let k = match features.iter().position(|f| *f == p.feature) {
+        let ratio = cover_ratio(tree, id as usize, child);
+        let bit = bit_of(splits, id);
+        let k = match slots.iter().position(|s| s.column == p.feature) {
             Some(k) => {
                 zero[k] *= ratio;
                 k
             }
             None => {
-                features.push(p.feature);
+                slots.push(Slot {
+                    node_mask: 0,
+                    left_mask: 0,
+                    column: p.feature,
+                });
                 zero.push(ratio);
-                node_mask.push(0);
-                left_mask.push(0);
-                features.len() - 1
+                slots.len() - 1
             }
         };
-        node_mask[k] |= bit;
+        slots[k].node_mask |= bit;
         if left {
-            left_mask[k] |= bit;
+            slots[k].left_mask |= bit;
         }
     }
-    let d = features.len();
-    let mut table = vec![0.0; (1 << d) * d];
+    (slots, zero)
+}
+
+fn cover_ratio(tree: &Tree, parent: usize, child: usize) -> f64 {
+    let c = tree.nodes[parent].cover;
+    if c > 0.0 {
+        tree.nodes[child].cover / c
+    } else {
+        0.5
+    }
+}
+
+/// The contributions of one leaf for one set of followed path features (TreeSHAP at a leaf;
+/// the result does not depend on the order in which features were met).
+fn leaf_contributions(
+    zero: &[f64],
+    set: usize,
+    value: f32,
+    buf: &mut [PathElement],
+    out: &mut [f64],
+) {
+    let d = zero.len();
+    extend(buf, 0, 1.0, 1.0, -1);
+    for (k, z) in zero.iter().enumerate() {
+        let one = if set & (1 << k) != 0 { 1.0 } else { 0.0 };
+        extend(buf, k + 1, *z, one, k as i64);
+    }
+    for (k, o) in out.iter_mut().enumerate().take(d) {
+        let el = buf[k + 1];
+        *o += unwound_sum(buf, d, k + 1) * (el.one_fraction - el.zero_fraction) * f64::from(value);
+    }
+}
+
+fn single(tree: &Tree, splits: &[u32], path: &[(u32, bool)], value: f32) -> Built {
+    let (slots, zero) = path_slots(tree, splits, path);
+    let d = slots.len();
+    let mut table = vec![0.0; d << d];
     let mut buf = vec![PathElement::default(); d + 1];
     for set in 0..(1usize << d) {
-        // The leaf's path as the recursive algorithm holds it at this leaf; the result does
-        // not depend on the order in which features were met.
-        extend(&mut buf, 0, 1.0, 1.0, -1);
-        for (k, z) in zero.iter().enumerate() {
-            let one = if set & (1 << k) != 0 { 1.0 } else { 0.0 };
-            extend(&mut buf, k + 1, *z, one, k as i64);
-        }
-        for k in 0..d {
-            let el = buf[k + 1];
-            let w = unwound_sum(&buf, d, k + 1);
-            table[set * d + el.feature as usize] =
-                w * (el.one_fraction - el.zero_fraction) * f64::from(n.value);
-        }
+        leaf_contributions(
+            &zero,
+            set,
+            value,
+            &mut buf,
+            &mut table[set * d..(set + 1) * d],
+        );
     }
-    out.push(LeafTable {
-        node_mask,
-        left_mask,
-        features,
+    Built {
+        slots,
+        pair_bit: None,
         table,
-    });
+    }
+}
+
+/// Two sibling leaves under `parent`. The parent's feature keeps one slot whose masks leave the
+/// parent out (earlier splits on the feature only); the parent's direction is the extra bit.
+fn pair(tree: &Tree, splits: &[u32], path: &[(u32, bool)], parent: usize) -> Built {
+    let p = &tree.nodes[parent];
+    let (mut slots, mut zero) = path_slots(tree, splits, path);
+    let kf = match slots.iter().position(|s| s.column == p.feature) {
+        Some(k) => k,
+        None => {
+            slots.push(Slot {
+                node_mask: 0,
+                left_mask: 0,
+                column: p.feature,
+            });
+            zero.push(1.0);
+            slots.len() - 1
+        }
+    };
+    let d = slots.len();
+    let base = zero[kf];
+    let (left, right) = (p.left as usize, p.right as usize);
+    let mut zl = zero.clone();
+    zl[kf] = base * cover_ratio(tree, parent, left);
+    let mut zr = zero;
+    zr[kf] = base * cover_ratio(tree, parent, right);
+    let (vl, vr) = (tree.nodes[left].value, tree.nodes[right].value);
+    let mut table = vec![0.0; d << (d + 1)];
+    let mut buf = vec![PathElement::default(); d + 1];
+    for idx in 0..(1usize << (d + 1)) {
+        let low = idx & ((1 << d) - 1);
+        let went_left = idx >> d == 1;
+        let earlier = low & (1 << kf) != 0;
+        let without = low & !(1 << kf);
+        let set_l = without | (usize::from(earlier && went_left) << kf);
+        let set_r = without | (usize::from(earlier && !went_left) << kf);
+        let row = &mut table[idx * d..(idx + 1) * d];
+        leaf_contributions(&zl, set_l, vl, &mut buf, row);
+        leaf_contributions(&zr, set_r, vr, &mut buf, row);
+    }
+    let bit = splits.iter().position(|s| *s == parent as u32).unwrap_or(0) as u8;
+    Built {
+        slots,
+        pair_bit: Some(bit),
+        table,
+    }
 }
 
 #[cfg(test)]
