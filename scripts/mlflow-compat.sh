@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The official MLflow Python client (pinned) against the real model-registry binary, once on the
+# embedded SQLite default and once on a fresh PostgreSQL database. Creates its own virtual
+# environment (.venv-compat/) the first time. Exits non-zero if any test fails on either backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MLFLOW_VERSION=3.17.2
+VENV=.venv-compat
+PY="$VENV/bin/python"
+if ! "$PY" -c "import mlflow, xgboost, pytest, sys; sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" 2>/dev/null; then
+  echo "compat: creating $VENV with mlflow $MLFLOW_VERSION" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "mlflow==$MLFLOW_VERSION" "xgboost-cpu==3.2.0" "pytest==8.*"
+fi
+
+cargo build --release -p model-registry
+BIN=target/release/model-registry
+PGHOST=127.0.0.1
+status=0
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+run_suite() {
+  local label=$1 url=$2 dir port pid
+  dir=$(mktemp -d)
+  port=$(free_port)
+  if [ -n "$url" ]; then
+    "$BIN" --host 127.0.0.1 --port "$port" --backend-store-uri "$url" --artifacts-destination "$dir/artifacts" >"$dir/server.log" 2>&1 &
+  else
+    "$BIN" --host 127.0.0.1 --port "$port" --data-dir "$dir" >"$dir/server.log" 2>&1 &
+  fi
+  pid=$!
+  for _ in $(seq 1 60); do
+    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  echo "compat: $label (registry pid $pid, port $port)" >&2
+  if ! MLFLOW_TRACKING_URI="http://127.0.0.1:$port" "$PY" -m pytest -q -p no:cacheprovider services/model-registry/tests/compat; then
+    status=1
+    echo "compat: $label FAILED; server log:" >&2
+    tail -50 "$dir/server.log" >&2
+  fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+run_suite "SQLite (embedded default)" ""
+
+db="registry_compat_$$"
+psql -h "$PGHOST" -U postgres -qc "CREATE DATABASE $db" >/dev/null
+run_suite "PostgreSQL" "postgres://postgres@$PGHOST:5432/$db"
+psql -h "$PGHOST" -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null || true
+
+exit $status

@@ -1,0 +1,308 @@
+//! Artifacts on a local directory (the shared volume in Kubernetes), streamed in and out.
+//!
+//! Every path that reaches the filesystem goes through [`ArtifactStore::resolve`]: MLflow's
+//! history of path traversal and local file inclusion (CVE-2023-1177, CVE-2023-6909,
+//! CVE-2024-1483, CVE-2024-1558, CVE-2024-3848) came from paths and URIs that escaped the root,
+//! so `..`, absolute paths, other schemes, `#`, `?`, percent-encoding, backslashes and symlinks
+//! pointing out of the root are all refused.
+
+use std::path::{Component, Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{invalid, RegistryError, Result};
+
+/// The scheme of proxied artifact URIs.
+pub const SCHEME: &str = "mlflow-artifacts:";
+
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub is_dir: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+}
+
+/// Checks a relative artifact path and returns its normalised form ("" is the root).
+pub fn check_relative(path: &str) -> Result<String> {
+    let bad = || {
+        invalid(format!(
+            "Invalid path: '{}'",
+            path.chars().take(200).collect::<String>()
+        ))
+    };
+    if path.contains(['\0', '\\', '#', '?', '%']) || path.contains("://") {
+        return bad();
+    }
+    if path.starts_with('/') || path.starts_with('~') {
+        return bad();
+    }
+    // A Windows drive or any scheme-like prefix ("file:", "c:").
+    if let Some((head, _)) = path.split_once(':') {
+        if !head.contains('/') {
+            return bad();
+        }
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    for part in trimmed.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return bad();
+        }
+    }
+    let p = Path::new(trimmed);
+    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return bad();
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The relative path of an `mlflow-artifacts:/…` URI on this server.
+pub fn uri_to_relative(uri: &str) -> Result<String> {
+    let Some(rest) = uri.strip_prefix(SCHEME) else {
+        return invalid(format!(
+            "Invalid artifact URI '{uri}': only {SCHEME}/… URIs are served here"
+        ));
+    };
+    if rest.starts_with("//") {
+        return invalid(format!(
+            "Invalid artifact URI '{uri}': artifact URIs may not name another host"
+        ));
+    }
+    check_relative(rest.trim_start_matches('/'))
+}
+
+impl ArtifactStore {
+    pub fn new(root: &Path) -> anyhow::Result<ArtifactStore> {
+        std::fs::create_dir_all(root)?;
+        Ok(ArtifactStore {
+            root: root.canonicalize()?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The filesystem path of a checked relative path, confined to the root even through
+    /// symlinks: the deepest existing ancestor must resolve inside the root.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf> {
+        let rel = check_relative(rel)?;
+        let full = self.root.join(&rel);
+        let mut existing = full.as_path();
+        while !existing.exists() {
+            match existing.parent() {
+                Some(p) => existing = p,
+                None => break,
+            }
+        }
+        let real = existing.canonicalize().map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!(
+                "cannot resolve {}: {e}",
+                existing.display()
+            ))
+        })?;
+        if !real.starts_with(&self.root) {
+            return invalid(format!("Invalid path: '{rel}'"));
+        }
+        Ok(full)
+    }
+
+    /// Streams an upload into place (a temporary file renamed when complete).
+    pub async fn put<S, E>(&self, rel: &str, mut body: S, max_bytes: u64) -> Result<u64>
+    where
+        S: futures_util::Stream<Item = std::result::Result<actix_web::web::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let target = self.resolve(rel)?;
+        if check_relative(rel)?.is_empty() {
+            return invalid("Invalid path: an upload needs a file name");
+        }
+        if target.is_dir() {
+            return invalid(format!("Invalid path: '{rel}' is a directory"));
+        }
+        let parent = target
+            .parent()
+            .ok_or_else(|| RegistryError::InvalidParameter("Invalid path".into()))?;
+        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", parent.display()))
+        })?;
+        // Re-check after creating directories: a symlinked parent must not lead outside.
+        self.resolve(rel)?;
+        let tmp = parent.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", tmp.display()))
+        })?;
+        let mut written = 0u64;
+        let result: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| RegistryError::BadRequest(format!("upload interrupted: {e}")))?;
+                written += chunk.len() as u64;
+                if written > max_bytes {
+                    return invalid(format!(
+                        "Artifact is larger than the limit of {max_bytes} bytes"
+                    ));
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| RegistryError::Unexpected(anyhow::anyhow!("write failed: {e}")))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| RegistryError::Unexpected(anyhow::anyhow!("write failed: {e}")))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, &target).await.map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!("cannot move upload into place: {e}"))
+        })?;
+        Ok(written)
+    }
+
+    /// Lists a directory: names relative to it. A missing directory, or a file, lists as empty
+    /// (MLflow answers `{}` there, and clients rely on it).
+    pub async fn list(&self, rel: &str) -> Result<Vec<FileInfo>> {
+        let dir = self.resolve(rel)?;
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut rd = tokio::fs::read_dir(&dir).await.map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!("cannot list {}: {e}", dir.display()))
+        })?;
+        while let Ok(Some(entry)) = rd.next_entry().await {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(".upload-") {
+                continue;
+            }
+            // symlink_metadata: a symlink is never followed out of the root.
+            let Ok(meta) = tokio::fs::symlink_metadata(entry.path()).await else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            out.push(FileInfo {
+                path: name,
+                is_dir: meta.is_dir(),
+                file_size: meta.is_file().then_some(meta.len()),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The path of an existing regular file inside the root.
+    pub fn file(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.resolve(rel)?;
+        let real = path
+            .canonicalize()
+            .map_err(|_| RegistryError::NotFound(format!("Artifact '{rel}' does not exist")))?;
+        if !real.starts_with(&self.root) {
+            return invalid(format!("Invalid path: '{rel}'"));
+        }
+        if !real.is_file() {
+            return Err(RegistryError::NotFound(format!(
+                "Artifact '{rel}' does not exist"
+            )));
+        }
+        Ok(real)
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        if check_relative(rel)?.is_empty() {
+            return invalid("Invalid path: refusing to delete the artifact root");
+        }
+        let path = self.resolve(rel)?;
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) => m,
+            Err(_) => {
+                return Err(RegistryError::NotFound(format!(
+                    "Artifact '{rel}' does not exist"
+                )))
+            }
+        };
+        let r = if meta.is_dir() {
+            tokio::fs::remove_dir_all(&path).await
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        r.map_err(|e| {
+            RegistryError::Unexpected(anyhow::anyhow!("cannot delete {}: {e}", path.display()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_absolute_schemes_fragments_queries_and_encoding_are_refused() {
+        for bad in [
+            "../etc/passwd",
+            "a/../../b",
+            "a/./b",
+            "/etc/passwd",
+            "file:///etc/passwd",
+            "file:/etc/passwd",
+            "c:/windows",
+            "a/b#frag",
+            "a/b?x=1",
+            "a/%2e%2e/b",
+            "a\\..\\b",
+            "a//b",
+            "~/x",
+            "http://evil/x",
+            "a\0b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in [
+            "",
+            "1/abc/artifacts/model/MLmodel",
+            "exp/models/m-1/artifacts",
+            "a b/c.json",
+            "dir/",
+        ] {
+            assert!(check_relative(good).is_ok(), "{good:?} must be accepted");
+        }
+        assert_eq!(
+            uri_to_relative("mlflow-artifacts:/1/r/artifacts").unwrap(),
+            "1/r/artifacts"
+        );
+        assert!(uri_to_relative("mlflow-artifacts://other-host/1").is_err());
+        assert!(uri_to_relative("file:///tmp").is_err());
+        assert!(uri_to_relative("mlflow-artifacts:/1/../../x").is_err());
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let root = std::env::temp_dir().join(format!("art-{}", uuid::Uuid::new_v4().simple()));
+        let outside = std::env::temp_dir().join(format!("out-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "s").unwrap();
+        let store = ArtifactStore::new(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        assert!(store.resolve("link/secret.txt").is_err());
+        assert!(store.file("link/secret.txt").is_err());
+        std::fs::write(root.join("ok.txt"), "fine").unwrap();
+        assert!(store.file("ok.txt").is_ok());
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&outside);
+    }
+}

@@ -1,0 +1,71 @@
+//! Settings from flags and environment. Accepts `mlflow server`'s flags for what it supports,
+//! so scripts that start `mlflow server` can start this instead.
+
+use std::path::PathBuf;
+
+/// MLflow-compatible tracking server and model registry.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "model-registry", version, about)]
+pub struct Settings {
+    /// Address to bind.
+    #[arg(long, env = "REGISTRY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; tests pass 0 to get a free one.
+    #[arg(long, env = "REGISTRY_PORT", default_value_t = 5000)]
+    pub port: u16,
+    /// Database URL: postgres://… for production; sqlite:… or unset for the embedded default
+    /// (a SQLite file in the data directory). `--backend-store-uri` is mlflow's name for it.
+    #[arg(
+        long = "backend-store-uri",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Where artifacts are stored (a local directory: the shared volume in Kubernetes).
+    /// `--artifacts-destination` and `--default-artifact-root` are mlflow's names for it.
+    #[arg(
+        long = "artifacts-destination",
+        alias = "default-artifact-root",
+        env = "ARTIFACT_ROOT"
+    )]
+    pub artifact_root: Option<PathBuf>,
+    /// Folder for the embedded SQLite database and default artifact root.
+    #[arg(
+        long,
+        env = "REGISTRY_DATA_DIR",
+        default_value = "loanctl-data/registry"
+    )]
+    pub data_dir: PathBuf,
+    /// Accepted for compatibility with `mlflow server`; artifacts are always served.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub serve_artifacts: bool,
+    /// Largest accepted JSON request body, in bytes.
+    #[arg(long, env = "REGISTRY_MAX_JSON_BYTES", default_value_t = 16 << 20)]
+    pub max_json_bytes: usize,
+    /// Largest accepted artifact upload, in bytes.
+    #[arg(long, env = "REGISTRY_MAX_ARTIFACT_BYTES", default_value_t = 2 << 30)]
+    pub max_artifact_bytes: u64,
+    /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
+    #[arg(long, env = "REGISTRY_SHUTDOWN_TIMEOUT", default_value_t = 20)]
+    pub shutdown_timeout: u64,
+}
+
+impl Settings {
+    /// The database URL to use: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("registry.db").display()
+            ),
+        }
+    }
+
+    /// The artifact root: the configured one, or `artifacts/` in the data directory.
+    pub fn artifact_root(&self) -> PathBuf {
+        self.artifact_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("artifacts"))
+    }
+}

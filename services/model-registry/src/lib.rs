@@ -1,0 +1,14 @@
+//! An MLflow-compatible tracking server, model registry and artifact proxy, backed by Postgres
+//! (production) or SQLite (embedded). The official `mlflow` Python client works against it.
+
+pub mod artifacts;
+pub mod config;
+pub mod error;
+pub mod params;
+pub mod routes;
+pub mod search;
+pub mod startup;
+pub mod store;
+
+pub use config::Settings;
+pub use startup::Application;

@@ -1,0 +1,252 @@
+//! Request parameters the way MLflow's client sends them: a JSON body for POST, PATCH and
+//! DELETE, a query string for GET (and either for some endpoints). Both land in one map with
+//! typed, validating getters.
+
+use actix_web::HttpRequest;
+use serde_json::{Map, Value};
+
+use crate::error::{invalid, Result};
+
+/// MLflow's limits on keys and values (`utils/validation.py`).
+pub const MAX_KEY: usize = 250;
+pub const MAX_PARAM_VALUE: usize = 6000;
+pub const MAX_RUN_TAG_VALUE: usize = 8000;
+pub const MAX_EXPERIMENT_TAG_VALUE: usize = 20_000;
+pub const MAX_REGISTRY_TAG_VALUE: usize = 100_000;
+pub const MAX_NAME: usize = 500;
+
+#[derive(Debug, Default)]
+pub struct Params(Map<String, Value>);
+
+impl Params {
+    /// Merges the query string and, when present, the JSON body.
+    pub fn from_request(req: &HttpRequest, body: &[u8]) -> Result<Params> {
+        let mut map = Map::new();
+        for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+            let v = Value::String(v.into_owned());
+            match map.get_mut(k.as_ref()) {
+                Some(Value::Array(a)) => a.push(v),
+                Some(prev) => {
+                    let first = prev.take();
+                    *prev = Value::Array(vec![first, v]);
+                }
+                None => {
+                    map.insert(k.into_owned(), v);
+                }
+            }
+        }
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(o)) => map.extend(o),
+                Ok(_) => return invalid("the request body must be a JSON object"),
+                Err(e) => {
+                    return Err(crate::error::RegistryError::BadRequest(format!(
+                        "malformed JSON body: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(Params(map))
+    }
+
+    pub fn from_map(map: Map<String, Value>) -> Params {
+        Params(map)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    /// An optional string (numbers are accepted and printed).
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(Value::Array(a)) if a.len() == 1 => {
+                Params::from_map(Map::from_iter([(key.to_string(), a[0].clone())])).opt_str(key)
+            }
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected a string"
+            )),
+        }
+    }
+
+    /// A required, non-empty string.
+    pub fn str(&self, key: &str) -> Result<String> {
+        match self.opt_str(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => invalid(format!("Missing value for required parameter '{key}'.")),
+        }
+    }
+
+    /// Either of two names (MLflow sends `run_id` and the older `run_uuid`).
+    pub fn str_either(&self, a: &str, b: &str) -> Result<String> {
+        match (self.opt_str(a)?, self.opt_str(b)?) {
+            (Some(x), _) if !x.is_empty() => Ok(x),
+            (_, Some(y)) if !y.is_empty() => Ok(y),
+            _ => invalid(format!("Missing value for required parameter '{a}'.")),
+        }
+    }
+
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| {
+                    crate::error::RegistryError::InvalidParameter(format!(
+                        "Invalid value for parameter '{key}': expected an integer"
+                    ))
+                }),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                crate::error::RegistryError::InvalidParameter(format!(
+                    "Invalid value '{s}' for parameter '{key}': expected an integer"
+                ))
+            }),
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected an integer"
+            )),
+        }
+    }
+
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) => parse_float(s).map(Some).ok_or_else(|| {
+                crate::error::RegistryError::InvalidParameter(format!(
+                    "Invalid value '{s}' for parameter '{key}': expected a number"
+                ))
+            }),
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected a number"
+            )),
+        }
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
+                _ => invalid(format!(
+                    "Invalid value '{s}' for parameter '{key}': expected true or false"
+                )),
+            },
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected a boolean"
+            )),
+        }
+    }
+
+    /// A list of strings (a JSON array, or repeated query parameters).
+    pub fn str_list(&self, key: &str) -> Result<Vec<String>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    _ => invalid(format!(
+                        "Invalid value for parameter '{key}': expected a list of strings"
+                    )),
+                })
+                .collect(),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Number(n)) => Ok(vec![n.to_string()]),
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected a list"
+            )),
+        }
+    }
+
+    /// `[{key, value}]` lists (tags, params).
+    pub fn key_values(&self, key: &str, max_value: usize) -> Result<Vec<(String, String)>> {
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Value::Array(items) = v else {
+            return invalid(format!(
+                "Invalid value for parameter '{key}': expected a list of {{key, value}}"
+            ));
+        };
+        items
+            .iter()
+            .map(|item| {
+                let p = Params::from_map(item.as_object().cloned().unwrap_or_default());
+                let k = p.str("key")?;
+                let v = p.opt_str("value")?.unwrap_or_default();
+                check_key(&k)?;
+                check_value(&k, &v, max_value)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+
+    /// Raw list of objects.
+    pub fn objects(&self, key: &str) -> Result<Vec<Params>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::Object(o) => Ok(Params::from_map(o.clone())),
+                    _ => invalid(format!(
+                        "Invalid value for parameter '{key}': expected a list of objects"
+                    )),
+                })
+                .collect(),
+            Some(_) => invalid(format!(
+                "Invalid value for parameter '{key}': expected a list"
+            )),
+        }
+    }
+}
+
+/// MLflow accepts "NaN", "Infinity" and friends for metric values.
+pub fn parse_float(s: &str) -> Option<f64> {
+    match s.trim() {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" | "Inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" | "-Inf" => Some(f64::NEG_INFINITY),
+        t => t.parse().ok(),
+    }
+}
+
+pub fn check_key(k: &str) -> Result<()> {
+    if k.is_empty() || k.len() > MAX_KEY {
+        return invalid(format!(
+            "Invalid key: keys must be 1 to {MAX_KEY} characters"
+        ));
+    }
+    // MLflow's rule: alphanumerics, underscores, dashes, periods, spaces, slashes; no '..' path.
+    if !k
+        .chars()
+        .all(|c| c.is_alphanumeric() || "_-. /:".contains(c))
+        || k.split('/').any(|p| p == "..")
+        || k.starts_with('/')
+    {
+        return invalid(format!(
+            "Invalid key '{k}': names may only contain alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_value(k: &str, v: &str, max: usize) -> Result<()> {
+    if v.len() > max {
+        return invalid(format!(
+            "Value for '{k}' is {} characters, more than the limit of {max}",
+            v.len()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The artifact proxy: `/api/2.0/mlflow-artifacts/artifacts[/{path}]`.
+
+use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::error::Result;
+use crate::startup::AppState;
+
+type Resp = Result<HttpResponse>;
+
+/// The path after the route prefix, percent-decoded exactly once. The decoded path is what is
+/// checked, so `%2e%2e` is a `..` (refused), and a `%` left after decoding (double encoding)
+/// is refused too.
+fn raw_path(req: &HttpRequest) -> String {
+    let full = req.uri().path();
+    let after = full
+        .split_once("/mlflow-artifacts/artifacts")
+        .map_or("", |(_, rest)| rest);
+    percent_decode(after.trim_start_matches('/'))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub async fn upload(req: HttpRequest, payload: web::Payload, s: web::Data<AppState>) -> Resp {
+    let path = raw_path(&req);
+    s.artifacts
+        .put(&path, payload, s.settings.max_artifact_bytes)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
+    let path = raw_path(&req);
+    let file = s.artifacts.file(&path)?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let named = actix_files::NamedFile::open_async(&file)
+        .await
+        .map_err(|e| {
+            crate::error::RegistryError::Unexpected(anyhow::anyhow!("cannot open artifact: {e}"))
+        })?
+        .set_content_type(mime_guess::from_path(&file).first_or_octet_stream())
+        .set_content_disposition(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: vec![DispositionParam::Filename(name)],
+        });
+    Ok(named.into_response(&req))
+}
+
+pub async fn delete(req: HttpRequest, s: web::Data<AppState>) -> Resp {
+    s.artifacts.delete(&raw_path(&req)).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// `GET …/artifacts?path=dir`: names relative to `dir`; a missing directory or a file lists as `{}`.
+pub async fn list(req: HttpRequest, s: web::Data<AppState>) -> Resp {
+    let p = crate::params::Params::from_request(&req, &[])?;
+    let dir = p.opt_str("path")?.unwrap_or_default();
+    let files = s.artifacts.list(&dir).await?;
+    if files.is_empty() {
+        return Ok(HttpResponse::Ok().json(json!({})));
+    }
+    Ok(HttpResponse::Ok().json(json!({"files": files})))
+}

@@ -1,0 +1,142 @@
+//! MLflow 3 logged models.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::params::{self, Params};
+use crate::search::{self, Entity};
+use crate::startup::AppState;
+use crate::store::{experiments, logged_models};
+
+type Resp = Result<HttpResponse>;
+
+fn ok(v: Value) -> Resp {
+    Ok(HttpResponse::Ok().json(v))
+}
+
+pub async fn create(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = Params::from_request(&req, &body)?;
+    let exp = experiments::parse_id(&p.str("experiment_id")?)?;
+    let name = p
+        .opt_str("name")?
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "model".into());
+    let params_ = p.key_values("params", params::MAX_PARAM_VALUE)?;
+    let tags = p.key_values("tags", params::MAX_RUN_TAG_VALUE)?;
+    let m = logged_models::insert_logged_model(
+        &s.pool,
+        exp,
+        &name,
+        p.opt_str("model_type")?,
+        p.opt_str("source_run_id")?.filter(|r| !r.is_empty()),
+        &params_,
+        &tags,
+    )
+    .await?;
+    ok(json!({"model": m.json()}))
+}
+
+pub async fn get(path: web::Path<String>, s: web::Data<AppState>) -> Resp {
+    let m = logged_models::get_logged_model(&s.pool, &path).await?;
+    ok(json!({"model": m.json()}))
+}
+
+pub async fn finalize(
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = Params::from_request(&req, &body)?;
+    let m = logged_models::set_status(&s.pool, &path, &p.str("status")?).await?;
+    ok(json!({"model": m.json()}))
+}
+
+pub async fn delete(path: web::Path<String>, s: web::Data<AppState>) -> Resp {
+    logged_models::delete_logged_model(&s.pool, &path).await?;
+    ok(json!({}))
+}
+
+pub async fn set_tags(
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = Params::from_request(&req, &body)?;
+    logged_models::set_tags(
+        &s.pool,
+        &path,
+        &p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?,
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn delete_tag(path: web::Path<(String, String)>, s: web::Data<AppState>) -> Resp {
+    let (id, key) = path.into_inner();
+    logged_models::delete_tag(&s.pool, &id, &key).await?;
+    ok(json!({}))
+}
+
+pub async fn log_params(
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = Params::from_request(&req, &body)?;
+    logged_models::log_params(
+        &s.pool,
+        &path,
+        &p.key_values("params", params::MAX_PARAM_VALUE)?,
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = Params::from_request(&req, &body)?;
+    let max = search::max_results(p.opt_i64("max_results")?, 100, 50_000)?;
+    let ids = p
+        .str_list("experiment_ids")?
+        .iter()
+        .map(|i| experiments::parse_id(i))
+        .collect::<Result<Vec<_>>>()?;
+    let clauses = search::parse_filter(
+        &p.opt_str("filter")?.unwrap_or_default(),
+        Entity::LoggedModels,
+    )?;
+    // order_by arrives as [{field_name, ascending}].
+    let mut order = Vec::new();
+    for o in p.objects("order_by")? {
+        let terms = vec![o.str("field_name")?];
+        let mut parsed = search::parse_order_by(&terms, Entity::LoggedModels)?;
+        if let Some(first) = parsed.first_mut() {
+            first.ascending = o.opt_bool("ascending")?.unwrap_or(true);
+        }
+        order.extend(parsed);
+    }
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("creation_timestamp".into()),
+        ascending: false,
+    });
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("model_id".into()),
+        ascending: true,
+    });
+    let mut all: Vec<_> = logged_models::list_logged_models(&s.pool, &ids)
+        .await?
+        .into_iter()
+        .filter(|m| search::matches(m, &clauses))
+        .collect();
+    all.sort_by(|a, b| search::compare(a, b, &order));
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out =
+        json!({"models": page.iter().map(logged_models::LoggedModel::json).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}

@@ -1,0 +1,373 @@
+//! Registered models, model versions, stages and aliases.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::error::{invalid, Result};
+use crate::params::{self, Params};
+use crate::search::{self, Entity};
+use crate::startup::AppState;
+use crate::store::{logged_models, registry, runs};
+
+type Resp = Result<HttpResponse>;
+
+fn ok(v: Value) -> Resp {
+    Ok(HttpResponse::Ok().json(v))
+}
+
+fn p(req: &HttpRequest, body: &web::Bytes) -> Result<Params> {
+    Params::from_request(req, body)
+}
+
+fn model_name(p: &Params, key: &str) -> Result<String> {
+    let n = p.str(key)?;
+    if n.len() > params::MAX_NAME {
+        return invalid(format!(
+            "Registered model name exceeds the maximum length of {}",
+            params::MAX_NAME
+        ));
+    }
+    Ok(n)
+}
+
+fn version(p: &Params) -> Result<i64> {
+    registry::parse_version(&p.str("version")?)
+}
+
+pub async fn create_registered_model(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let name = model_name(&p, "name")?;
+    let tags = p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?;
+    let m = registry::insert_registered_model(
+        &s.pool,
+        &name,
+        &p.opt_str("description")?.unwrap_or_default(),
+        &tags,
+    )
+    .await?;
+    ok(json!({"registered_model": m.json()}))
+}
+
+pub async fn get_registered_model(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let m = registry::get_registered_model(&s.pool, &p.str("name")?).await?;
+    ok(json!({"registered_model": m.json()}))
+}
+
+pub async fn rename_registered_model(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let m =
+        registry::rename_registered_model(&s.pool, &p.str("name")?, &model_name(&p, "new_name")?)
+            .await?;
+    ok(json!({"registered_model": m.json()}))
+}
+
+pub async fn update_registered_model(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let m = registry::update_registered_model(
+        &s.pool,
+        &p.str("name")?,
+        &p.opt_str("description")?.unwrap_or_default(),
+    )
+    .await?;
+    ok(json!({"registered_model": m.json()}))
+}
+
+pub async fn delete_registered_model(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    registry::delete_registered_model(&s.pool, &p.str("name")?).await?;
+    ok(json!({}))
+}
+
+pub async fn search_registered_models(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let max = search::max_results(p.opt_i64("max_results")?, 100, 1000)?;
+    let clauses = search::parse_filter(
+        &p.opt_str("filter")?.unwrap_or_default(),
+        Entity::RegisteredModels,
+    )?;
+    let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::RegisteredModels)?;
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("name".into()),
+        ascending: true,
+    });
+    let mut all: Vec<_> = registry::list_registered_models(&s.pool)
+        .await?
+        .into_iter()
+        .filter(|m| search::matches(m, &clauses))
+        .collect();
+    all.sort_by(|a, b| search::compare(a, b, &order));
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out = json!({"registered_models": page.iter().map(registry::RegisteredModel::json).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}
+
+pub async fn set_registered_model_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let (key, value) = (p.str("key")?, p.opt_str("value")?.unwrap_or_default());
+    params::check_key(&key)?;
+    params::check_value(&key, &value, params::MAX_REGISTRY_TAG_VALUE)?;
+    registry::set_registered_model_tag(&s.pool, &p.str("name")?, &key, &value).await?;
+    ok(json!({}))
+}
+
+pub async fn delete_registered_model_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    registry::delete_registered_model_tag(&s.pool, &p.str("name")?, &p.str("key")?).await?;
+    ok(json!({}))
+}
+
+/// A version's `source` must point into this server's artifact store: `models:/m-…` (a logged
+/// model), `runs:/<run>/<path>`, or `mlflow-artifacts:/…`. Local paths, `file://` and other
+/// schemes are refused (MLflow's CVE-2023-1177 / CVE-2024-1483 class).
+async fn check_source(
+    s: &AppState,
+    source: &str,
+    run_id: &str,
+    model_id: Option<&str>,
+) -> Result<()> {
+    if let Some(rest) = source.strip_prefix("models:/") {
+        let id = rest.split('/').next().unwrap_or("");
+        if !id.starts_with("m-") {
+            return invalid(format!("Invalid model version source '{source}': models:/ sources must name a logged model (models:/m-…)"));
+        }
+        match model_id {
+            Some(m) if m == id => {}
+            _ => return invalid("The model_id request parameter must identify the resource that contains the source"),
+        }
+        logged_models::get_logged_model(&s.pool, id).await?;
+        crate::artifacts::check_relative(rest.split_once('/').map_or("", |(_, p)| p))?;
+        return Ok(());
+    }
+    if let Some(rest) = source.strip_prefix("runs:/") {
+        let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !run_id.is_empty() && rid != run_id {
+            return invalid("The run_id request parameter has to match the run ID in the source");
+        }
+        runs::get_run_info(&s.pool, rid).await?;
+        crate::artifacts::check_relative(path)?;
+        return Ok(());
+    }
+    crate::artifacts::uri_to_relative(source).map(|_| ())
+}
+
+pub async fn create_model_version(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let name = p.str("name")?;
+    let source = p.str("source")?;
+    let run_id = p.opt_str("run_id")?.unwrap_or_default();
+    let model_id = p.opt_str("model_id")?.filter(|m| !m.is_empty());
+    check_source(&s, &source, &run_id, model_id.as_deref()).await?;
+    let tags = p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?;
+    let v = registry::insert_model_version(
+        &s.pool,
+        registry::NewVersion {
+            name: &name,
+            source: &source,
+            run_id: &run_id,
+            run_link: &p.opt_str("run_link")?.unwrap_or_default(),
+            description: &p.opt_str("description")?.unwrap_or_default(),
+            model_id: model_id.as_deref(),
+            tags: &tags,
+        },
+    )
+    .await?;
+    ok(json!({"model_version": v.json()}))
+}
+
+pub async fn get_model_version(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let v = registry::get_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
+    ok(json!({"model_version": v.json()}))
+}
+
+pub async fn update_model_version(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let v = registry::update_model_version(
+        &s.pool,
+        &p.str("name")?,
+        version(&p)?,
+        &p.opt_str("description")?.unwrap_or_default(),
+    )
+    .await?;
+    ok(json!({"model_version": v.json()}))
+}
+
+pub async fn delete_model_version(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    registry::delete_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
+    ok(json!({}))
+}
+
+pub async fn search_model_versions(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let max = search::max_results(p.opt_i64("max_results")?, 10_000, 200_000)?;
+    let clauses = search::parse_filter(
+        &p.opt_str("filter")?.unwrap_or_default(),
+        Entity::ModelVersions,
+    )?;
+    let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::ModelVersions)?;
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("name".into()),
+        ascending: true,
+    });
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("version_number".into()),
+        ascending: false,
+    });
+    let mut all: Vec<_> = registry::list_model_versions(&s.pool)
+        .await?
+        .into_iter()
+        .filter(|v| search::matches(v, &clauses))
+        .collect();
+    all.sort_by(|a, b| search::compare(a, b, &order));
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out = json!({"model_versions": page.iter().map(registry::ModelVersion::json).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}
+
+/// Where a version's files are: a logged model's artifact URI for `models:/m-…`, the run's
+/// artifact URI plus the path for `runs:/…`, else the source itself.
+pub async fn get_download_uri(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let v = registry::get_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
+    let uri = if let Some(rest) = v.source.strip_prefix("models:/") {
+        let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let m = logged_models::get_logged_model(&s.pool, id).await?;
+        join_uri(&m.artifact_uri, path)
+    } else if let Some(rest) = v.source.strip_prefix("runs:/") {
+        let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let run = runs::get_run_info(&s.pool, rid).await?;
+        join_uri(&run.artifact_uri, path)
+    } else {
+        v.source.clone()
+    };
+    ok(json!({"artifact_uri": uri}))
+}
+
+fn join_uri(base: &str, path: &str) -> String {
+    if path.is_empty() {
+        base.to_string()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), path)
+    }
+}
+
+pub async fn set_model_version_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let (key, value) = (p.str("key")?, p.opt_str("value")?.unwrap_or_default());
+    params::check_key(&key)?;
+    params::check_value(&key, &value, params::MAX_REGISTRY_TAG_VALUE)?;
+    registry::set_model_version_tag(&s.pool, &p.str("name")?, version(&p)?, &key, &value).await?;
+    ok(json!({}))
+}
+
+pub async fn delete_model_version_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    registry::delete_model_version_tag(&s.pool, &p.str("name")?, version(&p)?, &p.str("key")?)
+        .await?;
+    ok(json!({}))
+}
+
+pub async fn transition_stage(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let v = registry::transition_stage(
+        &s.pool,
+        &p.str("name")?,
+        version(&p)?,
+        &p.str("stage")?,
+        p.opt_bool("archive_existing_versions")?.unwrap_or(false),
+    )
+    .await?;
+    ok(json!({"model_version": v.json()}))
+}
+
+pub async fn get_latest_versions(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let vs = registry::latest_versions(&s.pool, &p.str("name")?, &p.str_list("stages")?).await?;
+    ok(json!({"model_versions": vs.iter().map(registry::ModelVersion::json).collect::<Vec<_>>()}))
+}
+
+pub async fn set_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    registry::set_alias(&s.pool, &p.str("name")?, &p.str("alias")?, version(&p)?).await?;
+    ok(json!({}))
+}
+
+pub async fn get_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let v = registry::get_version_by_alias(&s.pool, &p.str("name")?, &p.str("alias")?).await?;
+    ok(json!({"model_version": v.json()}))
+}
+
+pub async fn delete_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    registry::delete_alias(&s.pool, &p.str("name")?, &p.str("alias")?).await?;
+    ok(json!({}))
+}

@@ -1,0 +1,406 @@
+//! Experiments, runs, params, metrics and tags (MLflow REST API 2.0).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::error::{invalid, Result};
+use crate::params::{self, Params};
+use crate::search::{self, Entity};
+use crate::startup::AppState;
+use crate::store::{experiments, runs};
+
+type Resp = Result<HttpResponse>;
+
+fn ok(v: Value) -> Resp {
+    Ok(HttpResponse::Ok().json(v))
+}
+
+fn p(req: &HttpRequest, body: &web::Bytes) -> Result<Params> {
+    Params::from_request(req, body)
+}
+
+fn experiment_name(p: &Params, key: &str) -> Result<String> {
+    let name = p.str(key)?;
+    if name.len() > params::MAX_NAME {
+        return invalid(format!(
+            "Experiment name exceeds the maximum length of {}",
+            params::MAX_NAME
+        ));
+    }
+    Ok(name)
+}
+
+pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let name = experiment_name(&p, "name")?;
+    let location = match p.opt_str("artifact_location")?.filter(|l| !l.is_empty()) {
+        // Only locations inside this server's artifact root: never a path or URI of the
+        // server's filesystem (MLflow's CVE-2023-6909 class).
+        Some(l) => {
+            crate::artifacts::uri_to_relative(&l)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let tags = p.key_values("tags", params::MAX_EXPERIMENT_TAG_VALUE)?;
+    let id = experiments::insert_experiment(&s.pool, &name, location.as_deref(), &tags).await?;
+    ok(json!({"experiment_id": id.to_string()}))
+}
+
+pub async fn get_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let id = experiments::parse_id(&p.str("experiment_id")?)?;
+    let e = experiments::get_experiment(&s.pool, id).await?;
+    ok(json!({"experiment": e.json()}))
+}
+
+pub async fn get_experiment_by_name(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let e = experiments::get_experiment_by_name(&s.pool, &p.str("experiment_name")?).await?;
+    ok(json!({"experiment": e.json()}))
+}
+
+pub async fn search_experiments(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let max = search::max_results(p.opt_i64("max_results")?, 1000, 50_000)?;
+    let clauses = search::parse_filter(
+        &p.opt_str("filter")?.unwrap_or_default(),
+        Entity::Experiments,
+    )?;
+    let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::Experiments)?;
+    if order.is_empty() {
+        order.push(search::OrderBy {
+            field: search::Field::Attribute("creation_time".into()),
+            ascending: false,
+        });
+    }
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("experiment_id".into()),
+        ascending: true,
+    });
+    let view = p.opt_str("view_type")?.unwrap_or_default();
+    let mut all: Vec<_> = experiments::list_experiments(&s.pool, &view)
+        .await?
+        .into_iter()
+        .filter(|e| search::matches(e, &clauses))
+        .collect();
+    all.sort_by(|a, b| search::compare(a, b, &order));
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out = json!({"experiments": page.iter().map(|e| e.json()).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}
+
+pub async fn update_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let id = experiments::parse_id(&p.str("experiment_id")?)?;
+    experiments::rename_experiment(&s.pool, id, &experiment_name(&p, "new_name")?).await?;
+    ok(json!({}))
+}
+
+pub async fn delete_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    experiments::set_experiment_stage(
+        &s.pool,
+        experiments::parse_id(&p.str("experiment_id")?)?,
+        "deleted",
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn restore_experiment(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    experiments::set_experiment_stage(
+        &s.pool,
+        experiments::parse_id(&p.str("experiment_id")?)?,
+        "active",
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn set_experiment_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let key = p.str("key")?;
+    params::check_key(&key)?;
+    let value = p.opt_str("value")?.unwrap_or_default();
+    params::check_value(&key, &value, params::MAX_EXPERIMENT_TAG_VALUE)?;
+    experiments::set_experiment_tag(
+        &s.pool,
+        experiments::parse_id(&p.str("experiment_id")?)?,
+        &key,
+        &value,
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn delete_experiment_tag(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    experiments::delete_experiment_tag(
+        &s.pool,
+        experiments::parse_id(&p.str("experiment_id")?)?,
+        &p.str("key")?,
+    )
+    .await?;
+    ok(json!({}))
+}
+
+pub async fn create_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let exp = experiments::parse_id(&p.opt_str("experiment_id")?.unwrap_or_else(|| "0".into()))?;
+    let tags = p.key_values("tags", params::MAX_RUN_TAG_VALUE)?;
+    let user = p
+        .opt_str("user_id")?
+        .or_else(|| {
+            tags.iter()
+                .find(|(k, _)| k == "mlflow.user")
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_default();
+    let start = p.opt_i64("start_time")?.unwrap_or_else(runs::now);
+    let run = runs::insert_run(&s.pool, exp, p.opt_str("run_name")?, &user, start, &tags).await?;
+    ok(json!({"run": run.json()}))
+}
+
+pub async fn get_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run = runs::get_run(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
+    ok(json!({"run": run.json()}))
+}
+
+pub async fn update_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str_either("run_id", "run_uuid")?;
+    let info = runs::update_run(
+        &s.pool,
+        &run_id,
+        p.opt_str("status")?.as_deref(),
+        p.opt_i64("end_time")?,
+        p.opt_str("run_name")?.as_deref(),
+    )
+    .await?;
+    ok(json!({"run_info": info.info_json()}))
+}
+
+pub async fn delete_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    runs::set_run_stage(&s.pool, &p.str("run_id")?, "deleted").await?;
+    ok(json!({}))
+}
+
+pub async fn restore_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    runs::set_run_stage(&s.pool, &p.str("run_id")?, "active").await?;
+    ok(json!({}))
+}
+
+fn metric_in(p: &Params) -> Result<runs::MetricIn> {
+    let key = p.str("key")?;
+    params::check_key(&key)?;
+    let value = p.opt_f64("value")?.ok_or_else(|| {
+        crate::error::RegistryError::InvalidParameter(
+            "Missing value for required parameter 'value'.".into(),
+        )
+    })?;
+    Ok(runs::MetricIn {
+        key,
+        value,
+        timestamp: p.opt_i64("timestamp")?.unwrap_or_else(runs::now),
+        step: p.opt_i64("step")?.unwrap_or(0),
+        model_id: p.opt_str("model_id")?.filter(|m| !m.is_empty()),
+        dataset_name: p.opt_str("dataset_name")?,
+        dataset_digest: p.opt_str("dataset_digest")?,
+    })
+}
+
+pub async fn log_metric(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str_either("run_id", "run_uuid")?;
+    runs::log_batch(&s.pool, &run_id, &[metric_in(&p)?], &[], &[]).await?;
+    ok(json!({}))
+}
+
+pub async fn log_param(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str_either("run_id", "run_uuid")?;
+    let key = p.str("key")?;
+    params::check_key(&key)?;
+    let value = p.opt_str("value")?.unwrap_or_default();
+    params::check_value(&key, &value, params::MAX_PARAM_VALUE)?;
+    runs::log_batch(&s.pool, &run_id, &[], &[(key, value)], &[]).await?;
+    ok(json!({}))
+}
+
+pub async fn set_tag(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str_either("run_id", "run_uuid")?;
+    let key = p.str("key")?;
+    params::check_key(&key)?;
+    let value = p.opt_str("value")?.unwrap_or_default();
+    params::check_value(&key, &value, params::MAX_RUN_TAG_VALUE)?;
+    runs::log_batch(&s.pool, &run_id, &[], &[], &[(key, value)]).await?;
+    ok(json!({}))
+}
+
+pub async fn delete_tag(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    runs::delete_tag(&s.pool, &p.str("run_id")?, &p.str("key")?).await?;
+    ok(json!({}))
+}
+
+pub async fn log_batch(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str("run_id")?;
+    let metrics = p.objects("metrics")?;
+    let params_ = p.key_values("params", params::MAX_PARAM_VALUE)?;
+    let tags = p.key_values("tags", params::MAX_RUN_TAG_VALUE)?;
+    // MLflow's limits for one batch.
+    if metrics.len() > 1000 {
+        return invalid(format!(
+            "A batch logging request can contain at most 1000 metrics. Got {} metrics.",
+            metrics.len()
+        ));
+    }
+    if params_.len() + tags.len() > 100 {
+        return invalid(
+            "A batch logging request can contain at most 100 params and tags together.",
+        );
+    }
+    let metrics = metrics.iter().map(metric_in).collect::<Result<Vec<_>>>()?;
+    runs::log_batch(&s.pool, &run_id, &metrics, &params_, &tags).await?;
+    ok(json!({}))
+}
+
+pub async fn log_inputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str("run_id")?;
+    let datasets: Vec<Value> = match p.get("datasets") {
+        Some(Value::Array(a)) => a.clone(),
+        None => Vec::new(),
+        Some(_) => return invalid("Invalid value for parameter 'datasets': expected a list"),
+    };
+    runs::log_inputs(&s.pool, &run_id, &datasets).await?;
+    ok(json!({}))
+}
+
+pub async fn log_outputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str("run_id")?;
+    let models = p
+        .objects("models")?
+        .iter()
+        .map(|m| Ok((m.str("model_id")?, m.opt_i64("step")?.unwrap_or(0))))
+        .collect::<Result<Vec<_>>>()?;
+    runs::log_outputs(&s.pool, &run_id, &models).await?;
+    ok(json!({}))
+}
+
+pub async fn metric_history(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let run_id = p.str_either("run_id", "run_uuid")?;
+    let max = search::max_results(p.opt_i64("max_results")?, 25_000, 25_000)?;
+    let all = runs::metric_history(&s.pool, &run_id, &p.str("metric_key")?).await?;
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out = json!({"metrics": page.iter().map(runs::Metric::json).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}
+
+pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
+    let p = p(&req, &body)?;
+    let max = search::max_results(p.opt_i64("max_results")?, 1000, 50_000)?;
+    let ids = p
+        .str_list("experiment_ids")?
+        .iter()
+        .map(|i| experiments::parse_id(i))
+        .collect::<Result<Vec<_>>>()?;
+    let clauses = search::parse_filter(&p.opt_str("filter")?.unwrap_or_default(), Entity::Runs)?;
+    let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::Runs)?;
+    // MLflow's tiebreaks: start_time DESC unless already ordered on, then run_id.
+    if !order
+        .iter()
+        .any(|o| o.field == search::Field::Attribute("start_time".into()))
+    {
+        order.push(search::OrderBy {
+            field: search::Field::Attribute("start_time".into()),
+            ascending: false,
+        });
+    }
+    order.push(search::OrderBy {
+        field: search::Field::Attribute("run_id".into()),
+        ascending: true,
+    });
+    let view = p.opt_str("run_view_type")?.unwrap_or_default();
+    let mut all: Vec<_> = runs::list_runs(&s.pool, &ids, &view)
+        .await?
+        .into_iter()
+        .filter(|r| search::matches(r, &clauses))
+        .collect();
+    all.sort_by(|a, b| search::compare(a, b, &order));
+    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
+    let mut out = json!({"runs": page.iter().map(runs::Run::json).collect::<Vec<_>>()});
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    ok(out)
+}
+
+/// `GET /artifacts/list?run_id=&path=`: a run's artifacts, with run-relative paths.
+pub async fn list_run_artifacts(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let run = runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
+    let sub = crate::artifacts::check_relative(&p.opt_str("path")?.unwrap_or_default())?;
+    let root_rel = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
+    let dir = if sub.is_empty() {
+        root_rel
+    } else {
+        format!("{root_rel}/{sub}")
+    };
+    let files = s.artifacts.list(&dir).await?;
+    let files: Vec<Value> = files
+        .into_iter()
+        .map(|f| {
+            let path = if sub.is_empty() {
+                f.path
+            } else {
+                format!("{sub}/{}", f.path)
+            };
+            let mut v = json!({"path": path, "is_dir": f.is_dir});
+            if let Some(n) = f.file_size {
+                v["file_size"] = json!(n);
+            }
+            v
+        })
+        .collect();
+    ok(json!({"root_uri": run.artifact_uri, "files": files}))
+}

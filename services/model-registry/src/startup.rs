@@ -1,0 +1,92 @@
+//! Builds the application: database, artifact store, HTTP server. Tests run exactly this.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::artifacts::ArtifactStore;
+use crate::config::Settings;
+use crate::routes;
+use crate::store::{self, Backend, Pool};
+
+/// Shared by every request.
+pub struct AppState {
+    pub pool: Pool,
+    pub backend: Backend,
+    pub artifacts: ArtifactStore,
+    pub settings: Settings,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to the database (applying migrations), opens the artifact root and binds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let url = settings.database_url();
+        let (pool, backend) = store::connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database: {e:#}"))?;
+        Application::with_pool(settings, pool, backend).await
+    }
+
+    pub async fn with_pool(
+        settings: Settings,
+        pool: Pool,
+        backend: Backend,
+    ) -> anyhow::Result<Application> {
+        let artifacts = ArtifactStore::new(&settings.artifact_root()).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the artifact root {}: {e}",
+                settings.artifact_root().display()
+            )
+        })?;
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
+        })?;
+        let port = listener.local_addr()?.port();
+        let max_json = settings.max_json_bytes;
+        let shutdown = settings.shutdown_timeout;
+        let state = web::Data::new(AppState {
+            pool,
+            backend,
+            artifacts,
+            settings,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_json))
+                .service(web::scope("/api/2.0/mlflow").configure(routes::mlflow_api))
+                .service(web::scope("/ajax-api/2.0/mlflow").configure(routes::mlflow_api))
+                .service(web::scope("/api/2.0/mlflow-artifacts").configure(routes::artifacts_api))
+                .service(
+                    web::scope("/ajax-api/2.0/mlflow-artifacts").configure(routes::artifacts_api),
+                )
+                .route(
+                    "/api/3.0/mlflow/server-info",
+                    web::get().to(routes::server_info),
+                )
+                .route("/health", web::get().to(routes::health))
+                .route("/version", web::get().to(routes::version))
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(shutdown)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,287 @@
+//! Experiments and their tags.
+
+use serde_json::{json, Value};
+
+use super::{get_i64, get_str, kv_json, now_ms, placeholders, Pool};
+use crate::error::{RegistryError, Result};
+use crate::search::{self, Field, Searchable};
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub id: i64,
+    pub name: String,
+    pub artifact_location: String,
+    pub lifecycle_stage: String,
+    pub creation_time: i64,
+    pub last_update_time: i64,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Experiment {
+    pub fn json(&self) -> Value {
+        json!({
+            "experiment_id": self.id.to_string(),
+            "name": self.name,
+            "artifact_location": self.artifact_location,
+            "lifecycle_stage": self.lifecycle_stage,
+            "creation_time": self.creation_time,
+            "last_update_time": self.last_update_time,
+            "tags": kv_json(&self.tags),
+            "workspace": "default",
+        })
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lifecycle_stage == "active"
+    }
+}
+
+impl Searchable for Experiment {
+    fn field(&self, f: &Field) -> Option<search::Value> {
+        use search::Value as V;
+        match f {
+            Field::Attribute(a) => match a.as_str() {
+                "name" => Some(V::Str(self.name.clone())),
+                "experiment_id" => Some(V::Str(self.id.to_string())),
+                "creation_time" => Some(V::Num(self.creation_time as f64)),
+                "last_update_time" | "last_updated_timestamp" => {
+                    Some(V::Num(self.last_update_time as f64))
+                }
+                _ => None,
+            },
+            Field::Tag(k) => self
+                .tags
+                .iter()
+                .find(|(t, _)| t == k)
+                .map(|(_, v)| V::Str(v.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// MLflow always has experiment 0, "Default".
+pub async fn ensure_default(pool: &Pool) -> anyhow::Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+         VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', $1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(now)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Creates an experiment; the artifact location defaults to `mlflow-artifacts:/<id>`.
+pub async fn insert_experiment(
+    pool: &Pool,
+    name: &str,
+    artifact_location: Option<&str>,
+    tags: &[(String, String)],
+) -> Result<i64> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+         VALUES ($1, '', 'active', $2, $3) RETURNING experiment_id",
+    )
+    .bind(name)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        if super::is_unique_violation(&e) {
+            RegistryError::AlreadyExists(format!("Experiment '{name}' already exists."))
+        } else {
+            e.into()
+        }
+    })?;
+    let id = get_i64(&row, "experiment_id")?;
+    let location =
+        artifact_location.map_or_else(|| format!("mlflow-artifacts:/{id}"), str::to_string);
+    sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
+        .bind(&location)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    for (k, v) in tags {
+        sqlx::query("INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Experiment> {
+    Ok(Experiment {
+        id: get_i64(row, "experiment_id")?,
+        name: get_str(row, "name")?,
+        artifact_location: get_str(row, "artifact_location")?,
+        lifecycle_stage: get_str(row, "lifecycle_stage")?,
+        creation_time: get_i64(row, "creation_time")?,
+        last_update_time: get_i64(row, "last_update_time")?,
+        tags: Vec::new(),
+    })
+}
+
+const COLUMNS: &str =
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time";
+
+async fn with_tags(pool: &Pool, mut exps: Vec<Experiment>) -> Result<Vec<Experiment>> {
+    if exps.is_empty() {
+        return Ok(exps);
+    }
+    let sql = format!(
+        "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) ORDER BY key",
+        placeholders(1, exps.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for e in &exps {
+        q = q.bind(e.id);
+    }
+    for row in q.fetch_all(pool).await? {
+        let id = get_i64(&row, "experiment_id")?;
+        if let Some(e) = exps.iter_mut().find(|e| e.id == id) {
+            e.tags
+                .push((get_str(&row, "key")?, get_str(&row, "value")?));
+        }
+    }
+    Ok(exps)
+}
+
+/// Parses an experiment id as MLflow sends it (a string of digits).
+pub fn parse_id(id: &str) -> Result<i64> {
+    id.trim()
+        .parse()
+        .map_err(|_| RegistryError::InvalidParameter(format!("Invalid experiment ID '{id}'")))
+}
+
+pub async fn get_experiment(pool: &Pool, id: i64) -> Result<Experiment> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM experiments WHERE experiment_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| RegistryError::NotFound(format!("No Experiment with id={id} exists")))?;
+    Ok(with_tags(pool, vec![from_row(&row)?]).await?.remove(0))
+}
+
+pub async fn get_experiment_by_name(pool: &Pool, name: &str) -> Result<Experiment> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM experiments WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        RegistryError::NotFound(format!("Could not find experiment with name '{name}'"))
+    })?;
+    Ok(with_tags(pool, vec![from_row(&row)?]).await?.remove(0))
+}
+
+/// All experiments in a lifecycle view (`ACTIVE_ONLY`, `DELETED_ONLY`, `ALL`).
+pub async fn list_experiments(pool: &Pool, view: &str) -> Result<Vec<Experiment>> {
+    let filter = match view {
+        "DELETED_ONLY" | "2" => " WHERE lifecycle_stage = 'deleted'",
+        "ALL" | "3" => "",
+        _ => " WHERE lifecycle_stage = 'active'",
+    };
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM experiments{filter}"))
+        .fetch_all(pool)
+        .await?;
+    let exps = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    with_tags(pool, exps).await
+}
+
+pub async fn rename_experiment(pool: &Pool, id: i64, new_name: &str) -> Result<()> {
+    get_experiment(pool, id).await?;
+    sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
+        .bind(new_name)
+        .bind(now_ms())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            if super::is_unique_violation(&e) {
+                RegistryError::AlreadyExists(format!("Experiment '{new_name}' already exists."))
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(())
+}
+
+/// Deleting an experiment marks it and its runs deleted (restorable).
+pub async fn set_experiment_stage(pool: &Pool, id: i64, stage: &str) -> Result<()> {
+    get_experiment(pool, id).await?;
+    if id == 0 && stage == "deleted" {
+        return crate::error::invalid("Cannot delete the default experiment '0'.");
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
+        .bind(stage)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE runs SET lifecycle_stage = $1 WHERE experiment_id = $2")
+        .bind(stage)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn set_experiment_tag(pool: &Pool, id: i64, key: &str, value: &str) -> Result<()> {
+    let e = get_experiment(pool, id).await?;
+    if !e.is_active() {
+        return crate::error::invalid(format!(
+            "The experiment {id} must be in the 'active' state."
+        ));
+    }
+    upsert_tag(pool, "experiment_tags", "experiment_id", id, key, value).await
+}
+
+pub async fn delete_experiment_tag(pool: &Pool, id: i64, key: &str) -> Result<()> {
+    get_experiment(pool, id).await?;
+    let r = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+        .bind(id)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(RegistryError::NotFound(format!(
+            "No tag with name: {key} in experiment {id}"
+        )));
+    }
+    Ok(())
+}
+
+/// Insert or replace a tag in a (owner, key, value) table.
+async fn upsert_tag(
+    pool: &Pool,
+    table: &str,
+    owner_col: &str,
+    owner: i64,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO {table} ({owner_col}, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT ({owner_col}, key) DO UPDATE SET value = excluded.value"
+    ))
+    .bind(owner)
+    .bind(key)
+    .bind(value)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

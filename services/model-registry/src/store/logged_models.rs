@@ -1,0 +1,283 @@
+//! MLflow 3 logged models: a model's own artifact directory, params, tags and metrics.
+
+use serde_json::{json, Value};
+
+use super::{get_i64, get_opt_str, get_str, kv_json, now_ms, placeholders, Pool};
+use crate::error::{invalid, RegistryError, Result};
+use crate::search::{self, Field, Searchable};
+
+#[derive(Debug, Clone)]
+pub struct LoggedModel {
+    pub model_id: String,
+    pub experiment_id: i64,
+    pub name: String,
+    pub artifact_uri: String,
+    pub creation_timestamp_ms: i64,
+    pub last_updated_timestamp_ms: i64,
+    pub status: String,
+    pub model_type: Option<String>,
+    pub source_run_id: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub metrics: Vec<Value>,
+}
+
+impl LoggedModel {
+    pub fn json(&self) -> Value {
+        let mut info = json!({
+            "model_id": self.model_id,
+            "experiment_id": self.experiment_id.to_string(),
+            "name": self.name,
+            "artifact_uri": self.artifact_uri,
+            "creation_timestamp_ms": self.creation_timestamp_ms,
+            "last_updated_timestamp_ms": self.last_updated_timestamp_ms,
+            "status": self.status,
+            "tags": kv_json(&self.tags),
+        });
+        if let Some(t) = &self.model_type {
+            info["model_type"] = json!(t);
+        }
+        if let Some(r) = &self.source_run_id {
+            info["source_run_id"] = json!(r);
+        }
+        json!({"info": info, "data": {"params": kv_json(&self.params), "metrics": self.metrics}})
+    }
+}
+
+impl Searchable for LoggedModel {
+    fn field(&self, f: &Field) -> Option<search::Value> {
+        use search::Value as V;
+        match f {
+            Field::Attribute(a) => match a.as_str() {
+                "name" => Some(V::Str(self.name.clone())),
+                "model_id" => Some(V::Str(self.model_id.clone())),
+                "model_type" => self.model_type.clone().map(V::Str),
+                "status" => Some(V::Str(self.status.clone())),
+                "source_run_id" => self.source_run_id.clone().map(V::Str),
+                "creation_timestamp" | "creation_time" => {
+                    Some(V::Num(self.creation_timestamp_ms as f64))
+                }
+                "last_updated_timestamp" => Some(V::Num(self.last_updated_timestamp_ms as f64)),
+                _ => None,
+            },
+            Field::Param(k) => self
+                .params
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| V::Str(v.clone())),
+            Field::Tag(k) => self
+                .tags
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| V::Str(v.clone())),
+            Field::Metric(k) => self
+                .metrics
+                .iter()
+                .find(|m| m["key"] == k.as_str())
+                .and_then(|m| match &m["value"] {
+                    Value::Number(n) => n.as_f64().map(V::Num),
+                    Value::String(s) => crate::params::parse_float(s).map(V::Num),
+                    _ => None,
+                }),
+            Field::Dataset(_) => None,
+        }
+    }
+}
+
+pub const STATUSES: [&str; 3] = [
+    "LOGGED_MODEL_PENDING",
+    "LOGGED_MODEL_READY",
+    "LOGGED_MODEL_UPLOAD_FAILED",
+];
+
+pub async fn insert_logged_model(
+    pool: &Pool,
+    experiment_id: i64,
+    name: &str,
+    model_type: Option<String>,
+    source_run_id: Option<String>,
+    params: &[(String, String)],
+    tags: &[(String, String)],
+) -> Result<LoggedModel> {
+    let exp = super::experiments::get_experiment(pool, experiment_id).await?;
+    if !exp.is_active() {
+        return invalid(format!(
+            "The experiment {experiment_id} must be in the 'active' state."
+        ));
+    }
+    if let Some(r) = &source_run_id {
+        super::runs::get_run_info(pool, r).await?;
+    }
+    let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+    let artifact_uri = format!(
+        "{}/models/{model_id}/artifacts",
+        exp.artifact_location.trim_end_matches('/')
+    );
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO logged_models (model_id, experiment_id, name, artifact_uri, creation_timestamp_ms, last_updated_timestamp_ms, status, model_type, source_run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'LOGGED_MODEL_PENDING', $7, $8)",
+    )
+    .bind(&model_id)
+    .bind(experiment_id)
+    .bind(name)
+    .bind(&artifact_uri)
+    .bind(now)
+    .bind(now)
+    .bind(model_type)
+    .bind(source_run_id)
+    .execute(&mut *tx)
+    .await?;
+    for (table, kv) in [("logged_model_params", params), ("logged_model_tags", tags)] {
+        for (k, v) in kv {
+            sqlx::query(&format!("INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"))
+                .bind(&model_id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    get_logged_model(pool, &model_id).await
+}
+
+const COLUMNS: &str = "model_id, experiment_id, name, artifact_uri, creation_timestamp_ms, last_updated_timestamp_ms, status, model_type, source_run_id";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<LoggedModel> {
+    Ok(LoggedModel {
+        model_id: get_str(row, "model_id")?,
+        experiment_id: get_i64(row, "experiment_id")?,
+        name: get_str(row, "name")?,
+        artifact_uri: get_str(row, "artifact_uri")?,
+        creation_timestamp_ms: get_i64(row, "creation_timestamp_ms")?,
+        last_updated_timestamp_ms: get_i64(row, "last_updated_timestamp_ms")?,
+        status: get_str(row, "status")?,
+        model_type: get_opt_str(row, "model_type")?,
+        source_run_id: get_opt_str(row, "source_run_id")?,
+        params: Vec::new(),
+        tags: Vec::new(),
+        metrics: Vec::new(),
+    })
+}
+
+async fn fill(pool: &Pool, m: &mut LoggedModel) -> Result<()> {
+    for table in ["logged_model_params", "logged_model_tags"] {
+        let rows = sqlx::query(&format!(
+            "SELECT key, value FROM {table} WHERE model_id = $1 ORDER BY key"
+        ))
+        .bind(&m.model_id)
+        .fetch_all(pool)
+        .await?;
+        let kv = rows
+            .iter()
+            .map(|r| Ok((get_str(r, "key")?, get_str(r, "value")?)))
+            .collect::<Result<Vec<_>>>()?;
+        if table == "logged_model_params" {
+            m.params = kv;
+        } else {
+            m.tags = kv;
+        }
+    }
+    m.metrics = super::runs::model_metrics(pool, &m.model_id).await?;
+    Ok(())
+}
+
+pub async fn get_logged_model(pool: &Pool, model_id: &str) -> Result<LoggedModel> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active'"
+    ))
+    .bind(model_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        RegistryError::NotFound(format!("Logged model with ID '{model_id}' not found."))
+    })?;
+    let mut m = from_row(&row)?;
+    fill(pool, &mut m).await?;
+    Ok(m)
+}
+
+pub async fn list_logged_models(pool: &Pool, experiment_ids: &[i64]) -> Result<Vec<LoggedModel>> {
+    if experiment_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM logged_models WHERE lifecycle_stage = 'active' AND experiment_id IN ({})",
+        placeholders(1, experiment_ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in experiment_ids {
+        q = q.bind(*id);
+    }
+    let mut out = Vec::new();
+    for row in q.fetch_all(pool).await? {
+        let mut m = from_row(&row)?;
+        fill(pool, &mut m).await?;
+        out.push(m);
+    }
+    Ok(out)
+}
+
+pub async fn set_status(pool: &Pool, model_id: &str, status: &str) -> Result<LoggedModel> {
+    if !STATUSES.contains(&status) {
+        return invalid(format!("Invalid logged model status '{status}'"));
+    }
+    get_logged_model(pool, model_id).await?;
+    sqlx::query(
+        "UPDATE logged_models SET status = $1, last_updated_timestamp_ms = $2 WHERE model_id = $3",
+    )
+    .bind(status)
+    .bind(now_ms())
+    .bind(model_id)
+    .execute(pool)
+    .await?;
+    get_logged_model(pool, model_id).await
+}
+
+pub async fn set_tags(pool: &Pool, model_id: &str, tags: &[(String, String)]) -> Result<()> {
+    get_logged_model(pool, model_id).await?;
+    for (k, v) in tags {
+        sqlx::query("INSERT INTO logged_model_tags (model_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value")
+            .bind(model_id)
+            .bind(k)
+            .bind(v)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn log_params(pool: &Pool, model_id: &str, params: &[(String, String)]) -> Result<()> {
+    get_logged_model(pool, model_id).await?;
+    for (k, v) in params {
+        sqlx::query("INSERT INTO logged_model_params (model_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value")
+            .bind(model_id)
+            .bind(k)
+            .bind(v)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_tag(pool: &Pool, model_id: &str, key: &str) -> Result<()> {
+    get_logged_model(pool, model_id).await?;
+    sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
+        .bind(model_id)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_logged_model(pool: &Pool, model_id: &str) -> Result<()> {
+    get_logged_model(pool, model_id).await?;
+    sqlx::query("UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_timestamp_ms = $1 WHERE model_id = $2")
+        .bind(now_ms())
+        .bind(model_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

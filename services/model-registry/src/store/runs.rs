@@ -1,0 +1,613 @@
+//! Runs with their params, tags, metrics, inputs and outputs.
+
+use serde_json::{json, Value};
+
+use super::{
+    get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms, placeholders, Pool,
+};
+use crate::error::{invalid, RegistryError, Result};
+use crate::search::{self, Field, Searchable};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub key: String,
+    pub value: f64,
+    pub is_nan: bool,
+    pub timestamp: i64,
+    pub step: i64,
+}
+
+impl Metric {
+    pub fn json(&self) -> Value {
+        json!({"key": self.key, "value": metric_value_json(self.value, self.is_nan), "timestamp": self.timestamp, "step": self.step})
+    }
+}
+
+/// A metric as logged (3.x clients may tie it to a logged model and a dataset).
+#[derive(Debug, Clone)]
+pub struct MetricIn {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub run_id: String,
+    pub experiment_id: i64,
+    pub run_name: String,
+    pub user_id: String,
+    pub status: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub artifact_uri: String,
+    pub lifecycle_stage: String,
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub metrics: Vec<Metric>,
+    pub dataset_inputs: Vec<Value>,
+    pub model_outputs: Vec<(String, i64)>,
+}
+
+impl Run {
+    pub fn info_json(&self) -> Value {
+        let mut info = json!({
+            "run_id": self.run_id,
+            "run_uuid": self.run_id,
+            "experiment_id": self.experiment_id.to_string(),
+            "run_name": self.run_name,
+            "user_id": self.user_id,
+            "status": self.status,
+            "start_time": self.start_time,
+            "artifact_uri": self.artifact_uri,
+            "lifecycle_stage": self.lifecycle_stage,
+        });
+        if let Some(end) = self.end_time {
+            info["end_time"] = json!(end);
+        }
+        info
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "info": self.info_json(),
+            "data": {
+                "metrics": self.metrics.iter().map(Metric::json).collect::<Vec<_>>(),
+                "params": kv_json(&self.params),
+                "tags": kv_json(&self.tags),
+            },
+            "inputs": {"dataset_inputs": self.dataset_inputs, "model_inputs": []},
+            "outputs": {"model_outputs": self.model_outputs.iter().map(|(m, s)| json!({"model_id": m, "step": s})).collect::<Vec<_>>()},
+        })
+    }
+}
+
+impl Searchable for Run {
+    fn field(&self, f: &Field) -> Option<search::Value> {
+        use search::Value as V;
+        match f {
+            Field::Metric(k) => self
+                .metrics
+                .iter()
+                .find(|m| &m.key == k)
+                .map(|m| V::Num(if m.is_nan { f64::NAN } else { m.value })),
+            Field::Param(k) => self
+                .params
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| V::Str(v.clone())),
+            Field::Tag(k) => self
+                .tags
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| V::Str(v.clone())),
+            Field::Attribute(a) => match a.as_str() {
+                "run_id" => Some(V::Str(self.run_id.clone())),
+                "run_name" => Some(V::Str(self.run_name.clone())),
+                "status" => Some(V::Str(self.status.clone())),
+                "user_id" => Some(V::Str(self.user_id.clone())),
+                "artifact_uri" => Some(V::Str(self.artifact_uri.clone())),
+                "lifecycle_stage" => Some(V::Str(self.lifecycle_stage.clone())),
+                "start_time" => Some(V::Num(self.start_time as f64)),
+                "end_time" => self.end_time.map(|t| V::Num(t as f64)),
+                _ => None,
+            },
+            Field::Dataset(k) => self.dataset_inputs.iter().find_map(|d| {
+                let field = match k.as_str() {
+                    "context" => {
+                        return d["tags"]
+                            .as_array()?
+                            .iter()
+                            .find(|t| t["key"] == "mlflow.data.context")
+                            .map(|t| V::Str(t["value"].as_str().unwrap_or("").into()))
+                    }
+                    other => other,
+                };
+                d["dataset"][field].as_str().map(|s| V::Str(s.to_string()))
+            }),
+        }
+    }
+}
+
+pub const STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// A readable default run name, as MLflow gives one ("bold-fish-123").
+fn default_run_name() -> String {
+    const A: [&str; 12] = [
+        "bold", "calm", "eager", "fair", "gentle", "keen", "lucid", "merry", "quiet", "sharp",
+        "swift", "wise",
+    ];
+    const N: [&str; 12] = [
+        "ant", "bear", "crane", "deer", "eagle", "fox", "hawk", "lynx", "owl", "seal", "wolf",
+        "yak",
+    ];
+    let u = uuid::Uuid::new_v4().as_u128();
+    format!(
+        "{}-{}-{}",
+        A[(u % 12) as usize],
+        N[((u >> 8) % 12) as usize],
+        (u >> 16) % 1000
+    )
+}
+
+pub async fn insert_run(
+    pool: &Pool,
+    experiment_id: i64,
+    run_name: Option<String>,
+    user_id: &str,
+    start_time: i64,
+    tags: &[(String, String)],
+) -> Result<Run> {
+    let exp = super::experiments::get_experiment(pool, experiment_id).await?;
+    if !exp.is_active() {
+        return invalid(format!(
+            "The experiment {experiment_id} must be in the 'active' state."
+        ));
+    }
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let tag_name = tags
+        .iter()
+        .find(|(k, _)| k == "mlflow.runName")
+        .map(|(_, v)| v.clone());
+    let run_name = run_name
+        .filter(|n| !n.is_empty())
+        .or(tag_name)
+        .unwrap_or_else(default_run_name);
+    let artifact_uri = format!(
+        "{}/{}/artifacts",
+        exp.artifact_location.trim_end_matches('/'),
+        run_id
+    );
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) \
+         VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
+    )
+    .bind(&run_id)
+    .bind(experiment_id)
+    .bind(&run_name)
+    .bind(user_id)
+    .bind(start_time)
+    .bind(&artifact_uri)
+    .execute(&mut *tx)
+    .await?;
+    let mut all_tags: Vec<(String, String)> = tags
+        .iter()
+        .filter(|(k, _)| k != "mlflow.runName")
+        .cloned()
+        .collect();
+    all_tags.push(("mlflow.runName".into(), run_name.clone()));
+    for (k, v) in &all_tags {
+        sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+            .bind(&run_id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    get_run(pool, &run_id).await
+}
+
+const COLUMNS: &str = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Run> {
+    Ok(Run {
+        run_id: get_str(row, "run_id")?,
+        experiment_id: get_i64(row, "experiment_id")?,
+        run_name: get_str(row, "run_name")?,
+        user_id: get_str(row, "user_id")?,
+        status: get_str(row, "status")?,
+        start_time: get_i64(row, "start_time")?,
+        end_time: get_opt_i64(row, "end_time")?,
+        artifact_uri: get_str(row, "artifact_uri")?,
+        lifecycle_stage: get_str(row, "lifecycle_stage")?,
+        params: Vec::new(),
+        tags: Vec::new(),
+        metrics: Vec::new(),
+        dataset_inputs: Vec::new(),
+        model_outputs: Vec::new(),
+    })
+}
+
+/// Loads params, tags, latest metrics, inputs and outputs for runs, in one query per table.
+async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[i64]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let index: std::collections::HashMap<String, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.run_id.clone(), i))
+        .collect();
+    let tables = [
+        ("params", "SELECT t.run_id, t.key, t.value FROM params t"),
+        ("tags", "SELECT t.run_id, t.key, t.value FROM tags t"),
+        (
+            "latest_metrics",
+            "SELECT t.run_id, t.key, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t",
+        ),
+        ("run_inputs", "SELECT t.run_id, t.payload FROM run_inputs t"),
+        (
+            "run_outputs",
+            "SELECT t.run_id, t.model_id, t.step FROM run_outputs t",
+        ),
+    ];
+    for (table, select) in tables {
+        let sql =
+            format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope} ORDER BY t.run_id");
+        let mut q = sqlx::query(&sql);
+        if scope_args.is_empty() {
+            q = q.bind(runs[0].run_id.clone());
+        }
+        for a in scope_args {
+            q = q.bind(*a);
+        }
+        for row in q.fetch_all(pool).await? {
+            let Some(&i) = index.get(&get_str(&row, "run_id")?) else {
+                continue;
+            };
+            let run = &mut runs[i];
+            match table {
+                "params" => run
+                    .params
+                    .push((get_str(&row, "key")?, get_str(&row, "value")?)),
+                "tags" => run
+                    .tags
+                    .push((get_str(&row, "key")?, get_str(&row, "value")?)),
+                "latest_metrics" => run.metrics.push(Metric {
+                    key: get_str(&row, "key")?,
+                    value: get_f64(&row, "value")?,
+                    is_nan: get_i64(&row, "is_nan")? != 0,
+                    timestamp: get_i64(&row, "timestamp")?,
+                    step: get_i64(&row, "step")?,
+                }),
+                "run_inputs" => run
+                    .dataset_inputs
+                    .push(serde_json::from_str(&get_str(&row, "payload")?).unwrap_or(Value::Null)),
+                _ => run
+                    .model_outputs
+                    .push((get_str(&row, "model_id")?, get_i64(&row, "step")?)),
+            }
+        }
+    }
+    for r in runs.iter_mut() {
+        r.params.sort();
+        r.tags.sort();
+        r.metrics.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    Ok(())
+}
+
+pub async fn get_run(pool: &Pool, run_id: &str) -> Result<Run> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))?;
+    let mut runs = vec![from_row(&row)?];
+    fill(pool, &mut runs, "r.run_id = $1", &[]).await?;
+    Ok(runs.remove(0))
+}
+
+/// Runs of some experiments in a lifecycle view, fully loaded.
+pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: &str) -> Result<Vec<Run>> {
+    if experiment_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stage = match view {
+        "DELETED_ONLY" | "2" => " AND r.lifecycle_stage = 'deleted'",
+        "ALL" | "3" => "",
+        _ => " AND r.lifecycle_stage = 'active'",
+    };
+    let scope = format!(
+        "r.experiment_id IN ({}){stage}",
+        placeholders(1, experiment_ids.len())
+    );
+    let sql = format!(
+        "SELECT {} FROM runs r WHERE {scope}",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for id in experiment_ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(pool).await?;
+    let mut runs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    fill(pool, &mut runs, &scope, experiment_ids).await?;
+    Ok(runs)
+}
+
+/// The run, which must be active to be written to.
+pub async fn active_run(pool: &Pool, run_id: &str) -> Result<Run> {
+    let run = get_run_info(pool, run_id).await?;
+    if run.lifecycle_stage != "active" {
+        return invalid(format!(
+            "The run {run_id} must be in the 'active' state. Current state is {}.",
+            run.lifecycle_stage
+        ));
+    }
+    Ok(run)
+}
+
+/// The run's own columns only (no params, tags or metrics).
+pub async fn get_run_info(pool: &Pool, run_id: &str) -> Result<Run> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))?;
+    from_row(&row)
+}
+
+pub async fn update_run(
+    pool: &Pool,
+    run_id: &str,
+    status: Option<&str>,
+    end_time: Option<i64>,
+    run_name: Option<&str>,
+) -> Result<Run> {
+    let run = active_run(pool, run_id).await?;
+    if let Some(s) = status {
+        if !STATUSES.contains(&s) {
+            return invalid(format!("Invalid run status '{s}'"));
+        }
+    }
+    let status = status.unwrap_or(&run.status);
+    // Re-opening a run (status RUNNING) clears its end time.
+    let end_time = if status == "RUNNING" {
+        None
+    } else {
+        end_time.or(run.end_time)
+    };
+    let name = run_name.filter(|n| !n.is_empty()).unwrap_or(&run.run_name);
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE runs SET status = $1, end_time = $2, run_name = $3 WHERE run_id = $4")
+        .bind(status)
+        .bind(end_time)
+        .bind(name)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+    if name != run.run_name {
+        sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, 'mlflow.runName', $2) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+            .bind(run_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    get_run_info(pool, run_id).await
+}
+
+pub async fn set_run_stage(pool: &Pool, run_id: &str, stage: &str) -> Result<()> {
+    get_run_info(pool, run_id).await?;
+    sqlx::query("UPDATE runs SET lifecycle_stage = $1 WHERE run_id = $2")
+        .bind(stage)
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Logs params, metrics and tags of one batch atomically. Re-logging a param with a different
+/// value is an error, as in MLflow.
+pub async fn log_batch(
+    pool: &Pool,
+    run_id: &str,
+    metrics: &[MetricIn],
+    params: &[(String, String)],
+    tags: &[(String, String)],
+) -> Result<()> {
+    active_run(pool, run_id).await?;
+    let mut tx = pool.begin().await?;
+    for (k, v) in params {
+        let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
+            .bind(run_id)
+            .bind(k)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match existing {
+            Some(row) => {
+                let old = get_str(&row, "value")?;
+                if &old != v {
+                    return invalid(format!(
+                        "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{v}'."
+                    ));
+                }
+            }
+            None => {
+                sqlx::query("INSERT INTO params (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO NOTHING")
+                    .bind(run_id)
+                    .bind(k)
+                    .bind(v)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    for (k, v) in tags {
+        sqlx::query("INSERT INTO tags (run_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value")
+            .bind(run_id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        if k == "mlflow.runName" {
+            sqlx::query("UPDATE runs SET run_name = $1 WHERE run_id = $2")
+                .bind(v)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for m in metrics {
+        let is_nan = m.value.is_nan();
+        let value = if is_nan { 0.0 } else { m.value };
+        sqlx::query(
+            "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step, model_id, dataset_name, dataset_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(run_id)
+        .bind(&m.key)
+        .bind(value)
+        .bind(i64::from(is_nan))
+        .bind(m.timestamp)
+        .bind(m.step)
+        .bind(m.model_id.clone())
+        .bind(m.dataset_name.clone())
+        .bind(m.dataset_digest.clone())
+        .execute(&mut *tx)
+        .await?;
+        // The latest value: largest (step, timestamp, value); NaN ranks below numbers.
+        sqlx::query(
+            "INSERT INTO latest_metrics (run_id, key, value, is_nan, timestamp, step) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
+             timestamp = excluded.timestamp, step = excluded.step \
+             WHERE excluded.step > latest_metrics.step \
+                OR (excluded.step = latest_metrics.step AND excluded.timestamp > latest_metrics.timestamp) \
+                OR (excluded.step = latest_metrics.step AND excluded.timestamp = latest_metrics.timestamp \
+                    AND (excluded.is_nan < latest_metrics.is_nan OR (excluded.is_nan = latest_metrics.is_nan AND excluded.value > latest_metrics.value)))",
+        )
+        .bind(run_id)
+        .bind(&m.key)
+        .bind(value)
+        .bind(i64::from(is_nan))
+        .bind(m.timestamp)
+        .bind(m.step)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn delete_tag(pool: &Pool, run_id: &str, key: &str) -> Result<()> {
+    active_run(pool, run_id).await?;
+    let r = sqlx::query("DELETE FROM tags WHERE run_id = $1 AND key = $2")
+        .bind(run_id)
+        .bind(key)
+        .execute(pool)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(RegistryError::NotFound(format!(
+            "No tag with name: {key} in run with id {run_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// A metric's whole history, ordered by step then timestamp.
+pub async fn metric_history(pool: &Pool, run_id: &str, key: &str) -> Result<Vec<Metric>> {
+    get_run_info(pool, run_id).await?;
+    let rows = sqlx::query("SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step, timestamp, id")
+        .bind(run_id)
+        .bind(key)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Metric {
+                key: get_str(row, "key")?,
+                value: get_f64(row, "value")?,
+                is_nan: get_i64(row, "is_nan")? != 0,
+                timestamp: get_i64(row, "timestamp")?,
+                step: get_i64(row, "step")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn log_inputs(pool: &Pool, run_id: &str, datasets: &[Value]) -> Result<()> {
+    active_run(pool, run_id).await?;
+    for d in datasets {
+        sqlx::query("INSERT INTO run_inputs (run_id, kind, payload) VALUES ($1, 'dataset', $2)")
+            .bind(run_id)
+            .bind(d.to_string())
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn log_outputs(pool: &Pool, run_id: &str, models: &[(String, i64)]) -> Result<()> {
+    active_run(pool, run_id).await?;
+    for (model_id, step) in models {
+        sqlx::query("INSERT INTO run_outputs (run_id, model_id, step) VALUES ($1, $2, $3) ON CONFLICT (run_id, model_id) DO UPDATE SET step = excluded.step")
+            .bind(run_id)
+            .bind(model_id)
+            .bind(*step)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Latest metric values logged against a logged model, with their run and dataset.
+pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
+    let rows = sqlx::query(
+        "SELECT run_id, key, value, is_nan, timestamp, step, dataset_name, dataset_digest FROM metrics WHERE model_id = $1 ORDER BY key, step, timestamp, id",
+    )
+    .bind(model_id)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<Value> = Vec::new();
+    for row in rows {
+        let mut m = json!({
+            "key": get_str(&row, "key")?,
+            "value": metric_value_json(get_f64(&row, "value")?, get_i64(&row, "is_nan")? != 0),
+            "timestamp": get_i64(&row, "timestamp")?,
+            "step": get_i64(&row, "step")?,
+            "run_id": get_str(&row, "run_id")?,
+            "model_id": model_id,
+        });
+        if let Some(n) = super::get_opt_str(&row, "dataset_name")? {
+            m["dataset_name"] = json!(n);
+        }
+        if let Some(d) = super::get_opt_str(&row, "dataset_digest")? {
+            m["dataset_digest"] = json!(d);
+        }
+        // Keep the latest per (key, dataset): rows come ordered, so later ones replace.
+        if let Some(prev) = out
+            .iter_mut()
+            .find(|p| p["key"] == m["key"] && p["dataset_name"] == m["dataset_name"])
+        {
+            *prev = m;
+        } else {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub fn now() -> i64 {
+    now_ms()
+}

@@ -1,0 +1,137 @@
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{spawn_app, Db};
+use crate::on_both_backends;
+
+const A: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+async fn upload_list_download_delete(db: Db) {
+    let app = spawn_app(db).await;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (s, _) = app
+        .raw(
+            Method::PUT,
+            &format!("{A}/1/run/artifacts/model/model.bin"),
+            big.clone(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .raw(
+            Method::PUT,
+            &format!("{A}/1/run/artifacts/report%20final.md"),
+            b"# r".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = app
+        .raw(Method::GET, &format!("{A}?path=1/run/artifacts"), vec![])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["files"],
+        serde_json::json!([{"path": "model", "is_dir": true}, {"path": "report final.md", "is_dir": false, "file_size": 3}])
+    );
+    let (s, body) = app
+        .raw(
+            Method::GET,
+            &format!("{A}/1/run/artifacts/model/model.bin"),
+            vec![],
+        )
+        .await;
+    assert_eq!((s, body == big), (StatusCode::OK, true));
+    // Missing directory lists as {}; missing file is 404.
+    let (_, body) = app
+        .raw(Method::GET, &format!("{A}?path=1/nothing"), vec![])
+        .await;
+    assert_eq!(body, b"{}");
+    let (s, _) = app
+        .raw(
+            Method::GET,
+            &format!("{A}/1/run/artifacts/missing.txt"),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .raw(
+            Method::DELETE,
+            &format!("{A}/1/run/artifacts/model"),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .raw(
+            Method::GET,
+            &format!("{A}/1/run/artifacts/model/model.bin"),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+on_both_backends!(upload_list_download_delete, upload_list_download_delete);
+
+async fn traversal_in_every_form_is_refused(db: Db) {
+    let app = spawn_app(db).await;
+    let secret = app.dir.join("secret.txt");
+    std::fs::write(&secret, "do not serve").unwrap();
+    std::fs::create_dir_all(app.dir.join("artifacts")).unwrap();
+    // A symlink planted inside the root that points out of it.
+    std::os::unix::fs::symlink(&app.dir, app.dir.join("artifacts").join("escape")).unwrap();
+    for path in [
+        "../secret.txt",
+        "%2e%2e/secret.txt",
+        "%252e%252e/secret.txt",
+        "a/..%2f..%2fsecret.txt",
+        "%2Fetc%2Fpasswd",
+        "escape/secret.txt",
+        "a%5c..%5csecret.txt",
+        "a/b%23frag",
+        "file:%2F%2F%2Fetc%2Fpasswd",
+    ] {
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let (s, body) = app
+                .raw(method.clone(), &format!("{A}/{path}"), b"x".to_vec())
+                .await;
+            assert!(
+                s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+                "{method} {path}: {s}"
+            );
+            assert!(
+                !String::from_utf8_lossy(&body).contains("do not serve"),
+                "{method} {path} leaked the file"
+            );
+        }
+        let (s, _) = app
+            .raw(Method::GET, &format!("{A}?path={path}"), vec![])
+            .await;
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::OK,
+            "list {path}: {s}"
+        );
+    }
+    let (_, body) = app
+        .raw(Method::GET, &format!("{A}?path=escape"), vec![])
+        .await;
+    assert!(!String::from_utf8_lossy(&body).contains("secret.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "do not serve",
+        "nothing was overwritten"
+    );
+    // A query string or fragment cannot smuggle a path either.
+    let (s, _) = app
+        .raw(
+            Method::GET,
+            &format!("{A}/ok.txt?path=../secret.txt"),
+            vec![],
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+on_both_backends!(
+    traversal_in_every_form_is_refused,
+    traversal_in_every_form_is_refused
+);

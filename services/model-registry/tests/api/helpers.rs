@@ -1,0 +1,154 @@
+use clap::Parser;
+use model_registry::{Application, Settings};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub dir: std::path::PathBuf,
+}
+
+/// A fresh Postgres database for one test (the local server trusts connections).
+async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let name = format!("registry_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 must be running (scripts/services.sh starts it)");
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Starts the real application on a free port with its own database and artifact root.
+pub async fn spawn_app(db: Db) -> TestApp {
+    telemetry::init_for_tests();
+    let dir = std::env::temp_dir().join(format!("registry-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("registry.db").display()),
+        Db::Postgres => fresh_postgres().await,
+    };
+    let settings = Settings::try_parse_from([
+        "model-registry",
+        "--port",
+        "0",
+        "--backend-store-uri",
+        &url,
+        "--artifacts-destination",
+        dir.join("artifacts").to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    let app = Application::build(settings)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::json(
+            self.client
+                .post(self.url(&format!("/api/2.0/mlflow{path}")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        Self::json(
+            self.client
+                .get(self.url(&format!("/api/2.0/mlflow{path}")))
+                .query(query)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Vec<u8>) {
+        let resp = self
+            .client
+            .request(method, self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn create_experiment(&self, name: &str) -> String {
+        let (s, v) = self
+            .post("/experiments/create", serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["experiment_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn create_run(&self, experiment_id: &str) -> String {
+        let (s, v) = self
+            .post(
+                "/runs/create",
+                serde_json::json!({"experiment_id": experiment_id}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["run"]["info"]["run_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Runs an async test body against both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                $body($crate::helpers::Db::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $body($crate::helpers::Db::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,6 @@
+//! The registry over HTTP, every test on both backends (SQLite and Postgres).
+
+mod artifacts;
+mod helpers;
+mod registry;
+mod tracking;

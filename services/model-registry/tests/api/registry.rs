@@ -1,0 +1,199 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Db};
+use crate::on_both_backends;
+
+async fn concurrent_registrations_get_distinct_consecutive_versions(db: Db) {
+    let app = std::sync::Arc::new(spawn_app(db).await);
+    let (s, _) = app
+        .post("/registered-models/create", json!({"name": "loan-default"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let exp = app.create_experiment("e").await;
+    let run = app.create_run(&exp).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let app = app.clone();
+            let run = run.clone();
+            tokio::spawn(async move {
+                let (s, v) = app.post("/model-versions/create", json!({"name": "loan-default", "source": format!("runs:/{run}/model"), "run_id": run})).await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+                assert_eq!(v["model_version"]["status"], "READY");
+                v["model_version"]["version"].as_str().unwrap().parse::<i64>().unwrap()
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+}
+on_both_backends!(
+    concurrent_registrations_get_distinct_consecutive_versions,
+    concurrent_registrations_get_distinct_consecutive_versions
+);
+
+async fn aliases_stages_and_errors(db: Db) {
+    let app = spawn_app(db).await;
+    app.post("/registered-models/create", json!({"name": "m"}))
+        .await;
+    let exp = app.create_experiment("e").await;
+    let run = app.create_run(&exp).await;
+    for _ in 0..2 {
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": "m", "source": format!("runs:/{run}/model"), "run_id": run}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, _) = app
+        .post(
+            "/registered-models/alias",
+            json!({"name": "m", "alias": "champion", "version": "1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = app
+        .get(
+            "/registered-models/alias",
+            &[("name", "m"), ("alias", "champion")],
+        )
+        .await;
+    assert_eq!(v["model_version"]["version"], "1");
+    assert_eq!(v["model_version"]["aliases"], json!(["champion"]));
+    let (s, v) = app
+        .get(
+            "/registered-models/alias",
+            &[("name", "m"), ("alias", "missing")],
+        )
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE"))
+    );
+    for reserved in ["latest", "v3", "V12"] {
+        let (s, _) = app
+            .post(
+                "/registered-models/alias",
+                json!({"name": "m", "alias": reserved, "version": "1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{reserved}");
+    }
+    let (s, v) = app.post("/model-versions/transition-stage", json!({"name": "m", "version": "2", "stage": "production", "archive_existing_versions": true})).await;
+    assert_eq!(
+        (s, v["model_version"]["current_stage"].as_str()),
+        (StatusCode::OK, Some("Production"))
+    );
+    let (s, _) = app
+        .post(
+            "/model-versions/transition-stage",
+            json!({"name": "m", "version": "2", "stage": "Live"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = app
+        .post(
+            "/registered-models/get-latest-versions",
+            json!({"name": "m", "stages": ["Production"]}),
+        )
+        .await;
+    assert_eq!(v["model_versions"][0]["version"], "2");
+    let (_, v) = app.get("/registered-models/get", &[("name", "m")]).await;
+    assert_eq!(
+        v["registered_model"]["aliases"],
+        json!([{"alias": "champion", "version": "1"}])
+    );
+    let (s, v) = app.get("/registered-models/get", &[("name", "nope")]).await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("RESOURCE_DOES_NOT_EXIST"))
+    );
+    let (s, v) = app
+        .post("/registered-models/create", json!({"name": "m"}))
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("RESOURCE_ALREADY_EXISTS"))
+    );
+    // The prompt-hiding filter the client adds must not hide ordinary models.
+    let (_, v) = app
+        .get(
+            "/registered-models/search",
+            &[("filter", "tags.`mlflow.prompt.is_prompt` != 'true'")],
+        )
+        .await;
+    assert_eq!(v["registered_models"][0]["name"], "m");
+}
+on_both_backends!(aliases_stages_and_errors, aliases_stages_and_errors);
+
+async fn version_sources_outside_the_store_are_refused(db: Db) {
+    let app = spawn_app(db).await;
+    app.post("/registered-models/create", json!({"name": "m"}))
+        .await;
+    let exp = app.create_experiment("e").await;
+    let run = app.create_run(&exp).await;
+    for source in [
+        "file:///etc/passwd".to_string(),
+        "/etc/passwd".to_string(),
+        "../../../etc".to_string(),
+        "mlflow-artifacts:/../../etc".to_string(),
+        format!("runs:/{run}/../../../etc"),
+        format!("runs:/{run}/model#frag"),
+        "http://169.254.169.254/latest".to_string(),
+        "models:/m-0000/../x".to_string(),
+        "s3://bucket/key".to_string(),
+    ] {
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": "m", "source": source, "run_id": run}),
+            )
+            .await;
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::NOT_FOUND,
+            "{source}: {s} {v}"
+        );
+    }
+    // A logged-model source needs its model_id.
+    let (_, v) = app
+        .post(
+            "/logged-models",
+            json!({"experiment_id": exp, "name": "model"}),
+        )
+        .await;
+    let id = v["model"]["info"]["model_id"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "m", "source": format!("models:/{id}")}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "m", "source": format!("models:/{id}"), "model_id": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app
+        .get(
+            "/model-versions/get-download-uri",
+            &[("name", "m"), ("version", "1")],
+        )
+        .await;
+    assert_eq!(
+        v["artifact_uri"],
+        format!("mlflow-artifacts:/{exp}/models/{id}/artifacts")
+    );
+}
+on_both_backends!(
+    version_sources_outside_the_store_are_refused,
+    version_sources_outside_the_store_are_refused
+);

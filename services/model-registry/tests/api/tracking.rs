@@ -1,0 +1,176 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, Db};
+use crate::on_both_backends;
+
+async fn experiments_create_get_duplicate_and_search(db: Db) {
+    let app = spawn_app(db).await;
+    let id = app.create_experiment("loan-default-a").await;
+    app.create_experiment("loan-default-b").await;
+    app.create_experiment("other").await;
+    let (s, v) = app.get("/experiments/get", &[("experiment_id", &id)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["experiment"]["artifact_location"],
+        format!("mlflow-artifacts:/{id}")
+    );
+    let (s, v) = app
+        .post("/experiments/create", json!({"name": "other"}))
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("RESOURCE_ALREADY_EXISTS"))
+    );
+    let (s, v) = app
+        .get("/experiments/get-by-name", &[("experiment_name", "nope")])
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("RESOURCE_DOES_NOT_EXIST"))
+    );
+    let (s, v) = app.post("/experiments/search", json!({"filter": "name LIKE 'loan-default-%'", "order_by": ["name ASC"], "max_results": 1})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["experiments"][0]["name"], "loan-default-a");
+    let token = v["next_page_token"].as_str().unwrap().to_string();
+    let (_, v) = app.post("/experiments/search", json!({"filter": "name LIKE 'loan-default-%'", "order_by": ["name ASC"], "max_results": 1, "page_token": token})).await;
+    assert_eq!(v["experiments"][0]["name"], "loan-default-b");
+    assert!(v.get("next_page_token").is_none());
+    let (s, v) = app
+        .post("/experiments/search", json!({"page_token": "garbage!"}))
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE"))
+    );
+}
+on_both_backends!(
+    experiments_create_get_duplicate_and_search,
+    experiments_create_get_duplicate_and_search
+);
+
+async fn artifact_locations_outside_the_root_are_refused(db: Db) {
+    let app = spawn_app(db).await;
+    for loc in [
+        "file:///etc",
+        "/etc",
+        "../../x",
+        "mlflow-artifacts:/../../x",
+        "s3://bucket/x",
+        "mlflow-artifacts://evil-host/x",
+        "mlflow-artifacts:/a#b",
+        "mlflow-artifacts:/a?b=1",
+    ] {
+        let (s, v) = app
+            .post(
+                "/experiments/create",
+                json!({"name": format!("x-{}", loc.len()), "artifact_location": loc}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{loc}: {v}");
+    }
+    let (s, _) = app
+        .post(
+            "/experiments/create",
+            json!({"name": "fine", "artifact_location": "mlflow-artifacts:/team/risk"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+on_both_backends!(
+    artifact_locations_outside_the_root_are_refused,
+    artifact_locations_outside_the_root_are_refused
+);
+
+async fn metrics_from_many_runs_at_once_lose_nothing(db: Db) {
+    let app = std::sync::Arc::new(spawn_app(db).await);
+    let exp = app.create_experiment("concurrent-metrics").await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(app.create_run(&exp).await);
+    }
+    let mut tasks = Vec::new();
+    for run in runs.clone() {
+        for chunk in 0..4 {
+            let app = app.clone();
+            let run = run.clone();
+            tasks.push(tokio::spawn(async move {
+                for step in 0..10 {
+                    let (s, v) = app
+                        .post("/runs/log-metric", json!({"run_id": run, "key": "loss", "value": 1.0 / (1.0 + step as f64), "timestamp": 1000 + step, "step": chunk * 10 + step}))
+                        .await;
+                    assert_eq!(s, StatusCode::OK, "{v}");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for run in &runs {
+        let (_, v) = app
+            .get(
+                "/metrics/get-history",
+                &[("run_id", run), ("metric_key", "loss")],
+            )
+            .await;
+        assert_eq!(v["metrics"].as_array().unwrap().len(), 40, "run {run}");
+        let (_, v) = app.get("/runs/get", &[("run_id", run)]).await;
+        assert_eq!(
+            v["run"]["data"]["metrics"][0]["step"], 39,
+            "latest value is the highest step"
+        );
+    }
+}
+on_both_backends!(
+    metrics_from_many_runs_at_once_lose_nothing,
+    metrics_from_many_runs_at_once_lose_nothing
+);
+
+async fn runs_params_search_and_deleted_experiments(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("runs").await;
+    let run = app.create_run(&exp).await;
+    let (s, _) = app.post("/runs/log-batch", json!({"run_id": run, "params": [{"key": "depth", "value": "4"}], "metrics": [{"key": "auc", "value": 0.81, "timestamp": 1, "step": 0}], "tags": [{"key": "owner", "value": "alice"}]})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = app
+        .post(
+            "/runs/log-parameter",
+            json!({"run_id": run, "key": "depth", "value": "5"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE"))
+    );
+    let (_, v) = app.post("/runs/search", json!({"experiment_ids": [exp], "filter": "metrics.auc > 0.8 and params.depth = '4' and tags.owner = 'alice'"})).await;
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1);
+    let (_, v) = app
+        .post(
+            "/runs/search",
+            json!({"experiment_ids": [exp], "filter": "metrics.auc > 0.9"}),
+        )
+        .await;
+    assert!(v
+        .get("runs")
+        .is_none_or(|r| r.as_array().unwrap().is_empty()));
+    let (s, _) = app
+        .post("/experiments/delete", json!({"experiment_id": exp}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = app
+        .post(
+            "/runs/log-metric",
+            json!({"run_id": run, "key": "x", "value": 1, "timestamp": 1}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = app
+        .post("/runs/create", json!({"experiment_id": exp}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}
+on_both_backends!(
+    runs_params_search_and_deleted_experiments,
+    runs_params_search_and_deleted_experiments
+);
