@@ -1,0 +1,1129 @@
+#!/usr/bin/env python3
+"""Checks rendered Kubernetes manifests (`kubectl kustomize k8s/overlays/<name>`) for what a
+schema cannot see: cross-references between objects, the numbers of the topology in
+DESIGN.md ("Topology (what k8s/ mirrors)"), the hardening every pod must have, and which
+network flows the NetworkPolicies allow and deny.
+
+    k8s_check.py --profile production --secrets-template k8s/base/secrets.template.yaml rendered.yaml
+    k8s_check.py --self-test --secrets-template k8s/base/secrets.template.yaml rendered-production.yaml
+
+--self-test breaks the production render in memory in many small ways (a replica count, a
+probe delay, a selector...) and fails unless the checker reports every one: a checker that
+passes everything would otherwise go unnoticed.
+
+Python 3.11 standard library plus PyYAML. Exit status 0 only when nothing is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import ipaddress
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import yaml
+
+# ---------------------------------------------------------------------------------------------
+# The contract. DESIGN.md's topology block, as data: change the two together.
+# ---------------------------------------------------------------------------------------------
+
+NAMESPACE = "loan-scoring"
+
+# Requests about half of limits: (cpu request, memory request, cpu limit, memory limit).
+RESOURCES = {
+    "api": ("250m", "512Mi", "500m", "1Gi"),
+    "worker": ("500m", "768Mi", "1000m", "2Gi"),
+    "redis": ("100m", "128Mi", "200m", "256Mi"),
+    "model-registry": ("250m", "512Mi", "500m", "1Gi"),
+    "postgres": ("250m", "256Mi", "500m", "512Mi"),
+}
+
+REPLICAS = {"model-registry": 1, "worker": 2, "redis": 1, "postgres": 1}  # api: via the HPA
+
+HPA = {
+    "target": "api",
+    "minReplicas": 3,
+    "maxReplicas": 10,
+    "cpu": 70,
+    "memory": 80,
+    "scaleUp": {"stabilizationWindowSeconds": 0,
+                "policies": {("Percent", 100, 30), ("Pods", 2, 30)}, "selectPolicy": "Max"},
+    "scaleDown": {"stabilizationWindowSeconds": 300, "policies": {("Percent", 50, 60)}},
+}
+
+PVCS = {  # name: (size, access mode, workloads that mount it)
+    "mlflow-storage": ("10Gi", "ReadWriteMany", {"model-registry", "api", "worker"}),
+    "postgres-storage": ("5Gi", "ReadWriteOnce", {"postgres"}),
+}
+
+CONFIG = {  # ConfigMap values fixed by DESIGN.md
+    "MLFLOW_TRACKING_URI": "http://model-registry:5000",
+    "MODEL_NAME": "loan-default",
+    "MODEL_ALIAS": "champion",
+    "ARTIFACT_ROOT": "/mnt/mlflow",
+    "REGISTRY_PORT": "5000",
+    "API_PORT": "8000",
+    "WORKER_PORT": "9000",
+}
+CONFIG_REQUIRED_KEYS = {"RUST_LOG"}
+CONFIGMAP = "loan-scoring-config"
+
+# Which ConfigMap port each workload must listen on.
+PORT_KEYS = {"model-registry": "REGISTRY_PORT", "api": "API_PORT", "worker": "WORKER_PORT"}
+
+INGRESS_ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/limit-rps": "100",
+    "nginx.ingress.kubernetes.io/enable-cors": "true",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout": "300",
+}
+EDGE_BACKENDS = {"api", "model-registry"}  # the api host and the registry host
+
+IMAGES = {
+    "model-registry": "ghcr.io/loan-scoring/model-registry",
+    "api": "ghcr.io/loan-scoring/api",
+    "worker": "ghcr.io/loan-scoring/worker",
+    "redis": "docker.io/library/redis",
+    "postgres": "docker.io/library/postgres",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one overlay is expected to contain."""
+
+    edge: str  # "ingress" (nginx), "gateway" (HTTPRoute), "loadbalancer" (api Service LB)
+    postgres: bool = True  # the in-cluster PostgreSQL component
+    keda: bool = False
+    monitoring: bool = False
+    external_db: bool = False
+
+
+# Every directory in k8s/overlays/ must have an entry: an overlay nobody states expectations
+# for is an overlay nobody checks.
+PROFILES = {
+    "production": Profile(edge="ingress"),
+    "production-addons": Profile(edge="ingress", keda=True, monitoring=True),
+    "loadbalancer": Profile(edge="loadbalancer"),
+    "gateway-api": Profile(edge="gateway"),
+    "external-database": Profile(edge="ingress", postgres=False, external_db=True),
+}
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
+                  "StorageClass", "CustomResourceDefinition", "IngressClass"}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEM = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T|)$")
+_MEM_FACTOR = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def cpu(q: Any) -> float:
+    m = _CPU.match(str(q))
+    if not m:
+        raise ValueError(f"not a CPU quantity: {q!r}")
+    return float(m.group(1)) / (1000 if m.group(2) else 1)
+
+
+def mem(q: Any) -> float:
+    m = _MEM.match(str(q))
+    if not m:
+        raise ValueError(f"not a memory quantity: {q!r}")
+    return float(m.group(1)) * _MEM_FACTOR[m.group(2)]
+
+
+def dig(obj: Any, *path: Any, default: Any = None) -> Any:
+    for p in path:
+        if isinstance(obj, dict) and p in obj:
+            obj = obj[p]
+        elif isinstance(obj, list) and isinstance(p, int) and -len(obj) <= p < len(obj):
+            obj = obj[p]
+        else:
+            return default
+    return obj
+
+
+def selector_matches(selector: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against a label set. An empty
+    selector matches everything, as in NetworkPolicy and PDB."""
+    selector = selector or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def image_name(image: str) -> tuple[str, str | None]:
+    """ghcr.io/a/b:1.0@sha256:.. -> ("ghcr.io/a/b", "1.0")."""
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        return ref.rsplit(":", 1)[0], ref.rsplit(":", 1)[1]
+    return ref, None
+
+
+# ---------------------------------------------------------------------------------------------
+# The rendered set of objects
+# ---------------------------------------------------------------------------------------------
+
+
+class Render:
+    def __init__(self, docs: list[dict], template_docs: list[dict]):
+        self.docs = docs
+        self.by_kind: dict[str, dict[str, dict]] = {}
+        self.duplicates: list[str] = []
+        for d in docs:
+            kind, name = d.get("kind"), dig(d, "metadata", "name")
+            bucket = self.by_kind.setdefault(kind, {})
+            if name in bucket:
+                self.duplicates.append(f"{kind}/{name}")
+            bucket[name] = d
+        # Secrets: rendered ones, plus the documented template (created out of band).
+        self.secrets: dict[str, set[str]] = {}
+        for d in template_docs + list(self.kind("Secret").values()):
+            if d.get("kind") == "Secret":
+                keys = set((d.get("data") or {}).keys()) | set((d.get("stringData") or {}).keys())
+                self.secrets[d["metadata"]["name"]] = keys
+
+    def kind(self, kind: str) -> dict[str, dict]:
+        return self.by_kind.get(kind, {})
+
+    def get(self, kind: str, name: str) -> dict | None:
+        return self.kind(kind).get(name)
+
+    def workloads(self) -> dict[str, dict]:
+        out = {}
+        for k in WORKLOAD_KINDS:
+            for name, d in self.kind(k).items():
+                out[name] = d
+        return out
+
+    @staticmethod
+    def pod_spec(workload: dict) -> dict:
+        return dig(workload, "spec", "template", "spec", default={}) or {}
+
+    @staticmethod
+    def pod_labels(workload: dict) -> dict:
+        return dig(workload, "spec", "template", "metadata", "labels", default={}) or {}
+
+    def pods_selected(self, selector: dict | None) -> list[str]:
+        return [n for n, w in self.workloads().items() if selector_matches(selector, self.pod_labels(w))]
+
+    def container_ports(self, workload: dict) -> dict[str, int]:
+        ports = {}
+        for c in self.containers(workload):
+            for p in c.get("ports") or []:
+                ports[p.get("name") or str(p["containerPort"])] = p["containerPort"]
+        return ports
+
+    def containers(self, workload: dict) -> list[dict]:
+        spec = self.pod_spec(workload)
+        return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+    def namespace_labels(self, ns: str) -> dict:
+        labels = {"kubernetes.io/metadata.name": ns}
+        obj = self.get("Namespace", ns)
+        if obj:
+            labels.update(dig(obj, "metadata", "labels", default={}) or {})
+        return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+
+
+class Checker:
+    def __init__(self, render: Render, profile: Profile):
+        self.r = render
+        self.p = profile
+        self.errors: list[str] = []
+        self.checks = 0
+
+    # Each assertion counts as a check; a failed one records a message.
+    def ok(self, cond: bool, area: str, msg: str) -> bool:
+        self.checks += 1
+        if not cond:
+            self.errors.append(f"[{area}] {msg}")
+        return cond
+
+    def run(self) -> list[str]:
+        for fn in (self.check_structure, self.check_services, self.check_scalers,
+                   self.check_pdbs, self.check_pod_references, self.check_containers,
+                   self.check_hardening, self.check_shutdown, self.check_ingress,
+                   self.check_routes, self.check_monitors, self.check_network_policy_selectors,
+                   self.check_config_wiring, self.topology_workloads, self.topology_probes,
+                   self.topology_resources, self.topology_storage, self.topology_hpa,
+                   self.topology_services, self.topology_edge, self.topology_config,
+                   self.topology_optional_components, self.topology_network_flows):
+            try:
+                fn()
+            except Exception as e:  # a malformed object must be a finding, not a crash
+                self.ok(False, fn.__name__, f"check crashed on malformed input: {type(e).__name__}: {e}")
+        return self.errors
+
+    # -- cross-references ------------------------------------------------------------------
+
+    def check_structure(self) -> None:
+        self.ok(not self.r.duplicates, "structure", f"duplicate objects: {self.r.duplicates}")
+        self.ok(self.r.get("Namespace", NAMESPACE) is not None, "structure",
+                f"Namespace {NAMESPACE} is not part of the render")
+        for d in self.r.docs:
+            if d.get("kind") in CLUSTER_SCOPED:
+                continue
+            ns = dig(d, "metadata", "namespace")
+            self.ok(ns == NAMESPACE, "structure",
+                    f"{d.get('kind')}/{dig(d, 'metadata', 'name')} is in namespace {ns!r}, not {NAMESPACE}")
+
+    def check_services(self) -> None:
+        for name, svc in self.r.kind("Service").items():
+            sel = dig(svc, "spec", "selector") or {}
+            if not self.ok(bool(sel), "service", f"Service {name} has no selector"):
+                continue
+            targets = self.r.pods_selected({"matchLabels": sel})
+            if not self.ok(bool(targets), "service", f"Service {name} selects no pod of any workload ({sel})"):
+                continue
+            for port in dig(svc, "spec", "ports") or []:
+                tp = port.get("targetPort", port.get("port"))
+                for t in targets:
+                    ports = self.r.container_ports(self.r.workloads()[t])
+                    found = tp in ports if isinstance(tp, str) else tp in ports.values()
+                    self.ok(found, "service",
+                            f"Service {name} port {port.get('name')} targets {tp!r}, which {t} does not expose")
+
+    def _scaled(self) -> dict[str, str]:
+        """workload name -> what scales it (HPA or ScaledObject)."""
+        out = {}
+        for n, h in self.r.kind("HorizontalPodAutoscaler").items():
+            out[dig(h, "spec", "scaleTargetRef", "name")] = f"HorizontalPodAutoscaler/{n}"
+        for n, s in self.r.kind("ScaledObject").items():
+            out[dig(s, "spec", "scaleTargetRef", "name")] = f"ScaledObject/{n}"
+        return out
+
+    def check_scalers(self) -> None:
+        for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+            for n, h in self.r.kind(kind).items():
+                ref = dig(h, "spec", "scaleTargetRef") or {}
+                target = self.r.get(ref.get("kind", "Deployment"), ref.get("name"))
+                if not self.ok(target is not None, "scaling",
+                               f"{kind} {n} targets {ref.get('kind', 'Deployment')}/{ref.get('name')}, which does not exist"):
+                    continue
+                # A manifest replica count would be re-applied over the autoscaler's by every
+                # `kubectl apply`.
+                self.ok("replicas" not in (target.get("spec") or {}), "scaling",
+                        f"{target['kind']} {ref.get('name')} sets spec.replicas although {kind} {n} scales it")
+        for n, so in self.r.kind("ScaledObject").items():
+            auth_names = [dig(t, "authenticationRef", "name") for t in dig(so, "spec", "triggers") or []]
+            for a in filter(None, auth_names):
+                self.ok(self.r.get("TriggerAuthentication", a) is not None, "scaling",
+                        f"ScaledObject {n} uses TriggerAuthentication {a}, which does not exist")
+            for t in dig(so, "spec", "triggers") or []:
+                addr = dig(t, "metadata", "address") or ""
+                m = re.match(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)$", addr)
+                if self.ok(m is not None, "scaling", f"ScaledObject {n}: trigger address {addr!r} is not a "
+                           "fully qualified Service address (KEDA resolves it from its own namespace)"):
+                    svc, ns, port = m.group(1), m.group(2), int(m.group(3))
+                    self.ok(ns == NAMESPACE, "scaling", f"ScaledObject {n}: address namespace {ns} is not {NAMESPACE}")
+                    s = self.r.get("Service", svc)
+                    self.ok(s is not None and port in [p["port"] for p in dig(s, "spec", "ports") or []],
+                            "scaling", f"ScaledObject {n}: no Service {svc} with port {port}")
+        for n, ta in self.r.kind("TriggerAuthentication").items():
+            for ref in dig(ta, "spec", "secretTargetRef") or []:
+                self._secret_ref(f"TriggerAuthentication {n}", ref.get("name"), ref.get("key"))
+
+    def check_pdbs(self) -> None:
+        scaled = self._scaled()
+        for n, pdb in self.r.kind("PodDisruptionBudget").items():
+            targets = self.r.pods_selected(dig(pdb, "spec", "selector"))
+            if not self.ok(bool(targets), "pdb", f"PodDisruptionBudget {n} selects no workload"):
+                continue
+            spec = pdb["spec"]
+            for t in targets:
+                w = self.r.workloads()[t]
+                replicas = w["spec"].get("replicas", 1)
+                if t in scaled:
+                    replicas = self._min_replicas(t) or replicas
+                # A budget that allows no eviction blocks every node drain.
+                if "maxUnavailable" in spec:
+                    self.ok(spec["maxUnavailable"] not in (0, "0%"), "pdb",
+                            f"PodDisruptionBudget {n} has maxUnavailable 0: node drains would hang")
+                if isinstance(spec.get("minAvailable"), int):
+                    self.ok(spec["minAvailable"] < replicas, "pdb",
+                            f"PodDisruptionBudget {n}: minAvailable {spec['minAvailable']} >= {replicas} replicas of {t}")
+
+    def _min_replicas(self, workload: str) -> int | None:
+        for h in self.r.kind("HorizontalPodAutoscaler").values():
+            if dig(h, "spec", "scaleTargetRef", "name") == workload:
+                return dig(h, "spec", "minReplicas", default=1)
+        for s in self.r.kind("ScaledObject").values():
+            if dig(s, "spec", "scaleTargetRef", "name") == workload:
+                return dig(s, "spec", "minReplicaCount", default=0)
+        return None
+
+    def _secret_ref(self, where: str, name: str | None, key: str | None) -> None:
+        if not self.ok(name in self.r.secrets, "reference",
+                       f"{where} uses Secret {name}, which is neither rendered nor in the secrets template"):
+            return
+        if key is not None:
+            self.ok(key in self.r.secrets[name], "reference",
+                    f"{where} uses key {key} of Secret {name}, which has no such key")
+
+    def _configmap_ref(self, where: str, name: str | None, key: str | None) -> None:
+        cm = self.r.get("ConfigMap", name)
+        if not self.ok(cm is not None, "reference", f"{where} uses ConfigMap {name}, which does not exist"):
+            return
+        if key is not None:
+            self.ok(key in (cm.get("data") or {}), "reference",
+                    f"{where} uses key {key} of ConfigMap {name}, which has no such key")
+
+    def check_pod_references(self) -> None:
+        for wn, w in self.r.workloads().items():
+            spec = self.r.pod_spec(w)
+            sa = spec.get("serviceAccountName")
+            if sa:
+                self.ok(self.r.get("ServiceAccount", sa) is not None, "reference",
+                        f"{wn} runs as ServiceAccount {sa}, which does not exist")
+            volumes = {v["name"]: v for v in spec.get("volumes") or []}
+            for v in volumes.values():
+                if "persistentVolumeClaim" in v:
+                    claim = v["persistentVolumeClaim"]["claimName"]
+                    self.ok(self.r.get("PersistentVolumeClaim", claim) is not None, "reference",
+                            f"{wn} mounts PVC {claim}, which does not exist")
+                if "configMap" in v:
+                    self._configmap_ref(f"{wn} volume {v['name']}", v["configMap"].get("name"), None)
+                if "secret" in v:
+                    self._secret_ref(f"{wn} volume {v['name']}", v["secret"].get("secretName"), None)
+            for c in self.r.containers(w):
+                where = f"{wn}/{c['name']}"
+                for ef in c.get("envFrom") or []:
+                    if "configMapRef" in ef:
+                        self._configmap_ref(where, ef["configMapRef"].get("name"), None)
+                    if "secretRef" in ef:
+                        self._secret_ref(where, ef["secretRef"].get("name"), None)
+                for e in c.get("env") or []:
+                    vf = e.get("valueFrom") or {}
+                    if "configMapKeyRef" in vf:
+                        self._configmap_ref(f"{where} env {e['name']}", vf["configMapKeyRef"]["name"],
+                                            vf["configMapKeyRef"]["key"])
+                    if "secretKeyRef" in vf:
+                        self._secret_ref(f"{where} env {e['name']}", vf["secretKeyRef"]["name"],
+                                         vf["secretKeyRef"]["key"])
+                for m in c.get("volumeMounts") or []:
+                    self.ok(m["name"] in volumes, "reference", f"{where} mounts volume {m['name']}, which the pod lacks")
+                for e in c.get("env") or []:
+                    if e["name"].endswith("_FILE") and "value" in e:
+                        self._file_ref(f"{where} env {e['name']}", e["value"], c, volumes)
+                ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    port = dig(c, probe, "httpGet", "port")
+                    if isinstance(port, str):
+                        self.ok(port in ports, "reference", f"{where} {probe} uses port {port!r}, which it does not declare")
+
+    def _file_ref(self, where: str, path: str, container: dict, volumes: dict) -> None:
+        """A *_FILE variable must name a file that a mounted Secret or ConfigMap provides."""
+        mounts = [m for m in container.get("volumeMounts") or []
+                  if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not self.ok(bool(mounts), "reference", f"{where} points at {path}, which no volume provides"):
+            return
+        m = max(mounts, key=lambda m: len(m["mountPath"]))
+        v = volumes.get(m["name"]) or {}
+        rel = path[len(m["mountPath"].rstrip("/")) + 1:]
+        if "secret" in v or "configMap" in v:
+            src = v.get("secret") or v.get("configMap")
+            items = src.get("items")
+            if items:
+                self.ok(rel in [i["path"] for i in items], "reference", f"{where}: {path} is not among the projected items")
+                return
+            if "secret" in v:
+                name = src.get("secretName")
+                self._secret_ref(f"{where} ({path})", name, rel)
+            else:
+                self._configmap_ref(f"{where} ({path})", src.get("name"), rel)
+
+    def check_containers(self) -> None:
+        for wn, w in self.r.workloads().items():
+            for c in self.r.containers(w):
+                where = f"{wn}/{c['name']}"
+                name, tag = image_name(c.get("image", ""))
+                self.ok(tag is not None and tag != "latest", "image", f"{where}: image {c.get('image')!r} has no pinned tag")
+                self.ok(c.get("imagePullPolicy") in ("IfNotPresent", "Always"), "image",
+                        f"{where}: imagePullPolicy must be set explicitly")
+                res = c.get("resources") or {}
+                for kind in ("requests", "limits"):
+                    for r in ("cpu", "memory"):
+                        self.ok(r in (res.get(kind) or {}), "resources", f"{where}: no {r} {kind[:-1]}")
+                for r, parse in (("cpu", cpu), ("memory", mem)):
+                    req, lim = dig(res, "requests", r), dig(res, "limits", r)
+                    if req is not None and lim is not None:
+                        self.ok(parse(req) <= parse(lim), "resources",
+                                f"{where}: {r} request {req} exceeds limit {lim}")
+
+    def check_hardening(self) -> None:
+        for wn, w in self.r.workloads().items():
+            spec = self.r.pod_spec(w)
+            psc = spec.get("securityContext") or {}
+            self.ok(spec.get("automountServiceAccountToken") is False, "hardening",
+                    f"{wn}: automountServiceAccountToken must be false")
+            self.ok(spec.get("enableServiceLinks") is False, "hardening",
+                    f"{wn}: enableServiceLinks must be false (Service links inject *_PORT variables)")
+            self.ok(dig(psc, "seccompProfile", "type") == "RuntimeDefault", "hardening",
+                    f"{wn}: pod seccompProfile must be RuntimeDefault")
+            for c in self.r.containers(w):
+                where = f"{wn}/{c['name']}"
+                csc = c.get("securityContext") or {}
+                non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+                uid = csc.get("runAsUser", psc.get("runAsUser"))
+                self.ok(non_root is True, "hardening", f"{where}: runAsNonRoot must be true")
+                self.ok(isinstance(uid, int) and uid > 0, "hardening", f"{where}: needs a numeric non-root runAsUser")
+                self.ok(csc.get("readOnlyRootFilesystem") is True, "hardening", f"{where}: readOnlyRootFilesystem must be true")
+                self.ok(csc.get("allowPrivilegeEscalation") is False, "hardening",
+                        f"{where}: allowPrivilegeEscalation must be false")
+                self.ok("ALL" in (dig(csc, "capabilities", "drop") or []), "hardening",
+                        f"{where}: capabilities must drop ALL")
+                self.ok(not dig(csc, "capabilities", "add"), "hardening", f"{where}: adds capabilities")
+                self.ok(not csc.get("privileged"), "hardening", f"{where}: privileged")
+
+    def check_shutdown(self) -> None:
+        """terminationGracePeriodSeconds must cover the preStop sleep plus the app's own
+        shutdown timeout (the *_SHUTDOWN_TIMEOUT variable), or SIGKILL cuts requests off."""
+        for wn, w in self.r.workloads().items():
+            spec = self.r.pod_spec(w)
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            for c in self.r.containers(w):
+                sleep = dig(c, "lifecycle", "preStop", "sleep", "seconds", default=0)
+                timeout = 0
+                for e in c.get("env") or []:
+                    if e["name"].endswith("_SHUTDOWN_TIMEOUT") and "value" in e:
+                        timeout = int(e["value"])
+                self.ok(grace > sleep + timeout, "shutdown",
+                        f"{wn}/{c['name']}: terminationGracePeriodSeconds {grace} <= preStop sleep {sleep} "
+                        f"+ shutdown timeout {timeout}")
+
+    def _service_port(self, svc_name: str, port: dict | int | str) -> bool:
+        svc = self.r.get("Service", svc_name)
+        if svc is None:
+            return False
+        ports = dig(svc, "spec", "ports") or []
+        if isinstance(port, dict):
+            if "name" in port:
+                return port["name"] in [p.get("name") for p in ports]
+            port = port.get("number")
+        return port in [p["port"] for p in ports]
+
+    def check_ingress(self) -> None:
+        for n, ing in self.r.kind("Ingress").items():
+            self.ok(bool(dig(ing, "spec", "ingressClassName")), "ingress", f"Ingress {n}: no ingressClassName")
+            tls_hosts = {h for t in dig(ing, "spec", "tls") or [] for h in t.get("hosts") or []}
+            for rule in dig(ing, "spec", "rules") or []:
+                self.ok(rule.get("host") in tls_hosts, "ingress", f"Ingress {n}: host {rule.get('host')} has no TLS")
+                for path in dig(rule, "http", "paths") or []:
+                    svc = dig(path, "backend", "service", "name")
+                    port = dig(path, "backend", "service", "port")
+                    self.ok(self._service_port(svc, port), "ingress",
+                            f"Ingress {n}: backend {svc}:{port} is not an existing Service port")
+            auth = dig(ing, "metadata", "annotations", "nginx.ingress.kubernetes.io/auth-secret")
+            if auth:
+                self._secret_ref(f"Ingress {n} auth-secret", auth, "auth")
+
+    def check_routes(self) -> None:
+        for n, route in self.r.kind("HTTPRoute").items():
+            self.ok(bool(dig(route, "spec", "parentRefs")), "gateway", f"HTTPRoute {n}: no parentRefs")
+            for rule in dig(route, "spec", "rules") or []:
+                for b in rule.get("backendRefs") or []:
+                    if b.get("kind", "Service") == "Service":
+                        self.ok(self._service_port(b["name"], b.get("port")), "gateway",
+                                f"HTTPRoute {n}: backend {b['name']}:{b.get('port')} is not an existing Service port")
+
+    def check_monitors(self) -> None:
+        for n, sm in self.r.kind("ServiceMonitor").items():
+            svcs = [s for s in self.r.kind("Service").values()
+                    if selector_matches(dig(sm, "spec", "selector"), dig(s, "metadata", "labels", default={}) or {})]
+            if not self.ok(bool(svcs), "monitoring", f"ServiceMonitor {n} selects no Service"):
+                continue
+            for ep in dig(sm, "spec", "endpoints") or []:
+                for s in svcs:
+                    self.ok(ep.get("port") in [p.get("name") for p in dig(s, "spec", "ports") or []], "monitoring",
+                            f"ServiceMonitor {n}: Service {s['metadata']['name']} has no port named {ep.get('port')}")
+        for n, pm in self.r.kind("PodMonitor").items():
+            targets = self.r.pods_selected(dig(pm, "spec", "selector"))
+            if not self.ok(bool(targets), "monitoring", f"PodMonitor {n} selects no pods"):
+                continue
+            for ep in dig(pm, "spec", "podMetricsEndpoints") or []:
+                for t in targets:
+                    self.ok(ep.get("port") in self.r.container_ports(self.r.workloads()[t]), "monitoring",
+                            f"PodMonitor {n}: {t} has no port named {ep.get('port')}")
+
+    def check_network_policy_selectors(self) -> None:
+        """A selector that matches nothing is almost always a typo that silently drops a flow."""
+        for n, np in self.r.kind("NetworkPolicy").items():
+            sel = dig(np, "spec", "podSelector") or {}
+            if sel:
+                self.ok(bool(self.r.pods_selected(sel)), "networkpolicy", f"NetworkPolicy {n}: podSelector matches no pod")
+            for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+                for rule in dig(np, "spec", direction) or []:
+                    for peer in rule.get(peers_key) or []:
+                        if "podSelector" in peer and "namespaceSelector" not in peer and peer["podSelector"]:
+                            self.ok(bool(self.r.pods_selected(peer["podSelector"])), "networkpolicy",
+                                    f"NetworkPolicy {n}: {direction} peer {peer['podSelector']} matches no pod")
+
+    def check_config_wiring(self) -> None:
+        """URLs in the configuration point at Services that exist, on ports they expose."""
+        cm = self.r.get("ConfigMap", CONFIGMAP)
+        if not cm:
+            return
+        uri = (cm.get("data") or {}).get("MLFLOW_TRACKING_URI", "")
+        m = re.match(r"^https?://([a-z0-9-]+):(\d+)$", uri)
+        if self.ok(m is not None, "wiring", f"MLFLOW_TRACKING_URI {uri!r} is not http://<service>:<port>"):
+            self.ok(self._service_port(m.group(1), int(m.group(2))), "wiring",
+                    f"MLFLOW_TRACKING_URI points at {m.group(1)}:{m.group(2)}, which is not a Service port")
+        for wn, w in self.r.workloads().items():
+            for c in self.r.containers(w):
+                for e in c.get("env") or []:
+                    if e["name"] == "REDIS_URL" and "value" in e:
+                        m = re.match(r"^redis://(?::\$\(([A-Z_]+)\)@)?([a-z0-9-]+):(\d+)(?:/\d+)?$", e["value"])
+                        if not self.ok(m is not None, "wiring", f"{wn}: REDIS_URL {e['value']!r} is malformed"):
+                            continue
+                        self.ok(self._service_port(m.group(2), int(m.group(3))), "wiring",
+                                f"{wn}: REDIS_URL points at {m.group(2)}:{m.group(3)}, which is not a Service port")
+                        if m.group(1):
+                            # $(VAR) expands only variables defined earlier in the same env list.
+                            earlier = [x["name"] for x in c["env"][: c["env"].index(e)]]
+                            self.ok(m.group(1) in earlier, "wiring",
+                                    f"{wn}: REDIS_URL expands $({m.group(1)}), which is not defined before it")
+
+    # -- DESIGN.md topology ----------------------------------------------------------------
+
+    def _w(self, name: str) -> dict | None:
+        return self.r.workloads().get(name)
+
+    def _c(self, name: str) -> dict:
+        w = self._w(name)
+        return (self.r.pod_spec(w).get("containers") or [{}])[0] if w else {}
+
+    def topology_workloads(self) -> None:
+        expected = {"model-registry", "api", "worker", "redis"} | ({"postgres"} if self.p.postgres else set())
+        present = set(self.r.workloads())
+        self.ok(present == expected, "topology", f"workloads are {sorted(present)}, expected {sorted(expected)}")
+        scaled = self._scaled()
+        for name, n in REPLICAS.items():
+            w = self._w(name)
+            if w is None:
+                continue
+            if name in scaled:
+                self.ok(self._min_replicas(name) == n, "topology",
+                        f"{name}: {scaled[name]} minimum is {self._min_replicas(name)}, DESIGN.md says {n} replicas")
+            else:
+                self.ok(w["spec"].get("replicas") == n, "topology",
+                        f"{name}: replicas is {w['spec'].get('replicas')}, DESIGN.md says {n}")
+        self.ok(scaled.get("api", "").startswith("HorizontalPodAutoscaler/"), "topology",
+                "api must be scaled by a HorizontalPodAutoscaler (3 replicas = its minimum)")
+        for name, img in IMAGES.items():
+            c = self._c(name)
+            if c:
+                self.ok(image_name(c.get("image", ""))[0] == img, "topology",
+                        f"{name}: image {c.get('image')!r} is not {img}")
+        pg = self._w("postgres")
+        if pg is not None:
+            self.ok(pg["kind"] == "StatefulSet" or dig(pg, "spec", "strategy", "type") == "Recreate", "topology",
+                    "postgres has a ReadWriteOnce volume: Recreate strategy (or a StatefulSet) required")
+        reg = self._c("model-registry")
+        if reg:
+            names = [e["name"] for e in reg.get("env") or []]
+            self.ok("REGISTRY_AUTH_USERS_FILE" in names or "REGISTRY_AUTH_TOKENS_FILE" in names, "topology",
+                    "model-registry: authentication is off (no REGISTRY_AUTH_USERS_FILE / _TOKENS_FILE)")
+        redis = self._w("redis")
+        if redis is not None:
+            self.ok(dig(redis, "spec", "strategy", "type") == "Recreate", "topology",
+                    "redis: Recreate strategy required (never two queues behind one Service)")
+            script = " ".join(self._c("redis").get("command") or []) + " ".join(self._c("redis").get("args") or [])
+            self.ok("requirepass" in script, "topology", "redis: no password (requirepass) configured")
+
+    def _probe(self, workload: str, probe: str) -> dict:
+        return self._c(workload).get(probe) or {}
+
+    def _probe_port(self, workload: str, probe: dict) -> int | None:
+        port = dig(probe, "httpGet", "port")
+        if isinstance(port, str):
+            return {p.get("name"): p["containerPort"] for p in self._c(workload).get("ports") or []}.get(port)
+        return port
+
+    def topology_probes(self) -> None:
+        def http(workload: str, probe: str, path: str, port: int, **numbers: int) -> None:
+            if self._w(workload) is None:
+                return
+            p = self._probe(workload, probe)
+            if not self.ok(bool(p), "topology", f"{workload}: no {probe}"):
+                return
+            self.ok(dig(p, "httpGet", "path") == path, "topology",
+                    f"{workload}: {probe} path is {dig(p, 'httpGet', 'path')!r}, DESIGN.md says {path}")
+            self.ok(self._probe_port(workload, p) == port, "topology",
+                    f"{workload}: {probe} port is {self._probe_port(workload, p)}, expected {port}")
+            for field, value in numbers.items():
+                self.ok(p.get(field) == value, "topology",
+                        f"{workload}: {probe} {field} is {p.get(field)}, DESIGN.md says {value}")
+
+        http("api", "livenessProbe", "/healthz", 8000, initialDelaySeconds=30, timeoutSeconds=10)
+        http("api", "readinessProbe", "/readyz", 8000, initialDelaySeconds=20)
+        self.ok(bool(self._probe("api", "startupProbe")), "topology", "api: no startupProbe")
+        http("worker", "livenessProbe", "/healthz", 9000)
+        http("worker", "readinessProbe", "/readyz", 9000)
+        http("model-registry", "livenessProbe", "/health", 5000)
+        http("model-registry", "readinessProbe", "/health", 5000)
+        for workload, words in (("redis", ("redis-cli", "ping")), ("postgres", ("pg_isready",))):
+            if self._w(workload) is None:
+                continue
+            for probe in ("livenessProbe", "readinessProbe"):
+                cmd = " ".join(dig(self._probe(workload, probe), "exec", "command") or [])
+                self.ok(all(w in cmd for w in words), "topology",
+                        f"{workload}: {probe} must be an exec probe running {' '.join(words)!r}, is {cmd!r}")
+        # Pods behind a Service drain before SIGTERM.
+        for workload in ("api", "model-registry"):
+            if self._w(workload) is not None:
+                self.ok(dig(self._c(workload), "lifecycle", "preStop", "sleep", "seconds", default=0) > 0,
+                        "topology", f"{workload}: no preStop sleep to let endpoints drain")
+
+    def topology_resources(self) -> None:
+        for name, (rc, rm, lc, lm) in RESOURCES.items():
+            c = self._c(name)
+            if not c:
+                continue
+            res = c.get("resources") or {}
+            for kind, r, parse, want in (("requests", "cpu", cpu, rc), ("requests", "memory", mem, rm),
+                                         ("limits", "cpu", cpu, lc), ("limits", "memory", mem, lm)):
+                have = dig(res, kind, r)
+                self.ok(have is not None and parse(have) == parse(want), "topology",
+                        f"{name}: {r} {kind[:-1]} is {have}, DESIGN.md says {want}")
+
+    def topology_storage(self) -> None:
+        for name, (size, mode, users) in PVCS.items():
+            if name == "postgres-storage" and not self.p.postgres:
+                self.ok(self.r.get("PersistentVolumeClaim", name) is None, "topology",
+                        f"{name} rendered although this overlay has no in-cluster PostgreSQL")
+                continue
+            pvc = self.r.get("PersistentVolumeClaim", name)
+            if not self.ok(pvc is not None, "topology", f"PVC {name} missing"):
+                continue
+            have = dig(pvc, "spec", "resources", "requests", "storage")
+            self.ok(have is not None and mem(have) == mem(size), "topology", f"PVC {name}: size {have}, DESIGN.md says {size}")
+            self.ok(dig(pvc, "spec", "accessModes") == [mode], "topology",
+                    f"PVC {name}: access modes {dig(pvc, 'spec', 'accessModes')}, DESIGN.md says [{mode}]")
+            mounted_by = {wn for wn, w in self.r.workloads().items()
+                          for v in self.r.pod_spec(w).get("volumes") or []
+                          if dig(v, "persistentVolumeClaim", "claimName") == name}
+            self.ok(mounted_by == users, "topology", f"PVC {name} is mounted by {sorted(mounted_by)}, expected {sorted(users)}")
+        extra = set(self.r.kind("PersistentVolumeClaim")) - set(PVCS)
+        self.ok(not extra, "topology", f"PVCs not in the topology: {sorted(extra)}")
+
+    def topology_hpa(self) -> None:
+        hpas = [h for h in self.r.kind("HorizontalPodAutoscaler").values()
+                if dig(h, "spec", "scaleTargetRef", "name") == HPA["target"]]
+        if not self.ok(len(hpas) == 1, "topology", f"expected one HPA for {HPA['target']}, found {len(hpas)}"):
+            return
+        h = hpas[0]
+        self.ok(h.get("apiVersion") == "autoscaling/v2", "topology", f"HPA apiVersion is {h.get('apiVersion')}")
+        spec = h["spec"]
+        for f in ("minReplicas", "maxReplicas"):
+            self.ok(spec.get(f) == HPA[f], "topology", f"HPA {f} is {spec.get(f)}, DESIGN.md says {HPA[f]}")
+        metrics = {dig(m, "resource", "name"): dig(m, "resource", "target") for m in spec.get("metrics") or []
+                   if m.get("type") == "Resource"}
+        self.ok(len(spec.get("metrics") or []) == 2, "topology", "HPA must scale on exactly CPU and memory")
+        for r in ("cpu", "memory"):
+            t = metrics.get(r) or {}
+            self.ok(t.get("type") == "Utilization" and t.get("averageUtilization") == HPA[r], "topology",
+                    f"HPA {r} target is {t}, DESIGN.md says {HPA[r]} % utilization")
+        for direction in ("scaleUp", "scaleDown"):
+            want = HPA[direction]
+            have = dig(spec, "behavior", direction) or {}
+            self.ok(have.get("stabilizationWindowSeconds") == want["stabilizationWindowSeconds"], "topology",
+                    f"HPA {direction} stabilizationWindowSeconds is {have.get('stabilizationWindowSeconds')}, "
+                    f"DESIGN.md says {want['stabilizationWindowSeconds']}")
+            policies = {(p["type"], p["value"], p["periodSeconds"]) for p in have.get("policies") or []}
+            self.ok(policies == want["policies"], "topology",
+                    f"HPA {direction} policies are {sorted(policies)}, DESIGN.md says {sorted(want['policies'])}")
+            if "selectPolicy" in want:  # "100 % or +2 pods": whichever allows more
+                self.ok(have.get("selectPolicy", "Max") == want["selectPolicy"], "topology",
+                        f"HPA {direction} selectPolicy is {have.get('selectPolicy')}, must be {want['selectPolicy']}")
+
+    def topology_services(self) -> None:
+        expected_type = {"api": "LoadBalancer" if self.p.edge == "loadbalancer" else "ClusterIP",
+                         "model-registry": "ClusterIP", "redis": "ClusterIP"}
+        if self.p.postgres:
+            expected_type["postgres"] = "ClusterIP"
+        for name, t in expected_type.items():
+            svc = self.r.get("Service", name)
+            if self.ok(svc is not None, "topology", f"Service {name} missing"):
+                self.ok(dig(svc, "spec", "type", default="ClusterIP") == t, "topology",
+                        f"Service {name} is {dig(svc, 'spec', 'type', default='ClusterIP')}, expected {t}")
+        extra = set(self.r.kind("Service")) - set(expected_type)
+        self.ok(not extra, "topology", f"Services not in the topology: {sorted(extra)}")
+        for n, svc in self.r.kind("Service").items():
+            self.ok("worker" not in self.r.pods_selected({"matchLabels": dig(svc, "spec", "selector") or {}}),
+                    "topology", f"Service {n} selects the worker, which has no Service by design")
+
+    def topology_edge(self) -> None:
+        ingresses = self.r.kind("Ingress")
+        routes = self.r.kind("HTTPRoute")
+        if self.p.edge == "ingress":
+            backends = set()
+            for n, ing in ingresses.items():
+                ann = dig(ing, "metadata", "annotations", default={}) or {}
+                for k, v in INGRESS_ANNOTATIONS.items():
+                    self.ok(str(ann.get(k)) == v, "topology", f"Ingress {n}: {k} is {ann.get(k)!r}, DESIGN.md says {v!r}")
+                self.ok(dig(ing, "spec", "ingressClassName") == "nginx", "topology", f"Ingress {n}: class is not nginx")
+                self.ok(bool(dig(ing, "spec", "tls")), "topology", f"Ingress {n}: no TLS")
+                for rule in dig(ing, "spec", "rules") or []:
+                    for path in dig(rule, "http", "paths") or []:
+                        backends.add(dig(path, "backend", "service", "name"))
+            self.ok(backends == EDGE_BACKENDS, "topology", f"Ingress backends are {sorted(backends)}, "
+                    f"expected an api host and a registry host ({sorted(EDGE_BACKENDS)})")
+            self.ok(not routes, "topology", "HTTPRoutes rendered next to the nginx Ingress")
+        elif self.p.edge == "gateway":
+            self.ok(not ingresses, "topology", f"gateway overlay still renders Ingress {sorted(ingresses)}")
+            backends = set()
+            for n, route in routes.items():
+                for rule in dig(route, "spec", "rules") or []:
+                    self.ok(dig(rule, "timeouts", "request") == "300s", "topology",
+                            f"HTTPRoute {n}: request timeout is {dig(rule, 'timeouts', 'request')}, DESIGN.md says 300s")
+                    backends |= {b["name"] for b in rule.get("backendRefs") or []}
+            self.ok(backends == EDGE_BACKENDS, "topology", f"HTTPRoute backends are {sorted(backends)}, expected {sorted(EDGE_BACKENDS)}")
+        elif self.p.edge == "loadbalancer":
+            self.ok(not ingresses and not routes, "topology", "loadbalancer overlay still renders an Ingress or HTTPRoute")
+
+    def topology_config(self) -> None:
+        cm = self.r.get("ConfigMap", CONFIGMAP)
+        if not self.ok(cm is not None, "topology", f"ConfigMap {CONFIGMAP} missing"):
+            return
+        data = cm.get("data") or {}
+        for k, v in CONFIG.items():
+            self.ok(data.get(k) == v, "topology", f"ConfigMap {k} is {data.get(k)!r}, DESIGN.md says {v!r}")
+        for k in CONFIG_REQUIRED_KEYS:
+            self.ok(k in data, "topology", f"ConfigMap has no {k}")
+        for workload, key in PORT_KEYS.items():
+            ports = [p["containerPort"] for p in self._c(workload).get("ports") or []]
+            self.ok(data.get(key) is not None and int(data[key]) in ports, "topology",
+                    f"{workload} listens on {ports}, but {key} is {data.get(key)}")
+            envs = [ef.get("configMapRef", {}).get("name") for ef in self._c(workload).get("envFrom") or []]
+            self.ok(CONFIGMAP in envs, "topology", f"{workload} does not load ConfigMap {CONFIGMAP}")
+        for workload in ("api", "worker"):
+            names = [e["name"] for e in self._c(workload).get("env") or []]
+            self.ok("REDIS_URL" in names, "topology", f"{workload}: no REDIS_URL")
+
+    def topology_optional_components(self) -> None:
+        sos = self.r.kind("ScaledObject")
+        if self.p.keda:
+            worker = [s for s in sos.values() if dig(s, "spec", "scaleTargetRef", "name") == "worker"]
+            if self.ok(len(worker) == 1, "topology", "KEDA profile: no ScaledObject for the worker"):
+                types = [t.get("type") for t in dig(worker[0], "spec", "triggers") or []]
+                self.ok(types == ["redis"], "topology", f"worker ScaledObject triggers are {types}, expected a redis list trigger")
+                self.ok(bool(dig(worker[0], "spec", "triggers", 0, "metadata", "listName")), "topology",
+                        "worker ScaledObject has no listName")
+        else:
+            self.ok(not sos, "topology", "ScaledObject rendered in an overlay without KEDA")
+        if self.p.monitoring:
+            for svc in ("api", "model-registry"):
+                self.ok(any(dig(s, "spec", "selector", "matchLabels", "app.kubernetes.io/name") == svc
+                            for s in self.r.kind("ServiceMonitor").values()), "topology", f"no ServiceMonitor for {svc}")
+            self.ok(any(dig(s, "spec", "selector", "matchLabels", "app.kubernetes.io/name") == "worker"
+                        for s in self.r.kind("PodMonitor").values()), "topology", "no PodMonitor for the worker")
+        else:
+            self.ok(not self.r.kind("ServiceMonitor") and not self.r.kind("PodMonitor"), "topology",
+                    "monitors rendered in an overlay without the monitoring component")
+        for name in ("api",):
+            keys = {c.get("topologyKey") for c in self.r.pod_spec(self._w(name) or {}).get("topologySpreadConstraints") or []}
+            self.ok({"kubernetes.io/hostname", "topology.kubernetes.io/zone"} <= keys, "topology",
+                    f"{name}: must spread across nodes and zones (topologySpreadConstraints: {sorted(filter(None, keys))})")
+        for name in ("api", "worker"):
+            self.ok(any(self.r.pods_selected(dig(p, "spec", "selector")) == [name]
+                        for p in self.r.kind("PodDisruptionBudget").values()), "topology", f"{name}: no PodDisruptionBudget")
+
+    # -- network flows ---------------------------------------------------------------------
+
+    def _pod(self, name: str) -> dict:
+        return {"ns": NAMESPACE, "labels": self.r.pod_labels(self._w(name) or {}), "workload": name}
+
+    @staticmethod
+    def _ext_pod(ns: str, labels: dict | None = None) -> dict:
+        return {"ns": ns, "labels": labels or {}}
+
+    @staticmethod
+    def _ip(ip: str) -> dict:
+        return {"ip": ip}
+
+    def _peer_matches(self, peer: dict, ent: dict) -> bool:
+        if "ipBlock" in peer:
+            if "ip" not in ent:
+                return False  # pod IPs are not known here: ipBlocks are for traffic from outside
+            addr = ipaddress.ip_address(ent["ip"])
+            net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+            if addr.version != net.version or addr not in net:
+                return False
+            return not any(addr in ipaddress.ip_network(x) for x in peer["ipBlock"].get("except") or []
+                           if ipaddress.ip_network(x).version == addr.version)
+        if "ip" in ent:
+            return False
+        if "namespaceSelector" in peer:
+            ns_labels = self.r.namespace_labels(ent["ns"]) if ent["ns"] == NAMESPACE else \
+                {"kubernetes.io/metadata.name": ent["ns"]}
+            if not selector_matches(peer["namespaceSelector"], ns_labels):
+                return False
+        elif ent["ns"] != NAMESPACE:
+            return False  # a bare podSelector means this namespace only
+        return selector_matches(peer.get("podSelector"), ent["labels"]) if "podSelector" in peer else True
+
+    def _port_matches(self, rule_ports: list | None, port: int, proto: str, dst: dict) -> bool:
+        if not rule_ports:
+            return True
+        for rp in rule_ports:
+            if rp.get("protocol", "TCP") != proto:
+                continue
+            p = rp.get("port")
+            if p is None:
+                return True
+            if isinstance(p, str):  # a named port of the destination pod
+                p = self.r.container_ports(self._w(dst["workload"])).get(p) if dst.get("workload") else None
+            if p is not None and p <= port <= rp.get("endPort", p):
+                return True
+        return False
+
+    def _allowed(self, direction: str, subject: dict, other: dict, port: int, proto: str, dst: dict) -> bool:
+        """Does `subject` (a pod of this namespace) allow traffic in `direction` to/from `other`?"""
+        peers_key = "from" if direction == "Ingress" else "to"
+        policies = [np for np in self.r.kind("NetworkPolicy").values()
+                    if selector_matches(dig(np, "spec", "podSelector"), subject["labels"])
+                    and direction in (dig(np, "spec", "policyTypes") or ["Ingress"])]
+        if not policies:
+            return True  # not isolated in this direction
+        for np in policies:
+            for rule in dig(np, "spec", direction.lower()) or []:
+                peers = rule.get(peers_key)
+                if (not peers or any(self._peer_matches(p, other) for p in peers)) and \
+                        self._port_matches(rule.get("ports"), port, proto, dst):
+                    return True
+        return False
+
+    def flow(self, src: dict, dst: dict, port: int, proto: str = "TCP") -> bool:
+        ok = True
+        if "workload" in src:
+            ok = self._allowed("Egress", src, dst, port, proto, dst)
+        if ok and "workload" in dst:
+            ok = self._allowed("Ingress", dst, src, port, proto, dst)
+        return ok
+
+    def topology_network_flows(self) -> None:
+        nps = self.r.kind("NetworkPolicy").values()
+        self.ok(any(dig(np, "spec", "podSelector") in ({}, None)
+                    and set(dig(np, "spec", "policyTypes") or []) == {"Ingress", "Egress"}
+                    and not dig(np, "spec", "ingress") and not dig(np, "spec", "egress") for np in nps),
+                "network", "no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)")
+        P = self._pod
+        dns = self._ext_pod("kube-system", {"k8s-app": "kube-dns"})
+        internet = self._ip("203.0.113.10")
+        other_ns = self._ext_pod("default", {"app": "anything"})
+        allowed = [(P("api"), P("model-registry"), 5000), (P("api"), P("redis"), 6379),
+                   (P("worker"), P("model-registry"), 5000), (P("worker"), P("redis"), 6379),
+                   (self._ext_pod("monitoring"), P("api"), 8000), (self._ext_pod("monitoring"), P("worker"), 9000),
+                   (self._ext_pod("monitoring"), P("model-registry"), 5000)]
+        denied = [(P("api"), P("worker"), 9000), (P("worker"), P("api"), 8000),
+                  (other_ns, P("redis"), 6379), (other_ns, P("model-registry"), 5000), (other_ns, P("api"), 8000),
+                  (internet, P("model-registry"), 5000), (internet, P("redis"), 6379),
+                  (P("redis"), internet, 443), (P("api"), internet, 443), (P("worker"), internet, 443),
+                  (P("model-registry"), internet, 443), (P("redis"), P("model-registry"), 5000)]
+        for w in ("api", "worker", "model-registry", "redis") + (("postgres",) if self.p.postgres else ()):
+            allowed.append((P(w), dns, 53, "UDP"))
+        if self.p.postgres:
+            allowed.append((P("model-registry"), P("postgres"), 5432))
+            denied += [(P("api"), P("postgres"), 5432), (P("worker"), P("postgres"), 5432),
+                       (other_ns, P("postgres"), 5432), (P("postgres"), internet, 443)]
+        if self.p.external_db:
+            allowed.append((P("model-registry"), self._ip("10.20.30.40"), 5432))
+            denied.append((P("api"), self._ip("10.20.30.40"), 5432))
+        edge_ns = {"ingress": "ingress-nginx", "gateway": "gateway-system"}.get(self.p.edge)
+        if edge_ns:
+            allowed += [(self._ext_pod(edge_ns), P("api"), 8000), (self._ext_pod(edge_ns), P("model-registry"), 5000)]
+            denied += [(internet, P("api"), 8000), (self._ext_pod(edge_ns), P("redis"), 6379)]
+        else:  # loadbalancer: the api is reachable from outside, the registry is not
+            allowed.append((internet, P("api"), 8000))
+            denied.append((self._ext_pod("ingress-nginx"), P("model-registry"), 5000))
+        if self.p.keda:
+            allowed.append((self._ext_pod("keda"), P("redis"), 6379))
+        else:
+            denied.append((self._ext_pod("keda"), P("redis"), 6379))
+
+        def name(e: dict) -> str:
+            return e.get("workload") or e.get("ip") or f"{e['ns']} namespace"
+
+        for src, dst, port, *proto in allowed:
+            self.ok(self.flow(src, dst, port, *proto), "network",
+                    f"flow {name(src)} -> {name(dst)}:{port} is needed by the topology but denied")
+        for src, dst, port, *proto in denied:
+            self.ok(not self.flow(src, dst, port, *proto), "network",
+                    f"flow {name(src)} -> {name(dst)}:{port} is allowed but the topology has no such flow")
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-test: each mutation of the production render must be reported.
+# ---------------------------------------------------------------------------------------------
+
+
+def _find(docs: list[dict], kind: str, name: str) -> dict:
+    for d in docs:
+        if d.get("kind") == kind and dig(d, "metadata", "name") == name:
+            return d
+    raise KeyError(f"{kind}/{name} not in the render")
+
+
+def _container(docs: list[dict], name: str) -> dict:
+    return _find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _env(container: dict, name: str) -> dict:
+    return next(e for e in container["env"] if e["name"] == name)
+
+
+def _set(path: list, value: Any) -> Callable[[dict], None]:
+    def f(obj: dict) -> None:
+        for p in path[:-1]:
+            obj = obj[p]
+        obj[path[-1]] = value
+    return f
+
+
+MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
+    ("HPA maxReplicas 10 -> 11", "maxReplicas",
+     lambda d: _set(["spec", "maxReplicas"], 11)(_find(d, "HorizontalPodAutoscaler", "api"))),
+    ("HPA scale-down stabilization 300 -> 200", "stabilizationWindowSeconds",
+     lambda d: _set(["spec", "behavior", "scaleDown", "stabilizationWindowSeconds"], 200)(
+         _find(d, "HorizontalPodAutoscaler", "api"))),
+    ("HPA memory target 80 -> 85", "memory target",
+     lambda d: _set(["spec", "metrics", 1, "resource", "target", "averageUtilization"], 85)(
+         _find(d, "HorizontalPodAutoscaler", "api"))),
+    ("api liveness initialDelaySeconds 30 -> 31", "initialDelaySeconds",
+     lambda d: _set(["livenessProbe", "initialDelaySeconds"], 31)(_container(d, "api"))),
+    ("api readiness path /readyz -> /healthz", "readinessProbe path",
+     lambda d: _set(["readinessProbe", "httpGet", "path"], "/healthz")(_container(d, "api"))),
+    ("worker replicas 2 -> 3", "replicas",
+     lambda d: _set(["spec", "replicas"], 3)(_find(d, "Deployment", "worker"))),
+    ("api gets replicas: 3 next to its HPA", "sets spec.replicas",
+     lambda d: _set(["spec", "replicas"], 3)(_find(d, "Deployment", "api"))),
+    ("worker memory limit 2Gi -> 1Gi", "worker: memory limit",
+     lambda d: _set(["resources", "limits", "memory"], "1Gi")(_container(d, "worker"))),
+    ("api cpu request 250m -> 600m (above its limit)", "exceeds limit",
+     lambda d: _set(["resources", "requests", "cpu"], "600m")(_container(d, "api"))),
+    ("mlflow-storage 10Gi -> 11Gi", "mlflow-storage",
+     lambda d: _set(["spec", "resources", "requests", "storage"], "11Gi")(_find(d, "PersistentVolumeClaim", "mlflow-storage"))),
+    ("postgres-storage ReadWriteOnce -> ReadWriteMany", "access modes",
+     lambda d: _set(["spec", "accessModes"], ["ReadWriteMany"])(_find(d, "PersistentVolumeClaim", "postgres-storage"))),
+    ("api Service selector typo", "selects no pod",
+     lambda d: _set(["spec", "selector"], {"app.kubernetes.io/name": "apii"})(_find(d, "Service", "api"))),
+    ("ConfigMap reference typo", "ConfigMap loan-scoring-confg",
+     lambda d: _set(["envFrom", 0, "configMapRef", "name"], "loan-scoring-confg")(_container(d, "worker"))),
+    ("Secret key typo", "no such key",
+     lambda d: _set(["valueFrom", "secretKeyRef", "key"], "REDIS_PASSWD")(_env(_container(d, "api"), "REDIS_PASSWORD"))),
+    ("PVC reference typo", "mounts PVC",
+     lambda d: _set(["spec", "template", "spec", "volumes", 0, "persistentVolumeClaim", "claimName"], "mlflow")(
+         _find(d, "Deployment", "model-registry"))),
+    ("Ingress rate limit 100 -> 50", "limit-rps",
+     lambda d: _set(["metadata", "annotations", "nginx.ingress.kubernetes.io/limit-rps"], "50")(_find(d, "Ingress", "api"))),
+    ("Ingress proxy-read-timeout removed", "proxy-read-timeout",
+     lambda d: _find(d, "Ingress", "model-registry")["metadata"]["annotations"].pop(
+         "nginx.ingress.kubernetes.io/proxy-read-timeout")),
+    ("readOnlyRootFilesystem off", "readOnlyRootFilesystem",
+     lambda d: _set(["securityContext", "readOnlyRootFilesystem"], False)(_container(d, "redis"))),
+    ("api grace period 60 -> 30", "terminationGracePeriodSeconds",
+     lambda d: _set(["spec", "template", "spec", "terminationGracePeriodSeconds"], 30)(_find(d, "Deployment", "api"))),
+    ("default-deny NetworkPolicy removed", "default-deny",
+     lambda d: d.remove(_find(d, "NetworkPolicy", "default-deny-all"))),
+    # Both ends must open for the flow to exist (the api's egress is closed too).
+    ("postgres opened to the api", "api -> postgres:5432 is allowed", lambda d: (
+        _set(["spec", "ingress", 0, "from", 0, "podSelector"], {})(_find(d, "NetworkPolicy", "postgres-from-model-registry")),
+        _find(d, "NetworkPolicy", "api-egress")["spec"]["egress"].append(
+            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}],
+             "ports": [{"protocol": "TCP", "port": 5432}]}))),
+    ("registry -> postgres egress removed", "model-registry -> postgres:5432 is needed",
+     lambda d: d.remove(_find(d, "NetworkPolicy", "model-registry-egress-postgres"))),
+    ("postgres strategy Recreate -> RollingUpdate", "Recreate",
+     lambda d: _set(["spec", "strategy"], {"type": "RollingUpdate"})(_find(d, "Deployment", "postgres"))),
+    ("HPA targets a missing Deployment", "does not exist",
+     lambda d: _set(["spec", "scaleTargetRef", "name"], "scoring-api")(_find(d, "HorizontalPodAutoscaler", "api"))),
+    ("registry users file renamed to a key the Secret lacks", "no such key",
+     lambda d: _set(["value"], "/etc/model-registry/auth/user")(_env(_container(d, "model-registry"), "REGISTRY_AUTH_USERS_FILE"))),
+    ("registry authentication turned off", "authentication is off",
+     lambda d: _container(d, "model-registry")["env"].remove(_env(_container(d, "model-registry"), "REGISTRY_AUTH_USERS_FILE"))),
+    ("redis probe no longer redis-cli ping", "redis-cli",
+     lambda d: _set(["livenessProbe", "exec", "command"], ["true"])(_container(d, "redis"))),
+]
+
+
+def self_test(docs: list[dict], template: list[dict]) -> int:
+    base_errors = Checker(Render(docs, template), PROFILES["production"]).run()
+    failures = 0
+    if base_errors:
+        print("self-test: the unmodified production render must pass first:")
+        for e in base_errors:
+            print(f"  {e}")
+        return 1
+    for title, expect, mutate in MUTATIONS:
+        mutated = copy.deepcopy(docs)
+        mutate(mutated)
+        errors = Checker(Render(mutated, template), PROFILES["production"]).run()
+        hit = [e for e in errors if expect in e]
+        if hit:
+            print(f"  caught  {title}: {hit[0]}")
+        else:
+            failures += 1
+            print(f"  MISSED  {title} (expected a finding containing {expect!r}; got {errors or 'none'})")
+    print(f"self-test: {len(MUTATIONS) - failures}/{len(MUTATIONS)} deliberate breaks reported")
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("rendered", help="output of `kubectl kustomize k8s/overlays/<name>`")
+    ap.add_argument("--profile", help=f"overlay name, one of: {', '.join(PROFILES)}")
+    ap.add_argument("--secrets-template", required=True, help="k8s/base/secrets.template.yaml")
+    ap.add_argument("--self-test", action="store_true", help="break a production render on purpose; "
+                    "fail unless every break is reported")
+    args = ap.parse_args(argv)
+    docs, template = load(args.rendered), load(args.secrets_template)
+    if args.self_test:
+        return self_test(docs, template)
+    if args.profile not in PROFILES:
+        print(f"k8s_check: overlay {args.profile!r} has no expectations; add it to PROFILES in {__file__}")
+        return 1
+    checker = Checker(Render(docs, template), PROFILES[args.profile])
+    errors = checker.run()
+    for e in errors:
+        print(f"  {e}")
+    print(f"k8s_check: {args.profile}: {checker.checks - len(errors)}/{checker.checks} checks passed"
+          + ("" if not errors else f", {len(errors)} FAILED"))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
