@@ -1,5 +1,5 @@
-//! The one place logging starts: an `EnvFilter` from `RUST_LOG` (default `info`) and JSON logs
-//! on stderr, so every service logs the same way.
+//! The one place logging and metrics start: an `EnvFilter` from `RUST_LOG` (default `info`),
+//! JSON logs on stderr, and one Prometheus registry with the HTTP metrics every service shares.
 
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -24,4 +24,59 @@ pub fn init(service: &str) -> Guard {
 pub fn init_for_tests() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// HTTP request metrics shared by every service: counts and latency per route and status.
+pub struct HttpMetrics {
+    pub requests: prometheus::IntCounterVec,
+    pub duration: prometheus::HistogramVec,
+}
+
+/// The process-wide Prometheus registry (process CPU and memory collectors included).
+pub fn registry() -> &'static prometheus::Registry {
+    static REGISTRY: std::sync::OnceLock<prometheus::Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let r = prometheus::Registry::new();
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        r
+    })
+}
+
+/// The HTTP metrics, registered once.
+pub fn http_metrics() -> &'static HttpMetrics {
+    static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let _ = registry().register(Box::new(requests.clone()));
+        let _ = registry().register(Box::new(duration.clone()));
+        HttpMetrics { requests, duration }
+    })
+}
+
+/// Everything in the registry, in Prometheus' text format.
+pub fn render_metrics() -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&registry().gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }

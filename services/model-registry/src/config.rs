@@ -45,6 +45,13 @@ pub struct Settings {
     /// Largest accepted artifact upload, in bytes.
     #[arg(long, env = "REGISTRY_MAX_ARTIFACT_BYTES", default_value_t = 2 << 30)]
     pub max_artifact_bytes: u64,
+    /// Users allowed in with HTTP basic auth: lines `user:password` or `user:sha256:<hex>`.
+    /// With this or the tokens file set, every endpoint but /health needs credentials.
+    #[arg(long, env = "REGISTRY_AUTH_USERS_FILE")]
+    pub auth_users_file: Option<PathBuf>,
+    /// Bearer tokens allowed in (one per line), for `MLFLOW_TRACKING_TOKEN`.
+    #[arg(long, env = "REGISTRY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "REGISTRY_SHUTDOWN_TIMEOUT", default_value_t = 20)]
     pub shutdown_timeout: u64,

@@ -2,6 +2,7 @@
 //! (production) or SQLite (embedded). The official `mlflow` Python client works against it.
 
 pub mod artifacts;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod params;

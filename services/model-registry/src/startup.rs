@@ -48,6 +48,13 @@ impl Application {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;
         let port = listener.local_addr()?.port();
+        let auth = web::Data::new(crate::auth::Auth::load(
+            settings.auth_users_file.as_deref(),
+            settings.auth_tokens_file.as_deref(),
+        )?);
+        if auth.is_some() {
+            tracing::info!("authentication is on");
+        }
         let max_json = settings.max_json_bytes;
         let shutdown = settings.shutdown_timeout;
         let state = web::Data::new(AppState {
@@ -58,8 +65,11 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::auth::require))
+                .wrap(actix_web::middleware::from_fn(routes::record))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(auth.clone())
                 .app_data(web::PayloadConfig::new(max_json))
                 .service(web::scope("/api/2.0/mlflow").configure(routes::mlflow_api))
                 .service(web::scope("/ajax-api/2.0/mlflow").configure(routes::mlflow_api))
@@ -72,6 +82,7 @@ impl Application {
                     web::get().to(routes::server_info),
                 )
                 .route("/health", web::get().to(routes::health))
+                .route("/metrics", web::get().to(routes::metrics))
                 .route("/version", web::get().to(routes::version))
                 .default_service(web::to(routes::not_found))
         })

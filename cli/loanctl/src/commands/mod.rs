@@ -3,6 +3,7 @@
 pub mod evaluate;
 pub mod generate;
 pub mod import;
+pub mod register;
 pub mod score;
 pub mod spec;
 pub mod train;

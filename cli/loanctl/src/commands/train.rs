@@ -79,6 +79,19 @@ pub struct Args {
     /// Also train without SMOTE and report both calibrations side by side.
     #[arg(long)]
     pub compare_no_smote: bool,
+    /// Model registry (MLflow tracking URI) to log the run to and register the model in.
+    /// Credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Experiment the run is logged to (with --registry).
+    #[arg(long, default_value = "loan-default")]
+    pub experiment: String,
+    /// Registered model name for the new version (with --registry).
+    #[arg(long, env = "MODEL_NAME", default_value = "loan-default")]
+    pub register_as: String,
+    /// Alias to move to the new version, e.g. champion (with --registry).
+    #[arg(long)]
+    pub alias: Option<String>,
 }
 
 impl Args {
@@ -247,7 +260,49 @@ pub fn run(a: Args) -> Result<()> {
         bundle_dir.display(),
         plots.join(", ")
     );
+    if let Some(url) = &a.registry {
+        let params = flatten("", &serde_json::to_value(&cfg)?);
+        let metrics: Vec<(String, f64, i64)> = [
+            ("test_roc_auc", m.roc_auc),
+            ("test_pr_auc", m.pr_auc),
+            ("test_ks", m.ks),
+            ("test_brier", m.brier),
+            ("test_log_loss", m.log_loss),
+            ("training_seconds", seconds),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v, 0))
+        .collect();
+        crate::commands::register::log_and_register(
+            url,
+            &a.experiment,
+            &a.register_as,
+            a.alias.as_deref(),
+            &a.out,
+            &params,
+            &metrics,
+        )?;
+    }
     Ok(())
+}
+
+/// `{"booster": {"trees": 200}}` -> `booster.trees = 200`.
+fn flatten(prefix: &str, v: &serde_json::Value) -> Vec<(String, String)> {
+    match v {
+        serde_json::Value::Object(o) => o
+            .iter()
+            .flat_map(|(k, v)| {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v)
+            })
+            .collect(),
+        serde_json::Value::String(s) => vec![(prefix.to_string(), s.clone())],
+        other => vec![(prefix.to_string(), other.to_string())],
+    }
 }
 
 fn markdown(

@@ -30,6 +30,11 @@ async fn fresh_postgres() -> String {
 
 /// Starts the real application on a free port with its own database and artifact root.
 pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, &[]).await
+}
+
+/// Like [`spawn_app`], with extra command-line flags (`{dir}` is replaced by the test's folder).
+pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
     telemetry::init_for_tests();
     let dir = std::env::temp_dir().join(format!("registry-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -37,17 +42,26 @@ pub async fn spawn_app(db: Db) -> TestApp {
         Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("registry.db").display()),
         Db::Postgres => fresh_postgres().await,
     };
-    let settings = Settings::try_parse_from([
-        "model-registry",
-        "--port",
-        "0",
-        "--backend-store-uri",
-        &url,
-        "--artifacts-destination",
-        dir.join("artifacts").to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|a| a.replace("{dir}", dir.to_str().unwrap()))
+        .collect();
+    let settings = Settings::try_parse_from(
+        [
+            "model-registry",
+            "--port",
+            "0",
+            "--backend-store-uri",
+            &url,
+            "--artifacts-destination",
+            dir.join("artifacts").to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(extra),
+    )
     .unwrap();
     let app = Application::build(settings)
         .await

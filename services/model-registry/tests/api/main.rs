@@ -1,6 +1,7 @@
 //! The registry over HTTP, every test on both backends (SQLite and Postgres).
 
 mod artifacts;
+mod auth;
 mod helpers;
 mod registry;
 mod tracking;

@@ -174,3 +174,30 @@ on_both_backends!(
     runs_params_search_and_deleted_experiments,
     runs_params_search_and_deleted_experiments
 );
+
+async fn metrics_count_requests_by_route_pattern(db: Db) {
+    let app = spawn_app(db).await;
+    app.create_experiment("metrics").await;
+    app.get("/experiments/get", &[("experiment_id", "424242")])
+        .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#"http_requests_total{method="POST",route="/api/2.0/mlflow/experiments/create",status="200"}"#), "{text}");
+    assert!(
+        text.contains(r#"route="/api/2.0/mlflow/experiments/get",status="404""#),
+        "{text}"
+    );
+    assert!(text.contains("http_request_duration_seconds_bucket"));
+    assert!(!text.contains("424242"), "raw values never become labels");
+}
+on_both_backends!(
+    metrics_count_requests_by_route_pattern,
+    metrics_count_requests_by_route_pattern
+);
