@@ -21,22 +21,30 @@ status=0
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# run_suite LABEL DATABASE_URL [pytest args...]; DATABASE_URL "" means the embedded default.
+# With COMPAT_AUTH=1 the server requires HTTP basic auth and the client sends it from the
+# environment, as MLflow users configure it.
 run_suite() {
   local label=$1 url=$2 dir port pid
+  shift 2
   dir=$(mktemp -d)
   port=$(free_port)
-  if [ -n "$url" ]; then
-    "$BIN" --host 127.0.0.1 --port "$port" --backend-store-uri "$url" --artifacts-destination "$dir/artifacts" >"$dir/server.log" 2>&1 &
-  else
-    "$BIN" --host 127.0.0.1 --port "$port" --data-dir "$dir" >"$dir/server.log" 2>&1 &
+  local args=(--host 127.0.0.1 --port "$port" --data-dir "$dir")
+  [ -n "$url" ] && args+=(--backend-store-uri "$url" --artifacts-destination "$dir/artifacts")
+  if [ "${COMPAT_AUTH:-0}" = 1 ]; then
+    printf 'ds:compat-secret\n' >"$dir/users"
+    args+=(--auth-users-file "$dir/users")
   fi
+  "$BIN" "${args[@]}" >"$dir/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 60); do
     curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.5
   done
   echo "compat: $label (registry pid $pid, port $port)" >&2
-  if ! MLFLOW_TRACKING_URI="http://127.0.0.1:$port" "$PY" -m pytest -q -p no:cacheprovider services/model-registry/tests/compat; then
+  local auth_env=()
+  [ "${COMPAT_AUTH:-0}" = 1 ] && auth_env=(MLFLOW_TRACKING_USERNAME=ds MLFLOW_TRACKING_PASSWORD=compat-secret)
+  if ! env "${auth_env[@]}" MLFLOW_TRACKING_URI="http://127.0.0.1:$port" "$PY" -m pytest -q -p no:cacheprovider services/model-registry/tests/compat "$@"; then
     status=1
     echo "compat: $label FAILED; server log:" >&2
     tail -50 "$dir/server.log" >&2
@@ -47,6 +55,7 @@ run_suite() {
 }
 
 run_suite "SQLite (embedded default)" ""
+COMPAT_AUTH=1 run_suite "SQLite with authentication" "" -k "tracking_workflow or log_model"
 
 db="registry_compat_$$"
 psql -h "$PGHOST" -U postgres -qc "CREATE DATABASE $db" >/dev/null

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test in the workspace. Release mode: training-heavy tests (real data, 200 trees)
-# take seconds optimised and minutes without, and the build is shared with `cargo bench`.
+# Runs every test: the Rust workspace (unit, integration and CLI tests against the local
+# PostgreSQL), then the official MLflow Python client against the registry binary.
+# Release mode: training-heavy tests take seconds optimised and minutes without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo test --workspace --release "$@"
+cargo test --workspace --release "$@"
+scripts/mlflow-compat.sh

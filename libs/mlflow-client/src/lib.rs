@@ -499,8 +499,8 @@ impl Client {
                 json!({"name": name, "source": source, "run_id": run_id}),
             )
             .await?;
-        Ok(serde_json::from_value(v["model_version"].clone())
-            .map_err(|e| ClientError::Invalid(e.to_string()))?)
+        serde_json::from_value(v["model_version"].clone())
+            .map_err(|e| ClientError::Invalid(e.to_string()))
     }
 
     pub async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {

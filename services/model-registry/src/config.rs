@@ -69,10 +69,56 @@ impl Settings {
         }
     }
 
-    /// The artifact root: the configured one, or `artifacts/` in the data directory.
+    /// The artifact root: the configured one, or `artifacts/` in the data directory. Values
+    /// written for `mlflow server` are understood: `file:///path` is that path, and
+    /// `mlflow-artifacts:/…` (the proxied default) means the default directory.
     pub fn artifact_root(&self) -> PathBuf {
-        self.artifact_root
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("artifacts"))
+        let default = || self.data_dir.join("artifacts");
+        match self.artifact_root.as_ref().and_then(|p| p.to_str()) {
+            None => self.artifact_root.clone().unwrap_or_else(default),
+            Some(s) if s.starts_with("mlflow-artifacts:") || s.is_empty() => default(),
+            // A PathBuf may already have folded "file:///x" into "file:/x".
+            Some(s) => match s.strip_prefix("file:") {
+                Some(rest) => PathBuf::from(format!("/{}", rest.trim_start_matches('/'))),
+                None => PathBuf::from(s),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn accepts_mlflow_server_flags_and_uri_style_roots() {
+        let s = Settings::try_parse_from([
+            "model-registry",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "5001",
+            "--backend-store-uri",
+            "sqlite:///tmp/x.db",
+            "--default-artifact-root",
+            "file:///srv/artifacts",
+            "--serve-artifacts",
+        ])
+        .unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 5001));
+        assert_eq!(s.database_url(), "sqlite:///tmp/x.db");
+        assert_eq!(s.artifact_root(), PathBuf::from("/srv/artifacts"));
+        let s = Settings::try_parse_from([
+            "model-registry",
+            "--artifacts-destination",
+            "mlflow-artifacts:/",
+            "--data-dir",
+            "/d",
+        ])
+        .unwrap();
+        assert_eq!(s.artifact_root(), PathBuf::from("/d/artifacts"));
+        let s = Settings::try_parse_from(["model-registry", "--data-dir", "/d"]).unwrap();
+        assert!(s.database_url().starts_with("sqlite:///d/registry.db"));
     }
 }
