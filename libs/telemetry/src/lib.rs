@@ -80,3 +80,23 @@ pub fn render_metrics() -> String {
     let _ = prometheus::TextEncoder::new().encode(&registry().gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// Actix middleware counting every request by route pattern (never the raw path, so no ids or
+/// applicant data become labels), method and status, with its latency.
+pub async fn record_http(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let start = std::time::Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.call(req).await?;
+    let m = http_metrics();
+    m.requests
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    m.duration
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    Ok(resp)
+}

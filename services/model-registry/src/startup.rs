@@ -66,7 +66,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::auth::require))
-                .wrap(actix_web::middleware::from_fn(routes::record))
+                .wrap(actix_web::middleware::from_fn(telemetry::record_http))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
@@ -94,6 +94,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// For stopping the server from the outside (tests simulate outages with it).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Runs until SIGTERM or SIGINT, then drains in-flight requests.

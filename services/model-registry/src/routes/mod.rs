@@ -186,25 +186,6 @@ pub async fn metrics() -> HttpResponse {
         .body(telemetry::render_metrics())
 }
 
-/// Counts every request by its route pattern (never the raw path: no ids or names as labels).
-pub async fn record(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let start = std::time::Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let resp = next.call(req).await?;
-    let m = telemetry::http_metrics();
-    m.requests
-        .with_label_values(&[&route, &method, resp.status().as_str()])
-        .inc();
-    m.duration
-        .with_label_values(&[&route, &method])
-        .observe(start.elapsed().as_secs_f64());
-    Ok(resp)
-}
-
 pub async fn not_found() -> Result<HttpResponse, RegistryError> {
     Err(RegistryError::EndpointNotFound)
 }

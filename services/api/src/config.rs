@@ -1,0 +1,76 @@
+//! Settings from flags and environment; every default runs locally.
+
+use std::path::PathBuf;
+
+/// Loan-default scoring API.
+#[derive(clap::Parser, Clone)]
+#[command(name = "api", version, about)]
+pub struct Settings {
+    /// Address to bind (0.0.0.0 in a container).
+    #[arg(long, env = "API_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; tests pass 0 to get a free one.
+    #[arg(long, env = "API_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Where the model registry is (the MLflow client's own variable).
+    #[arg(
+        long,
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://localhost:5000"
+    )]
+    pub tracking_uri: String,
+    /// Registered model to serve.
+    #[arg(long, env = "MODEL_NAME", default_value = "loan-default")]
+    pub model_name: String,
+    /// Alias of the version to serve; the API follows it as it moves.
+    #[arg(long, env = "MODEL_ALIAS", default_value = "champion")]
+    pub model_alias: String,
+    /// A local bundle directory or a `models:/` URI; overrides name and alias.
+    #[arg(long, env = "MODEL_URI")]
+    pub model_uri: Option<String>,
+    /// Seconds between checks of the alias.
+    #[arg(long, env = "MODEL_POLL_SECONDS", default_value_t = 30)]
+    pub poll_seconds: u64,
+    /// Where downloaded bundles are kept.
+    #[arg(
+        long,
+        env = "MODEL_CACHE_DIR",
+        default_value = "loanctl-data/api-models"
+    )]
+    pub model_cache_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Most applications in one synchronous batch.
+    #[arg(long, env = "API_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Comma-separated API keys; when set (or a keys file is), scoring needs `X-API-Key` or
+    /// `Authorization: Bearer`. /healthz, /readyz and /metrics stay open.
+    #[arg(long, env = "API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// File with one API key per line.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Comma-separated origins allowed by CORS (none by default).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
+    #[arg(long, env = "API_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of logs.
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tracking_uri", &self.tracking_uri)
+            .field("model_name", &self.model_name)
+            .field("model_alias", &self.model_alias)
+            .field("model_uri", &self.model_uri)
+            .field("poll_seconds", &self.poll_seconds)
+            .field("api_keys", &self.api_keys.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}

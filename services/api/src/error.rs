@@ -1,0 +1,101 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`), mapped to HTTP once.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use features::FieldError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the application is invalid: {} field error(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidBatch(String),
+    #[error("no model is loaded yet")]
+    NotReady,
+    #[error("a valid API key is required")]
+    Unauthorized,
+    #[error("{0}")]
+    ReloadFailed(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed-request",
+            ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::TooLarge(_) => "request-too-large",
+            ApiError::Invalid(_) => "invalid-application",
+            ApiError::InvalidBatch(_) => "invalid-batch",
+            ApiError::NotReady => "model-not-ready",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ReloadFailed(_) => "model-reload-failed",
+            ApiError::Unexpected(_) => "internal-error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "Malformed request",
+            ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::TooLarge(_) => "Request too large",
+            ApiError::Invalid(_) => "Invalid application",
+            ApiError::InvalidBatch(_) => "Invalid batch",
+            ApiError::NotReady => "Model not ready",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::ReloadFailed(_) => "Model reload failed",
+            ApiError::Unexpected(_) => "Internal error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) | ApiError::InvalidBatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ReloadFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let detail = match self {
+            ApiError::Unexpected(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("https://loan-scoring.dev/problems/{}", self.slug()),
+            "title": self.title(),
+            "status": self.status_code().as_u16(),
+            "detail": detail,
+        });
+        if let ApiError::Invalid(errors) = self {
+            body["errors"] = json!(errors);
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, ApiError::NotReady) {
+            resp.insert_header(("Retry-After", "5"));
+        }
+        resp.content_type("application/problem+json")
+            .body(body.to_string())
+    }
+}

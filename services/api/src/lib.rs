@@ -1,0 +1,14 @@
+//! The scoring API: one loan application in; probability of default, decision and reason codes
+//! out. Models come from the registry (following an alias) or a local bundle, and are swapped
+//! in without dropping a request.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod routes;
+pub mod startup;
+
+pub use config::Settings;
+pub use startup::Application;

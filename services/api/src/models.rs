@@ -1,0 +1,227 @@
+//! The serving model: loaded from a local bundle or resolved through the registry, checked,
+//! and swapped in atomically. Requests hold an `Arc` of the model they started with, so a swap
+//! never disturbs one in flight; a model that fails to load or check never replaces the
+//! serving one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use model::{Bundle, Scorer};
+
+use crate::config::Settings;
+use crate::metrics;
+
+/// A model ready to serve.
+pub struct ServingModel {
+    pub scorer: Scorer,
+    pub name: String,
+    pub version: String,
+    /// Where it came from (a directory or `models:/…`).
+    pub source: String,
+    pub loaded_at: String,
+}
+
+/// Where models come from.
+enum Source {
+    Local(PathBuf),
+    Registry {
+        client: mlflow_client::Client,
+        reference: mlflow_client::ModelRef,
+    },
+}
+
+pub struct Models {
+    current: ArcSwapOption<ServingModel>,
+    source: Source,
+    cache_dir: PathBuf,
+    poll: Duration,
+    wake: tokio::sync::Notify,
+    /// One check at a time (poller and operator reloads).
+    checking: tokio::sync::Mutex<()>,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    Unchanged,
+    Swapped { version: String },
+}
+
+impl Models {
+    pub fn new(settings: &Settings) -> anyhow::Result<Models> {
+        let source = match settings.model_uri.as_deref() {
+            Some(uri) if uri.starts_with("models:/") => Source::Registry {
+                client: mlflow_client::Client::from_env(&settings.tracking_uri)?,
+                reference: mlflow_client::ModelRef::parse(uri)?,
+            },
+            Some(dir) if !dir.is_empty() => Source::Local(PathBuf::from(dir)),
+            _ => Source::Registry {
+                client: mlflow_client::Client::from_env(&settings.tracking_uri)?,
+                reference: mlflow_client::ModelRef::Alias {
+                    name: settings.model_name.clone(),
+                    alias: settings.model_alias.clone(),
+                },
+            },
+        };
+        Ok(Models {
+            current: ArcSwapOption::empty(),
+            source,
+            cache_dir: settings.model_cache_dir.clone(),
+            poll: Duration::from_secs(settings.poll_seconds.max(1)),
+            wake: tokio::sync::Notify::new(),
+            checking: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The model serving now, if any.
+    pub fn current(&self) -> Option<Arc<ServingModel>> {
+        self.current.load_full()
+    }
+
+    /// Loads the model if it changed; on failure the serving model stays.
+    pub async fn check(&self) -> Result<Checked, String> {
+        let _one = self.checking.lock().await;
+        let result = self.check_inner().await;
+        match &result {
+            Ok(Checked::Swapped { version }) => {
+                metrics::model_reloads().inc();
+                tracing::info!(model.version = %version, "model swapped in");
+            }
+            Ok(Checked::Unchanged) => {}
+            Err(e) => {
+                metrics::model_load_failures().inc();
+                tracing::warn!(error = %e, "model check failed; still serving the current model");
+            }
+        }
+        result
+    }
+
+    async fn check_inner(&self) -> Result<Checked, String> {
+        match &self.source {
+            Source::Local(dir) => {
+                if self.current().is_some() {
+                    return Ok(Checked::Unchanged);
+                }
+                let dir = dir.clone();
+                let loaded = tokio::task::spawn_blocking(move || load_dir(&dir, None))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                Ok(self.swap(loaded))
+            }
+            Source::Registry { client, reference } => {
+                let mv = client
+                    .resolve(reference)
+                    .await
+                    .map_err(|e| format!("cannot resolve the model in the registry: {e}"))?;
+                if let Some(cur) = self.current() {
+                    if cur.name == mv.name && cur.version == mv.version {
+                        return Ok(Checked::Unchanged);
+                    }
+                }
+                let uri = client
+                    .get_download_uri(&mv.name, &mv.version)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // A fresh directory per attempt, so a half-finished download is never loaded.
+                let dest = self.cache_dir.join(format!(
+                    "{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let n = client
+                    .download_artifacts(&uri, &dest)
+                    .await
+                    .map_err(|e| format!("cannot download version {}: {e}", mv.version))?;
+                if n == 0 {
+                    return Err(format!(
+                        "version {} of {} has no files at {uri}",
+                        mv.version, mv.name
+                    ));
+                }
+                let name = mv.name.clone();
+                let version = mv.version.clone();
+                let d = dest.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || load_dir(&d, Some((name, version))))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                // The bundle is in memory now; the files are not needed.
+                let _ = tokio::fs::remove_dir_all(&dest).await;
+                Ok(self.swap(loaded?))
+            }
+        }
+    }
+
+    fn swap(&self, model: ServingModel) -> Checked {
+        let version = model.version.clone();
+        metrics::set_serving_version(&model.name, &version);
+        self.current.store(Some(Arc::new(model)));
+        Checked::Swapped { version }
+    }
+
+    /// Asks the poller to check now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Loads at start (retrying with backoff while nothing serves), then follows the alias.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let ok = self.check().await.is_ok();
+            let wait = if self.current().is_none() && !ok {
+                backoff = (backoff * 2).min(Duration::from_secs(30)).min(self.poll);
+                backoff
+            } else {
+                backoff = Duration::from_millis(250);
+                self.poll
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// Loads and checks a bundle directory.
+fn load_dir(
+    dir: &std::path::Path,
+    registered: Option<(String, String)>,
+) -> Result<ServingModel, String> {
+    let bundle = Bundle::load(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let scorer = Scorer::new(bundle).map_err(|e| e.to_string())?;
+    smoke_test(&scorer)?;
+    let (name, version) =
+        registered.unwrap_or_else(|| ("local".into(), scorer.bundle().model_uuid.clone()));
+    Ok(ServingModel {
+        name,
+        version,
+        source: dir.display().to_string(),
+        loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        scorer,
+    })
+}
+
+/// A model must produce a finite probability and finite reasons before it serves.
+fn smoke_test(scorer: &Scorer) -> Result<(), String> {
+    let w = scorer.preprocessor().width();
+    let mut scratch = scorer.scratch();
+    let mut top = Vec::new();
+    for fill in [0.0f32, 1.0, -1.0] {
+        let row = vec![fill; w];
+        let p = scorer
+            .calibration()
+            .apply(f64::from(scorer.predictor().margin(&row)));
+        if !p.is_finite() || !(0.0..=1.0).contains(&p) {
+            return Err(format!("smoke test failed: probability {p}"));
+        }
+        scorer.top_reasons(&row, &mut scratch, &mut top);
+        if top.iter().any(|(_, c)| !c.is_finite()) {
+            return Err("smoke test failed: non-finite reason contribution".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! HTTP routes.
+
+pub mod model;
+pub mod openapi;
+pub mod predict;

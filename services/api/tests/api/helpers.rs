@@ -1,0 +1,246 @@
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use api::{Application, Settings};
+use clap::Parser;
+use features::Raw;
+use serde_json::{json, Value};
+
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// German-credit rows as (spec-ordered strings, JSON application).
+pub fn german() -> &'static Vec<(Vec<String>, Value)> {
+    static ROWS: OnceLock<Vec<(Vec<String>, Value)>> = OnceLock::new();
+    ROWS.get_or_init(|| {
+        let spec = spec();
+        let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
+        let headers = rdr.headers().unwrap().clone();
+        rdr.records()
+            .map(|r| {
+                let r = r.unwrap();
+                let mut obj = serde_json::Map::new();
+                let cells: Vec<String> = spec
+                    .features
+                    .iter()
+                    .map(|f| {
+                        let c = &r[headers.iter().position(|h| h == f.name).unwrap()];
+                        let v = match f.kind {
+                            features::FeatureKind::Numeric => json!(c.parse::<f64>().unwrap()),
+                            _ => json!(c),
+                        };
+                        obj.insert(f.name.clone(), v);
+                        c.to_string()
+                    })
+                    .collect();
+                (cells, Value::Object(obj))
+            })
+            .collect()
+    })
+}
+
+pub fn spec() -> features::Spec {
+    features::Spec::from_json(
+        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Trains a small bundle (seeded) into a fresh directory.
+pub fn train_bundle(trees: usize, seed: u64) -> PathBuf {
+    let spec = spec();
+    let rows = german();
+    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
+    let t = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "creditability")
+        .unwrap();
+    let labels: Vec<bool> = rdr.records().map(|r| &r.unwrap()[t] == "bad").collect();
+    let raws: Vec<Vec<Raw>> = rows
+        .iter()
+        .map(|(cells, _)| cells.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let cfg = model::pipeline::TrainConfig {
+        booster: model::train::TrainParams {
+            trees,
+            seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fitted = model::pipeline::fit(
+        &spec,
+        &raws,
+        &labels,
+        &cfg,
+        model::pipeline::provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("api-bundle-{}", uuid::Uuid::new_v4().simple()));
+    fitted.bundle.save(&dir).unwrap();
+    dir
+}
+
+/// One bundle shared by the tests that only need "a model".
+pub fn shared_bundle() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| train_bundle(30, 42))
+}
+
+pub struct TestApi {
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_api(args: &[&str]) -> TestApi {
+    telemetry::init_for_tests();
+    let cache = std::env::temp_dir().join(format!("api-cache-{}", uuid::Uuid::new_v4().simple()));
+    let base = [
+        "api",
+        "--port",
+        "0",
+        "--model-cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let settings =
+        Settings::try_parse_from(base.iter().copied().chain(args.iter().copied())).unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApi {
+        address,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApi {
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until /readyz answers 200 with `version`, for up to `secs`.
+    pub async fn wait_for_version(&self, version: &str, secs: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            let (s, v) = self.get("/readyz").await;
+            if s == 200 && v["model"]["version"] == version {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A real registry on its own database; returns its URL and a handle to stop it.
+pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
+    let dir = std::env::temp_dir().join(format!("api-registry-{}", uuid::Uuid::new_v4().simple()));
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}/r.db?mode=rwc", dir.display()),
+        Db::Postgres => {
+            use sqlx::Connection;
+            let name = format!("api_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            )
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 must be running (scripts/services.sh starts it)");
+            sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = model_registry::Settings::try_parse_from([
+        "model-registry",
+        "--port",
+        "0",
+        "--backend-store-uri",
+        &url,
+        "--artifacts-destination",
+        dir.join("a").to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .unwrap();
+    let app = model_registry::Application::build(settings).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (address, handle)
+}
+
+/// Logs a bundle as a run's `model/` and registers it; moves `alias` to it. Returns the version.
+pub async fn register(registry: &str, bundle: &Path, alias: &str) -> String {
+    let c = mlflow_client::Client::new(registry, None).unwrap();
+    let exp = c.get_or_create_experiment("api-tests").await.unwrap();
+    let run = c.create_run(&exp, "t", &[]).await.unwrap();
+    c.upload_dir(&run.artifact_uri, "model", bundle)
+        .await
+        .unwrap();
+    c.ensure_registered_model("loan-default").await.unwrap();
+    let mv = c
+        .create_model_version(
+            "loan-default",
+            &format!("runs:/{}/model", run.run_id),
+            &run.run_id,
+        )
+        .await
+        .unwrap();
+    c.set_alias("loan-default", alias, &mv.version)
+        .await
+        .unwrap();
+    mv.version
+}
+
+pub async fn set_alias(registry: &str, alias: &str, version: &str) {
+    mlflow_client::Client::new(registry, None)
+        .unwrap()
+        .set_alias("loan-default", alias, version)
+        .await
+        .unwrap();
+}
+
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Db::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,5 @@
+//! The API over HTTP: local bundles, the real registry on SQLite and Postgres, hot swaps.
+
+mod helpers;
+mod models;
+mod predict;

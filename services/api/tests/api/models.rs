@@ -1,0 +1,120 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::helpers::{
+    german, register, set_alias, shared_bundle, spawn_api, spawn_registry, train_bundle, Db,
+};
+use crate::on_both_backends;
+
+async fn starts_unready_without_a_model_then_follows_the_alias(db: Db) {
+    let (registry, _handle) = spawn_registry(db).await;
+    let api = spawn_api(&["--tracking-uri", &registry, "--poll-seconds", "3600"]).await;
+    let (s, v) = api.get("/readyz").await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(api.get("/healthz").await.0, 200);
+    let (s, _) = api.post("/v1/predict", &german()[0].1).await;
+    assert_eq!(s, 503);
+    let v1 = register(&registry, shared_bundle(), "champion").await;
+    let (s, v) = api.post("/v1/model/reload", &serde_json::json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["model"]["version"], v1);
+    assert!(api.wait_for_version(&v1, 5).await);
+    let (s, v) = api.post("/v1/predict", &german()[0].1).await;
+    assert_eq!(
+        (s, v["model"]["version"].as_str()),
+        (200, Some(v1.as_str()))
+    );
+}
+on_both_backends!(starts_unready_without_a_model_then_follows_the_alias);
+
+async fn hot_swap_under_load_loses_no_request_and_rolls_back(db: Db) {
+    let (registry, handle) = spawn_registry(db).await;
+    let v1 = register(&registry, shared_bundle(), "champion").await;
+    let api = Arc::new(spawn_api(&["--tracking-uri", &registry, "--poll-seconds", "1"]).await);
+    assert!(api.wait_for_version(&v1, 10).await);
+    let second = train_bundle(12, 7);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (api, stop, ok, failed, seen) = (
+            api.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            seen.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let (s, v) = api.post("/v1/predict", &german()[i % 100].1).await;
+                if s == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    seen.lock()
+                        .unwrap()
+                        .insert(v["model"]["version"].as_str().unwrap_or("").to_string());
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 4;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Version 2 arrives by alias; the poller (1 s) picks it up without an operator.
+    let v2 = register(&registry, &second, "champion").await;
+    assert!(
+        api.wait_for_version(&v2, 10).await,
+        "switched to {v2} within the poll interval"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Rollback: the alias moves back.
+    set_alias(&registry, "champion", &v1).await;
+    assert!(api.wait_for_version(&v1, 10).await, "rolled back to {v1}");
+    // A broken version never replaces the serving one.
+    let broken = std::env::temp_dir().join(format!("broken-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("model.json"),
+        b"{\"format_version\": 1, \"garbage\": true}",
+    )
+    .unwrap();
+    register(&registry, &broken, "champion").await;
+    let (s, _) = api.post("/v1/model/reload", &serde_json::json!({})).await;
+    assert_eq!(s, 502);
+    assert!(api.wait_for_version(&v1, 2).await, "still serving {v1}");
+    // The registry goes away: scoring and readiness carry on.
+    handle.stop(false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during swaps"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&v1) && seen.contains(&v2), "{seen:?}");
+    assert_eq!(api.get("/readyz").await.0, 200);
+    let (s, _) = api.post("/v1/predict", &german()[0].1).await;
+    assert_eq!(s, 200);
+    let text = api
+        .client
+        .get(format!("{}/metrics", api.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("model_load_failures_total") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}
+on_both_backends!(hot_swap_under_load_loses_no_request_and_rolls_back);

@@ -1,0 +1,288 @@
+use features::Raw;
+use serde_json::{json, Value};
+
+use crate::helpers::{german, shared_bundle, spawn_api};
+
+fn local() -> Vec<&'static str> {
+    vec!["--model-uri", shared_bundle().to_str().unwrap()]
+}
+
+#[tokio::test]
+async fn a_local_bundle_serves_at_once_and_matches_the_scorer() {
+    let api = spawn_api(&local()).await;
+    assert!(
+        api.wait_for_version(&model::Bundle::load(shared_bundle()).unwrap().model_uuid, 5)
+            .await
+    );
+    let scorer = model::Scorer::new(model::Bundle::load(shared_bundle()).unwrap()).unwrap();
+    for (cells, app) in german().iter().take(25) {
+        let (s, v) = api.post("/v1/predict", app).await;
+        assert_eq!(s, 200, "{v}");
+        let raws: Vec<Raw> = cells.iter().map(|c| Raw::from_cell(c)).collect();
+        let want = scorer.score(&raws, true).unwrap();
+        assert!(
+            (v["default_probability"].as_f64().unwrap() - want.default_probability).abs() < 1e-12
+        );
+        assert_eq!(v["decision"], json!(want.decision));
+        let got: Vec<&str> = v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["feature"].as_str().unwrap())
+            .collect();
+        let exp: Vec<&str> = want.reasons.iter().map(|r| r.feature.as_str()).collect();
+        assert_eq!(got, exp);
+        assert!(v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["contribution"].as_f64().unwrap() > 0.0 && r["text"].as_str().is_some()));
+        assert!(v["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+    let (_, v) = api.post("/v1/predict?explain=false", &german()[0].1).await;
+    assert_eq!(v["reasons"], json!([]));
+    let (s, v) = api.get("/v1/model").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["spec"]["target"]["name"], "creditability");
+    assert!(v["thresholds"]["decline"].as_f64().is_some());
+}
+
+async fn problem(
+    api: &crate::helpers::TestApi,
+    path: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> (u16, Value) {
+    let r = api
+        .client
+        .post(format!("{}{path}", api.address))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers().get("content-type").unwrap(),
+        "application/problem+json",
+        "status {status}"
+    );
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_error_class_is_a_problem_document_never_a_5xx() {
+    let mut args = local();
+    args.extend(["--max-body-bytes", "4096", "--max-batch", "3"]);
+    let api = spawn_api(&args).await;
+    api.wait_for_version(&model::Bundle::load(shared_bundle()).unwrap().model_uuid, 5)
+        .await;
+    let good = german()[0].1.clone();
+    let (s, v) = problem(
+        &api,
+        "/v1/predict",
+        b"{not json".to_vec(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = problem(
+        &api,
+        "/v1/predict",
+        br#"{"credit_amount": NaN}"#.to_vec(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = problem(
+        &api,
+        "/v1/predict",
+        serde_json::to_vec(&good).unwrap(),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(s, 415);
+    let (s, _) = problem(&api, "/v1/predict", vec![b' '; 5000], "application/json").await;
+    assert_eq!(s, 413);
+    let (s, _) = problem(&api, "/v1/predict", b"[1,2,3]".to_vec(), "application/json").await;
+    assert_eq!(s, 422);
+    let mut bad = good.clone();
+    bad["duration_in_month"] = json!("twelve");
+    bad["credit_amount"] = json!(-5);
+    bad["purpose"] = json!("yacht");
+    bad["unknown_thing"] = json!(1);
+    bad.as_object_mut().unwrap().remove("housing");
+    let (s, v) = problem(
+        &api,
+        "/v1/predict",
+        serde_json::to_vec(&bad).unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 422);
+    let mut codes: Vec<(String, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_string(),
+                e["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            ("credit_amount", "out_of_range"),
+            ("duration_in_month", "wrong_type"),
+            ("housing", "missing"),
+            ("purpose", "unknown_category"),
+            ("unknown_thing", "unknown_field"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let huge = "x".repeat(3000);
+    let mut long = good.clone();
+    long["purpose"] = json!(huge);
+    let (s, v) = problem(
+        &api,
+        "/v1/predict",
+        serde_json::to_vec(&long).unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        v.to_string().len() < 2000,
+        "hostile input is not echoed back whole"
+    );
+}
+
+#[tokio::test]
+async fn batch_reports_bad_rows_by_index_and_scores_the_rest() {
+    let mut args = local();
+    args.extend(["--max-batch", "3"]);
+    let api = spawn_api(&args).await;
+    api.wait_for_version(&model::Bundle::load(shared_bundle()).unwrap().model_uuid, 5)
+        .await;
+    let mut bad = german()[1].1.clone();
+    bad["age_in_years"] = json!("old");
+    let (s, v) = api
+        .post(
+            "/v1/predict/batch",
+            &json!({"applications": [german()[0].1, bad, german()[2].1]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["scored"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["results"][1]["index"], 1);
+    assert_eq!(v["results"][1]["errors"][0]["field"], "age_in_years");
+    assert!(v["results"][2]["default_probability"].as_f64().is_some());
+    let (s, _) = api
+        .post(
+            "/v1/predict/batch",
+            &json!({"applications": [german()[0].1, german()[0].1, german()[0].1, german()[0].1]}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    let (s, _) = api.post("/v1/predict/batch", &json!([1])).await;
+    assert_eq!(s, 422);
+}
+
+#[tokio::test]
+async fn api_keys_guard_scoring_but_not_the_probes() {
+    let mut args = local();
+    args.extend(["--api-keys", "k-one,k-two"]);
+    let api = spawn_api(&args).await;
+    let url = format!("{}/v1/predict", api.address);
+    let r = api
+        .client
+        .post(&url)
+        .json(&german()[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = api
+        .client
+        .post(&url)
+        .header("x-api-key", "nope")
+        .json(&german()[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    api.wait_for_version(&model::Bundle::load(shared_bundle()).unwrap().model_uuid, 5)
+        .await;
+    let r = api
+        .client
+        .post(&url)
+        .header("x-api-key", "k-two")
+        .json(&german()[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth("k-one")
+        .json(&german()[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let r = api
+            .client
+            .get(format!("{}{open}", api.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_and_metrics_describe_the_serving_model() {
+    let api = spawn_api(&local()).await;
+    api.wait_for_version(&model::Bundle::load(shared_bundle()).unwrap().model_uuid, 5)
+        .await;
+    api.post("/v1/predict", &german()[0].1).await;
+    let (_, doc) = api.get("/openapi.json").await;
+    let props = doc["components"]["schemas"]["Application"]["properties"]
+        .as_object()
+        .unwrap();
+    assert_eq!(props.len(), 20);
+    assert_eq!(props["purpose"]["type"], "string");
+    assert!(props["purpose"]["enum"].as_array().unwrap().len() > 5);
+    assert_eq!(props["duration_in_month"]["maximum"], 120.0);
+    assert!(doc["paths"]["/v1/predict"]["post"]["responses"]["422"].is_object());
+    let text = api
+        .client
+        .get(format!("{}/metrics", api.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("predictions_total{decision="), "{text}");
+    assert!(text.contains("serving_model_info{name=\"local\""));
+    assert!(text.contains(r#"http_requests_total{method="POST",route="/v1/predict",status="200"}"#));
+    let html = api
+        .client
+        .get(format!("{}/docs", api.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("/openapi.json"));
+}
