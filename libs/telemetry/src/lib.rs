@@ -1,23 +1,101 @@
 //! The one place logging and metrics start: an `EnvFilter` from `RUST_LOG` (default `info`),
 //! JSON logs on stderr, and one Prometheus registry with the HTTP metrics every service shares.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Flushes on drop; keep it alive for the life of the process.
+/// Flushes and stops span export on drop; keep it alive for the life of the process.
 #[must_use]
-pub struct Guard;
+pub struct Guard {
+    provider: Option<SdkTracerProvider>,
+}
 
-/// Starts logging for `service`. Safe to call once per process.
+impl Guard {
+    /// Sends the spans recorded so far (tests and shutdown).
+    pub fn flush(&self) {
+        if let Some(p) = self.provider.clone() {
+            // The exporter's HTTP client blocks: never on an async runtime thread.
+            let _ = std::thread::spawn(move || p.force_flush()).join();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = std::thread::spawn(move || p.shutdown()).join();
+        }
+    }
+}
+
+/// Starts logging for `service`, and OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 pub fn init(service: &str) -> Guard {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    init_with(service, endpoint.as_deref())
+}
+
+/// Like [`init`], with the OTLP/HTTP endpoint given (e.g. `http://collector:4318`).
+pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Guard {
+    // W3C trace context: an incoming `traceparent` becomes the parent of the request's span.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = otlp_endpoint.and_then(|ep| {
+        let url = format!("{}/v1/traces", ep.trim_end_matches('/'));
+        let name = service.to_string();
+        // Built on a plain thread: the blocking HTTP client may not be created or dropped on
+        // an async runtime thread.
+        let built = std::thread::spawn(move || -> Result<SdkTracerProvider, String> {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(name)
+                .build();
+            Ok(SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build())
+        })
+        .join();
+        match built {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                eprintln!("telemetry: OTLP export disabled: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_string())));
+    if let Some(p) = &provider {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_current_span(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                // The request span's fields (request id, route, status) on every log line.
+                .with_current_span(true)
+                .with_span_list(false),
+        )
+        .with(otel)
         .try_init();
-    tracing::info!(service, "logging started");
-    Guard
+    tracing::info!(service, otlp = provider.is_some(), "telemetry started");
+    Guard { provider }
 }
 
 /// Quiet, human-readable logs for tests (`RUST_LOG` still applies, default `warn`).

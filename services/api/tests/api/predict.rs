@@ -286,3 +286,103 @@ async fn openapi_and_metrics_describe_the_serving_model() {
         .unwrap();
     assert!(html.contains("/openapi.json"));
 }
+
+#[tokio::test]
+async fn imported_xgboost_bundles_serve_the_same_way() {
+    let fixtures = format!("{}/libs/model/tests/fixtures/xgboost", crate::helpers::REPO);
+    let spec = features::Spec::from_json(
+        &std::fs::read_to_string(format!("{fixtures}/spec.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = spec
+        .features
+        .iter()
+        .filter(|f| f.is_model_input())
+        .map(|f| f.name.clone())
+        .collect();
+    let ensemble = model::xgboost::import(
+        &std::fs::read_to_string(format!("{fixtures}/model.json")).unwrap(),
+        &names,
+    )
+    .unwrap();
+    let t = model::Thresholds {
+        approve: 0.2,
+        decline: 0.5,
+        rule: model::ThresholdRule::F1,
+        review_recall: 0.9,
+    };
+    let bundle =
+        model::pipeline::bundle_imported(&spec, ensemble, t, 4, model::pipeline::provenance_now())
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("xgb-bundle-{}", uuid::Uuid::new_v4().simple()));
+    bundle.save(&dir).unwrap();
+    let api = spawn_api(&["--model-uri", dir.to_str().unwrap()]).await;
+    assert!(api.wait_for_version(&bundle.model_uuid, 5).await);
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/cases.json")).unwrap())
+            .unwrap();
+    for c in cases["cases"].as_array().unwrap() {
+        let mut app = serde_json::Map::new();
+        for (name, v) in names.iter().zip(c["features"].as_array().unwrap()) {
+            app.insert(name.clone(), v.clone());
+        }
+        app.insert("application_id".into(), json!("A-1"));
+        let (s, v) = api.post("/v1/predict", &Value::Object(app)).await;
+        assert_eq!(s, 200, "{v}");
+        let want = c["probability"].as_f64().unwrap();
+        assert!((v["default_probability"].as_f64().unwrap() - want).abs() < 1e-5);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--model-uri",
+            shared_bundle().to_str().unwrap(),
+            "--shutdown-timeout",
+            "5",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the binary became ready");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop within the shutdown timeout"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
