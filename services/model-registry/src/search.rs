@@ -593,6 +593,32 @@ pub fn page<T>(
     Ok((page, next))
 }
 
+/// Filters, orders and pages loaded entities: one search, the same for every resource.
+pub fn select<E: Searchable>(
+    items: Vec<E>,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    token: Option<&str>,
+    max: usize,
+) -> Result<(Vec<E>, Option<String>)> {
+    let mut all: Vec<E> = items.into_iter().filter(|e| matches(e, clauses)).collect();
+    all.sort_by(|a, b| compare(a, b, order));
+    page(all, token, max)
+}
+
+/// `{"<key>": [...], "next_page_token": "…"}`, the token only when there is a next page.
+pub fn page_body(
+    key: &str,
+    items: Vec<serde_json::Value>,
+    next: Option<String>,
+) -> serde_json::Value {
+    let mut out = serde_json::json!({ key: items });
+    if let Some(t) = next {
+        out["next_page_token"] = serde_json::json!(t);
+    }
+    out
+}
+
 /// Checks `max_results` against a limit.
 pub fn max_results(requested: Option<i64>, default: usize, limit: usize) -> Result<usize> {
     match requested {

@@ -126,17 +126,17 @@ pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) 
         field: search::Field::Attribute("model_id".into()),
         ascending: true,
     });
-    let mut all: Vec<_> = logged_models::list_logged_models(&s.pool, &ids)
-        .await?
-        .into_iter()
-        .filter(|m| search::matches(m, &clauses))
-        .collect();
-    all.sort_by(|a, b| search::compare(a, b, &order));
-    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
-    let mut out =
-        json!({"models": page.iter().map(logged_models::LoggedModel::json).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    ok(out)
+    let items = logged_models::list_logged_models(&s.pool, &ids).await?;
+    let (page, next) = search::select(
+        items,
+        &clauses,
+        &order,
+        p.opt_str("page_token")?.as_deref(),
+        max,
+    )?;
+    ok(search::page_body(
+        "models",
+        page.iter().map(logged_models::LoggedModel::json).collect(),
+        next,
+    ))
 }

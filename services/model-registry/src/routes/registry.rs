@@ -115,18 +115,19 @@ pub async fn search_registered_models(
         field: search::Field::Attribute("name".into()),
         ascending: true,
     });
-    let mut all: Vec<_> = registry::list_registered_models(&s.pool)
-        .await?
-        .into_iter()
-        .filter(|m| search::matches(m, &clauses))
-        .collect();
-    all.sort_by(|a, b| search::compare(a, b, &order));
-    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
-    let mut out = json!({"registered_models": page.iter().map(registry::RegisteredModel::json).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    ok(out)
+    let items = registry::list_registered_models(&s.pool).await?;
+    let (page, next) = search::select(
+        items,
+        &clauses,
+        &order,
+        p.opt_str("page_token")?.as_deref(),
+        max,
+    )?;
+    ok(search::page_body(
+        "registered_models",
+        page.iter().map(registry::RegisteredModel::json).collect(),
+        next,
+    ))
 }
 
 pub async fn set_registered_model_tag(
@@ -266,18 +267,19 @@ pub async fn search_model_versions(
         field: search::Field::Attribute("version_number".into()),
         ascending: false,
     });
-    let mut all: Vec<_> = registry::list_model_versions(&s.pool)
-        .await?
-        .into_iter()
-        .filter(|v| search::matches(v, &clauses))
-        .collect();
-    all.sort_by(|a, b| search::compare(a, b, &order));
-    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
-    let mut out = json!({"model_versions": page.iter().map(registry::ModelVersion::json).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    ok(out)
+    let items = registry::list_model_versions(&s.pool).await?;
+    let (page, next) = search::select(
+        items,
+        &clauses,
+        &order,
+        p.opt_str("page_token")?.as_deref(),
+        max,
+    )?;
+    ok(search::page_body(
+        "model_versions",
+        page.iter().map(registry::ModelVersion::json).collect(),
+        next,
+    ))
 }
 
 /// Where a version's files are: a logged model's artifact URI for `models:/m-…`, the run's

@@ -87,18 +87,19 @@ pub async fn search_experiments(
         ascending: true,
     });
     let view = p.opt_str("view_type")?.unwrap_or_default();
-    let mut all: Vec<_> = experiments::list_experiments(&s.pool, &view)
-        .await?
-        .into_iter()
-        .filter(|e| search::matches(e, &clauses))
-        .collect();
-    all.sort_by(|a, b| search::compare(a, b, &order));
-    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
-    let mut out = json!({"experiments": page.iter().map(|e| e.json()).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    ok(out)
+    let items = experiments::list_experiments(&s.pool, &view).await?;
+    let (page, next) = search::select(
+        items,
+        &clauses,
+        &order,
+        p.opt_str("page_token")?.as_deref(),
+        max,
+    )?;
+    ok(search::page_body(
+        "experiments",
+        page.iter().map(|e| e.json()).collect(),
+        next,
+    ))
 }
 
 pub async fn update_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
@@ -357,18 +358,19 @@ pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
         ascending: true,
     });
     let view = p.opt_str("run_view_type")?.unwrap_or_default();
-    let mut all: Vec<_> = runs::list_runs(&s.pool, &ids, &view)
-        .await?
-        .into_iter()
-        .filter(|r| search::matches(r, &clauses))
-        .collect();
-    all.sort_by(|a, b| search::compare(a, b, &order));
-    let (page, next) = search::page(all, p.opt_str("page_token")?.as_deref(), max)?;
-    let mut out = json!({"runs": page.iter().map(runs::Run::json).collect::<Vec<_>>()});
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    ok(out)
+    let items = runs::list_runs(&s.pool, &ids, &view).await?;
+    let (page, next) = search::select(
+        items,
+        &clauses,
+        &order,
+        p.opt_str("page_token")?.as_deref(),
+        max,
+    )?;
+    ok(search::page_body(
+        "runs",
+        page.iter().map(runs::Run::json).collect(),
+        next,
+    ))
 }
 
 /// `GET /artifacts/list?run_id=&path=`: a run's artifacts, with run-relative paths.

@@ -91,13 +91,7 @@ pub async fn insert_experiment(
     .bind(now)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| {
-        if super::is_unique_violation(&e) {
-            RegistryError::AlreadyExists(format!("Experiment '{name}' already exists."))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(super::already_exists(format!("Experiment '{name}' already exists.")))?;
     let id = get_i64(&row, "experiment_id")?;
     let location =
         artifact_location.map_or_else(|| format!("mlflow-artifacts:/{id}"), str::to_string);
@@ -208,13 +202,9 @@ pub async fn rename_experiment(pool: &Pool, id: i64, new_name: &str) -> Result<(
         .bind(id)
         .execute(pool)
         .await
-        .map_err(|e| {
-            if super::is_unique_violation(&e) {
-                RegistryError::AlreadyExists(format!("Experiment '{new_name}' already exists."))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(super::already_exists(format!(
+            "Experiment '{new_name}' already exists."
+        )))?;
     Ok(())
 }
 

@@ -117,6 +117,18 @@ pub fn kv_json(kv: &[(String, String)]) -> Value {
     )
 }
 
+/// Maps a unique-constraint violation to `AlreadyExists(message)`, anything else to a database
+/// error: for `.map_err(already_exists(…))` right at the query.
+pub fn already_exists(message: String) -> impl FnOnce(sqlx::Error) -> RegistryError {
+    move |e| {
+        if is_unique_violation(&e) {
+            RegistryError::AlreadyExists(message)
+        } else {
+            e.into()
+        }
+    }
+}
+
 /// Whether a database error is a unique-constraint violation.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()

@@ -162,13 +162,7 @@ pub async fn insert_registered_model(
         .bind(description)
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            if super::is_unique_violation(&e) {
-                RegistryError::AlreadyExists(format!("Registered Model (name={name}) already exists."))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(super::already_exists(format!("Registered Model (name={name}) already exists.")))?;
     for (k, v) in tags {
         sqlx::query("INSERT INTO registered_model_tags (name, key, value) VALUES ($1, $2, $3)")
             .bind(name)
@@ -359,15 +353,9 @@ pub async fn rename_registered_model(
     .bind(name)
     .execute(&mut *tx)
     .await
-    .map_err(|e| {
-        if super::is_unique_violation(&e) {
-            RegistryError::AlreadyExists(format!(
-                "Registered Model (name={new_name}) already exists."
-            ))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(super::already_exists(format!(
+        "Registered Model (name={new_name}) already exists."
+    )))?;
     for table in [
         "model_versions",
         "model_version_tags",
