@@ -230,3 +230,114 @@ pub fn new_model_uuid() -> String {
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibration::ThresholdRule;
+    use crate::trees::{Node, Tree};
+    use features::Raw;
+
+    fn bundle() -> Bundle {
+        let spec = Spec::from_json(
+            r#"{"format_version": 1, "target": {"name": "y", "positive": "1"},
+                "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}]}"#,
+        )
+        .unwrap();
+        let rows = vec![
+            vec![Raw::Num(1.0), Raw::Num(2.0)],
+            vec![Raw::Num(3.0), Raw::Num(5.0)],
+        ];
+        let pre = Preprocessor::fit(&spec, &rows).unwrap();
+        let leaf = |v: f32| Node {
+            feature: 0,
+            threshold: 0.0,
+            left: 0,
+            right: 0,
+            default_left: true,
+            value: v,
+            cover: 1.0,
+        };
+        let split = Node {
+            feature: 1,
+            threshold: 0.0,
+            left: 1,
+            right: 2,
+            default_left: true,
+            value: 0.0,
+            cover: 2.0,
+        };
+        Bundle {
+            format_version: BUNDLE_FORMAT_VERSION,
+            model_uuid: new_model_uuid(),
+            source: ModelSource::Gbdt,
+            spec: spec.clone(),
+            preprocessor: serde_json::to_value(&pre).unwrap(),
+            ensemble: Ensemble {
+                n_features: 2,
+                base_margin: 0.0,
+                trees: vec![Tree {
+                    nodes: vec![split, leaf(-1.0), leaf(1.0)],
+                }],
+            },
+            calibration: Calibration::IDENTITY,
+            thresholds: Thresholds {
+                approve: 0.3,
+                decline: 0.6,
+                rule: ThresholdRule::F1,
+                review_recall: 0.9,
+            },
+            max_reasons: 4,
+            metrics: serde_json::Value::Null,
+            score_distribution: ScoreDistribution::histogram(&[0.1, 0.9], 10),
+            provenance: Provenance {
+                code_version: "test".into(),
+                created_at: now_rfc3339(),
+                ..Provenance::default()
+            },
+        }
+    }
+
+    #[test]
+    fn save_load_round_trip_and_mlmodel() {
+        let dir = std::env::temp_dir().join(format!("bundle-{}", new_model_uuid()));
+        let b = bundle();
+        b.save(&dir).unwrap();
+        let back = Bundle::load(&dir).unwrap();
+        assert_eq!(back.ensemble, b.ensemble);
+        let mlmodel = std::fs::read_to_string(dir.join("MLmodel")).unwrap();
+        assert!(
+            mlmodel.contains(&format!("model_uuid: {}", b.model_uuid))
+                && mlmodel.contains("loan_default:")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mismatched_version_feature_count_or_spec_is_refused_clearly() {
+        let mut v = serde_json::to_value(bundle()).unwrap();
+        v["format_version"] = serde_json::json!(2);
+        let err = Bundle::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains("format_version 2 is not supported"), "{err}");
+
+        let mut b = bundle();
+        b.ensemble.n_features = 3;
+        let err = Bundle::from_json(&serde_json::to_string(&b).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("produces 2 columns but the trees read 3"),
+            "{err}"
+        );
+
+        let mut b = bundle();
+        b.spec.features[1].name = "c".into();
+        let err = Bundle::from_json(&serde_json::to_string(&b).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("different feature spec"), "{err}");
+
+        let err = Bundle::from_json("{\"hello\": 1}").unwrap_err().to_string();
+        assert!(err.contains("not a model bundle"), "{err}");
+    }
+}
