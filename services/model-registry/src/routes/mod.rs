@@ -10,151 +10,73 @@ use actix_web::{web, HttpResponse};
 
 use crate::error::RegistryError;
 
+/// One resource per path with its methods, so a known path with the wrong method is a 405
+/// (as MLflow answers), not a 404.
+macro_rules! resource {
+    ($cfg:ident, $path:expr, $($method:ident => $handler:expr),+) => {
+        $cfg.service(web::resource($path)$(.route(web::$method().to($handler)))+);
+    };
+}
+
 /// The tracking and registry API, mounted under both prefixes MLflow serves.
 pub fn mlflow_api(cfg: &mut web::ServiceConfig) {
-    use tracking as t;
-    cfg.route("/experiments/create", web::post().to(t::create_experiment))
-        .route("/experiments/get", web::get().to(t::get_experiment))
-        .route(
-            "/experiments/get-by-name",
-            web::get().to(t::get_experiment_by_name),
-        )
-        .route("/experiments/search", web::post().to(t::search_experiments))
-        .route("/experiments/search", web::get().to(t::search_experiments))
-        .route("/experiments/update", web::post().to(t::update_experiment))
-        .route("/experiments/delete", web::post().to(t::delete_experiment))
-        .route(
-            "/experiments/restore",
-            web::post().to(t::restore_experiment),
-        )
-        .route(
-            "/experiments/set-experiment-tag",
-            web::post().to(t::set_experiment_tag),
-        )
-        .route(
-            "/experiments/delete-experiment-tag",
-            web::post().to(t::delete_experiment_tag),
-        )
-        .route("/runs/create", web::post().to(t::create_run))
-        .route("/runs/get", web::get().to(t::get_run))
-        .route("/runs/update", web::post().to(t::update_run))
-        .route("/runs/delete", web::post().to(t::delete_run))
-        .route("/runs/restore", web::post().to(t::restore_run))
-        .route("/runs/log-metric", web::post().to(t::log_metric))
-        .route("/runs/log-parameter", web::post().to(t::log_param))
-        .route("/runs/log-batch", web::post().to(t::log_batch))
-        .route("/runs/set-tag", web::post().to(t::set_tag))
-        .route("/runs/delete-tag", web::post().to(t::delete_tag))
-        .route("/runs/search", web::post().to(t::search_runs))
-        .route("/runs/log-inputs", web::post().to(t::log_inputs))
-        .route("/runs/outputs", web::post().to(t::log_outputs))
-        .route("/metrics/get-history", web::get().to(t::metric_history))
-        .route("/artifacts/list", web::get().to(t::list_run_artifacts));
-    use registry as r;
-    cfg.route(
-        "/registered-models/create",
-        web::post().to(r::create_registered_model),
-    )
-    .route(
-        "/registered-models/get",
-        web::get().to(r::get_registered_model),
-    )
-    .route(
-        "/registered-models/rename",
-        web::post().to(r::rename_registered_model),
-    )
-    .route(
-        "/registered-models/update",
-        web::patch().to(r::update_registered_model),
-    )
-    .route(
-        "/registered-models/delete",
-        web::delete().to(r::delete_registered_model),
-    )
-    .route(
-        "/registered-models/search",
-        web::get().to(r::search_registered_models),
-    )
-    .route(
-        "/registered-models/set-tag",
-        web::post().to(r::set_registered_model_tag),
-    )
-    .route(
-        "/registered-models/delete-tag",
-        web::delete().to(r::delete_registered_model_tag),
-    )
-    .route("/registered-models/alias", web::post().to(r::set_alias))
-    .route("/registered-models/alias", web::get().to(r::get_alias))
-    .route(
-        "/registered-models/alias",
-        web::delete().to(r::delete_alias),
-    )
-    .route(
-        "/registered-models/get-latest-versions",
-        web::post().to(r::get_latest_versions),
-    )
-    .route(
-        "/registered-models/get-latest-versions",
-        web::get().to(r::get_latest_versions),
-    )
-    .route(
-        "/model-versions/create",
-        web::post().to(r::create_model_version),
-    )
-    .route("/model-versions/get", web::get().to(r::get_model_version))
-    .route(
-        "/model-versions/update",
-        web::patch().to(r::update_model_version),
-    )
-    .route(
-        "/model-versions/delete",
-        web::delete().to(r::delete_model_version),
-    )
-    .route(
-        "/model-versions/search",
-        web::get().to(r::search_model_versions),
-    )
-    .route(
-        "/model-versions/get-download-uri",
-        web::get().to(r::get_download_uri),
-    )
-    .route(
-        "/model-versions/set-tag",
-        web::post().to(r::set_model_version_tag),
-    )
-    .route(
-        "/model-versions/delete-tag",
-        web::delete().to(r::delete_model_version_tag),
-    )
-    .route(
-        "/model-versions/transition-stage",
-        web::post().to(r::transition_stage),
-    );
     use logged_models as l;
-    cfg.route("/logged-models", web::post().to(l::create))
-        .route("/logged-models/search", web::post().to(l::search))
-        .route("/logged-models/{model_id}", web::get().to(l::get))
-        .route("/logged-models/{model_id}", web::patch().to(l::finalize))
-        .route("/logged-models/{model_id}", web::delete().to(l::delete))
-        .route(
-            "/logged-models/{model_id}/tags",
-            web::patch().to(l::set_tags),
-        )
-        .route(
-            "/logged-models/{model_id}/tags/{key}",
-            web::delete().to(l::delete_tag),
-        )
-        .route(
-            "/logged-models/{model_id}/params",
-            web::post().to(l::log_params),
-        );
+    use registry as r;
+    use tracking as t;
+    resource!(cfg, "/experiments/create", post => t::create_experiment);
+    resource!(cfg, "/experiments/get", get => t::get_experiment);
+    resource!(cfg, "/experiments/get-by-name", get => t::get_experiment_by_name);
+    resource!(cfg, "/experiments/search", post => t::search_experiments, get => t::search_experiments);
+    resource!(cfg, "/experiments/update", post => t::update_experiment);
+    resource!(cfg, "/experiments/delete", post => t::delete_experiment);
+    resource!(cfg, "/experiments/restore", post => t::restore_experiment);
+    resource!(cfg, "/experiments/set-experiment-tag", post => t::set_experiment_tag);
+    resource!(cfg, "/experiments/delete-experiment-tag", post => t::delete_experiment_tag);
+    resource!(cfg, "/runs/create", post => t::create_run);
+    resource!(cfg, "/runs/get", get => t::get_run);
+    resource!(cfg, "/runs/update", post => t::update_run);
+    resource!(cfg, "/runs/delete", post => t::delete_run);
+    resource!(cfg, "/runs/restore", post => t::restore_run);
+    resource!(cfg, "/runs/log-metric", post => t::log_metric);
+    resource!(cfg, "/runs/log-parameter", post => t::log_param);
+    resource!(cfg, "/runs/log-batch", post => t::log_batch);
+    resource!(cfg, "/runs/set-tag", post => t::set_tag);
+    resource!(cfg, "/runs/delete-tag", post => t::delete_tag);
+    resource!(cfg, "/runs/search", post => t::search_runs);
+    resource!(cfg, "/runs/log-inputs", post => t::log_inputs);
+    resource!(cfg, "/runs/outputs", post => t::log_outputs);
+    resource!(cfg, "/metrics/get-history", get => t::metric_history);
+    resource!(cfg, "/artifacts/list", get => t::list_run_artifacts);
+    resource!(cfg, "/registered-models/create", post => r::create_registered_model);
+    resource!(cfg, "/registered-models/get", get => r::get_registered_model);
+    resource!(cfg, "/registered-models/rename", post => r::rename_registered_model);
+    resource!(cfg, "/registered-models/update", patch => r::update_registered_model);
+    resource!(cfg, "/registered-models/delete", delete => r::delete_registered_model);
+    resource!(cfg, "/registered-models/search", get => r::search_registered_models);
+    resource!(cfg, "/registered-models/set-tag", post => r::set_registered_model_tag);
+    resource!(cfg, "/registered-models/delete-tag", delete => r::delete_registered_model_tag);
+    resource!(cfg, "/registered-models/alias", post => r::set_alias, get => r::get_alias, delete => r::delete_alias);
+    resource!(cfg, "/registered-models/get-latest-versions", post => r::get_latest_versions, get => r::get_latest_versions);
+    resource!(cfg, "/model-versions/create", post => r::create_model_version);
+    resource!(cfg, "/model-versions/get", get => r::get_model_version);
+    resource!(cfg, "/model-versions/update", patch => r::update_model_version);
+    resource!(cfg, "/model-versions/delete", delete => r::delete_model_version);
+    resource!(cfg, "/model-versions/search", get => r::search_model_versions);
+    resource!(cfg, "/model-versions/get-download-uri", get => r::get_download_uri);
+    resource!(cfg, "/model-versions/set-tag", post => r::set_model_version_tag);
+    resource!(cfg, "/model-versions/delete-tag", delete => r::delete_model_version_tag);
+    resource!(cfg, "/model-versions/transition-stage", post => r::transition_stage);
+    resource!(cfg, "/logged-models", post => l::create);
+    resource!(cfg, "/logged-models/search", post => l::search);
+    resource!(cfg, "/logged-models/{model_id}", get => l::get, patch => l::finalize, delete => l::delete);
+    resource!(cfg, "/logged-models/{model_id}/tags", patch => l::set_tags);
+    resource!(cfg, "/logged-models/{model_id}/tags/{key}", delete => l::delete_tag);
+    resource!(cfg, "/logged-models/{model_id}/params", post => l::log_params);
 }
 
 pub fn artifacts_api(cfg: &mut web::ServiceConfig) {
-    cfg.route("/artifacts", web::get().to(artifacts::list))
-        .route("/artifacts/{path:.*}", web::put().to(artifacts::upload))
-        .route("/artifacts/{path:.*}", web::get().to(artifacts::download))
-        .route("/artifacts/{path:.*}", web::delete().to(artifacts::delete));
+    resource!(cfg, "/artifacts", get => artifacts::list);
+    resource!(cfg, "/artifacts/{path:.*}", put => artifacts::upload, get => artifacts::download, delete => artifacts::delete);
 }
 
 pub async fn health() -> HttpResponse {

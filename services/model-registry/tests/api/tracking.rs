@@ -201,3 +201,34 @@ on_both_backends!(
     metrics_count_requests_by_route_pattern,
     metrics_count_requests_by_route_pattern
 );
+
+async fn unknown_routes_are_json_404_and_wrong_methods_405(db: Db) {
+    let app = spawn_app(db).await;
+    let r = app
+        .client
+        .get(app.url("/api/2.0/mlflow/runs/create"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let r = app
+        .client
+        .get(app.url("/api/2.0/mlflow/does-not-exist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error_code"], "ENDPOINT_NOT_FOUND");
+    let r = app
+        .client
+        .get(app.url("/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the ajax-api twins answer too");
+}
+on_both_backends!(
+    unknown_routes_are_json_404_and_wrong_methods_405,
+    unknown_routes_are_json_404_and_wrong_methods_405
+);
