@@ -1,0 +1,175 @@
+//! The batch-job contract shared by the API and the worker: job payloads, the job status store
+//! (Redis, or in memory for embedded mode), the storage layout of batch files, and streaming
+//! chunking of uploaded CSV/NDJSON files.
+
+pub mod layout;
+pub mod split;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+pub use layout::Layout;
+pub use store::{Store, StoreError};
+
+/// Input and output file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Ndjson,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        }
+    }
+
+    /// From a request's `Content-Type`.
+    pub fn from_content_type(ct: &str) -> Option<Format> {
+        match ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "text/csv" | "application/csv" => Some(Format::Csv),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(Format::Ndjson)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+
+    /// Whether nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// The model version a job is pinned to when it is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedModel {
+    pub name: String,
+    pub version: String,
+    /// A local bundle directory when the API serves one (`MODEL_URI`), else `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_uri: Option<String>,
+}
+
+/// The queued unit of work: score one chunk of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreChunk {
+    pub job_id: String,
+    pub chunk: u32,
+    pub format: Format,
+    pub model: PinnedModel,
+    /// W3C trace context of the submitting request, so the worker's spans join its trace.
+    #[serde(default)]
+    pub trace_context: std::collections::HashMap<String, String>,
+}
+
+/// What a status request shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub state: JobState,
+    pub format: Format,
+    pub rows_total: u64,
+    pub rows_scored: u64,
+    pub rows_rejected: u64,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub model: PinnedModel,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A new job id: sortable by creation time, safe in paths and keys.
+pub fn new_job_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S"),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Whether a string is a job id this crate would make (checked before it reaches a path or key).
+pub fn is_valid_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_formats_and_states() {
+        let id = new_job_id();
+        assert!(is_valid_job_id(&id));
+        for bad in ["", "../x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!is_valid_job_id(bad), "{bad}");
+        }
+        assert_eq!(
+            Format::from_content_type("text/csv; charset=utf-8"),
+            Some(Format::Csv)
+        );
+        assert_eq!(
+            Format::from_content_type("application/x-ndjson"),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(Format::from_content_type("application/json"), None);
+        assert_eq!(JobState::parse("failed"), Some(JobState::Failed));
+        assert!(JobState::Cancelled.is_final() && !JobState::Running.is_final());
+    }
+}

@@ -1,0 +1,234 @@
+//! Splitting an uploaded file into chunks of rows, streaming: memory is bounded by one record,
+//! not the file. CSV chunks each repeat the header; quoted fields may hold newlines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use features::Spec;
+
+use crate::Format;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What splitting found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub rows: u64,
+    pub chunks: u32,
+    /// CSV header (empty for NDJSON).
+    pub header: Vec<String>,
+}
+
+/// Checks that a CSV header carries every required model input of the spec.
+pub fn check_header(spec: &Spec, header: &[String]) -> Result<(), SplitError> {
+    let missing: Vec<&str> = spec
+        .features
+        .iter()
+        .filter(|f| f.required && f.is_model_input() && !header.iter().any(|h| h.trim() == f.name))
+        .map(|f| f.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SplitError::Invalid(format!(
+            "the header lacks required column(s): {}",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Splits `input` into chunk files of at most `chunk_rows` rows, named by `chunk_path(n)`.
+/// For CSV the header is checked against `spec` first.
+pub fn split_file(
+    input: &Path,
+    format: Format,
+    chunk_rows: u64,
+    spec: &Spec,
+    mut chunk_path: impl FnMut(u32) -> std::path::PathBuf,
+) -> Result<Split, SplitError> {
+    if chunk_rows == 0 {
+        return Err(SplitError::Invalid("chunk size must be at least 1".into()));
+    }
+    let mut open_chunk = |n: u32| -> Result<BufWriter<File>, SplitError> {
+        let p = chunk_path(n);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(BufWriter::with_capacity(1 << 20, File::create(p)?))
+    };
+    let (mut rows, mut chunks) = (0u64, 0u32);
+    match format {
+        Format::Csv => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .flexible(false)
+                .from_reader(BufReader::with_capacity(1 << 20, File::open(input)?));
+            let header: Vec<String> = rdr
+                .headers()
+                .map_err(|e| SplitError::Invalid(format!("cannot read the CSV header: {e}")))?
+                .iter()
+                .map(String::from)
+                .collect();
+            check_header(spec, &header)?;
+            let mut record = csv::ByteRecord::new();
+            let mut out: Option<csv::Writer<BufWriter<File>>> = None;
+            loop {
+                let more = rdr
+                    .read_byte_record(&mut record)
+                    .map_err(|e| SplitError::Invalid(format!("malformed CSV: {e}")))?;
+                if !more {
+                    break;
+                }
+                if rows % chunk_rows == 0 {
+                    if let Some(mut w) = out.take() {
+                        w.flush()?;
+                    }
+                    let mut w = csv::Writer::from_writer(open_chunk(chunks)?);
+                    w.write_record(&header)
+                        .map_err(|e| SplitError::Io(e.into()))?;
+                    out = Some(w);
+                    chunks += 1;
+                }
+                if let Some(w) = out.as_mut() {
+                    w.write_byte_record(&record)
+                        .map_err(|e| SplitError::Io(e.into()))?;
+                }
+                rows += 1;
+            }
+            if let Some(mut w) = out {
+                w.flush()?;
+            }
+            Ok(Split {
+                rows,
+                chunks,
+                header,
+            })
+        }
+        Format::Ndjson => {
+            let rdr = BufReader::with_capacity(1 << 20, File::open(input)?);
+            let mut out: Option<BufWriter<File>> = None;
+            for (i, line) in rdr.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if !line.trim_start().starts_with('{') {
+                    return Err(SplitError::Invalid(format!(
+                        "line {}: each NDJSON line must be a JSON object",
+                        i + 1
+                    )));
+                }
+                if rows % chunk_rows == 0 {
+                    if let Some(mut w) = out.take() {
+                        w.flush()?;
+                    }
+                    out = Some(open_chunk(chunks)?);
+                    chunks += 1;
+                }
+                if let Some(w) = out.as_mut() {
+                    w.write_all(line.as_bytes())?;
+                    w.write_all(b"\n")?;
+                }
+                rows += 1;
+            }
+            if let Some(mut w) = out {
+                w.flush()?;
+            }
+            Ok(Split {
+                rows,
+                chunks,
+                header: Vec::new(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec::from_json(
+            r#"{"format_version": 1, "target": {"name": "y", "positive": "1"}, "id_column": "id",
+                "features": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "categorical"},
+                             {"name": "c", "kind": "numeric", "required": false}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn tmp() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("split-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn csv_chunks_repeat_the_header_and_keep_quoted_newlines() {
+        let d = tmp();
+        let input = d.join("in.csv");
+        let mut text = String::from("id,a,b\n");
+        for i in 0..7 {
+            text.push_str(&format!("r{i},{i},\"multi\nline, with comma\"\n"));
+        }
+        std::fs::write(&input, text).unwrap();
+        let s = split_file(&input, Format::Csv, 3, &spec(), |n| {
+            d.join(format!("c{n}.csv"))
+        })
+        .unwrap();
+        assert_eq!((s.rows, s.chunks), (7, 3));
+        let mut seen = Vec::new();
+        for n in 0..3 {
+            let mut r = csv::Reader::from_path(d.join(format!("c{n}.csv"))).unwrap();
+            assert_eq!(r.headers().unwrap(), vec!["id", "a", "b"]);
+            for rec in r.records() {
+                let rec = rec.unwrap();
+                assert_eq!(&rec[2], "multi\nline, with comma");
+                seen.push(rec[0].to_string());
+            }
+        }
+        assert_eq!(
+            seen,
+            (0..7).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+            "every row once, in order"
+        );
+    }
+
+    #[test]
+    fn a_header_without_required_columns_is_refused() {
+        let d = tmp();
+        let input = d.join("in.csv");
+        std::fs::write(&input, "id,a\nx,1\n").unwrap();
+        let err = split_file(&input, Format::Csv, 10, &spec(), |n| {
+            d.join(format!("c{n}"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("required column(s): b"), "{err}");
+    }
+
+    #[test]
+    fn ndjson_splits_by_line_and_rejects_non_objects() {
+        let d = tmp();
+        let input = d.join("in.ndjson");
+        std::fs::write(&input, "{\"a\":1}\n\n{\"a\":2}\n{\"a\":3}\n").unwrap();
+        let s = split_file(&input, Format::Ndjson, 2, &spec(), |n| {
+            d.join(format!("n{n}"))
+        })
+        .unwrap();
+        assert_eq!((s.rows, s.chunks), (3, 2));
+        assert_eq!(
+            std::fs::read_to_string(d.join("n1")).unwrap(),
+            "{\"a\":3}\n"
+        );
+        std::fs::write(&input, "{\"a\":1}\n[1,2]\n").unwrap();
+        assert!(split_file(&input, Format::Ndjson, 2, &spec(), |n| d
+            .join(format!("m{n}")))
+        .is_err());
+    }
+}
