@@ -1,0 +1,225 @@
+//! The batch worker: takes `ScoreChunk` tasks from Redis (apalis), scores the chunk's rows with
+//! the same `Scorer` the API uses, writes one result part per chunk (atomically, so a redelivered
+//! chunk rewrites the same file) and records completion in the job store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use features::Raw;
+use jobs::{Format, JobState, Layout, PinnedModel, ScoreChunk, Store};
+use model::{Bundle, Scorer};
+
+/// What every task handler shares.
+pub struct WorkerState {
+    pub store: Store,
+    pub layout: Layout,
+    pub registry: Option<mlflow_client::Client>,
+    pub model_cache_dir: PathBuf,
+    models: Mutex<HashMap<(String, String), Arc<Scorer>>>,
+}
+
+impl WorkerState {
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        registry: Option<mlflow_client::Client>,
+        model_cache_dir: PathBuf,
+    ) -> WorkerState {
+        WorkerState {
+            store,
+            layout,
+            registry,
+            model_cache_dir,
+            models: Mutex::default(),
+        }
+    }
+
+    /// The scorer of the job's pinned model version, loaded once per process.
+    async fn scorer(&self, m: &PinnedModel) -> anyhow::Result<Arc<Scorer>> {
+        let key = (m.name.clone(), m.version.clone());
+        if let Some(s) = self.models.lock().expect("lock").get(&key) {
+            return Ok(s.clone());
+        }
+        let dir = match (&m.local_uri, &self.registry) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(client)) => {
+                let uri = client.get_download_uri(&m.name, &m.version).await?;
+                let dest = self
+                    .model_cache_dir
+                    .join(format!("{}-{}", m.name, m.version))
+                    .join(uuid::Uuid::new_v4().simple().to_string());
+                client.download_artifacts(&uri, &dest).await?;
+                dest
+            }
+            (None, None) => anyhow::bail!(
+                "job pinned to {} version {} but no registry is configured",
+                m.name,
+                m.version
+            ),
+        };
+        let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<Scorer> {
+            Ok(Scorer::new(Bundle::load(&dir)?)?)
+        })
+        .await??;
+        let scorer = Arc::new(scorer);
+        self.models
+            .lock()
+            .expect("lock")
+            .insert(key, scorer.clone());
+        Ok(scorer)
+    }
+}
+
+/// Scores one chunk; returns (scored, rejected).
+pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(u64, u64)> {
+    let scorer = state.scorer(&task.model).await?;
+    let input = state
+        .layout
+        .chunk(&task.job_id, task.chunk, task.format)
+        .context("invalid job id")?;
+    let result = state
+        .layout
+        .result(&task.job_id, task.chunk)
+        .context("invalid job id")?;
+    let errors = state
+        .layout
+        .errors(&task.job_id, task.chunk)
+        .context("invalid job id")?;
+    let format = task.format;
+    tokio::task::spawn_blocking(move || score_file(&scorer, &input, format, &result, &errors))
+        .await?
+}
+
+/// Reads a chunk file and writes its result part and errors part (via temporary names).
+fn score_file(
+    scorer: &Scorer,
+    input: &std::path::Path,
+    format: Format,
+    result: &std::path::Path,
+    errors: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    anyhow::ensure!(
+        format == Format::Csv,
+        "NDJSON chunks are not supported by this worker yet"
+    );
+    let spec = &scorer.bundle().spec;
+    let k = scorer.bundle().max_reasons;
+    let mut rdr = csv::Reader::from_path(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let headers = rdr.headers()?.clone();
+    let cols: Vec<Option<usize>> = spec
+        .features
+        .iter()
+        .map(|f| headers.iter().position(|h| h.trim() == f.name))
+        .collect();
+    let model_cols: Vec<usize> = spec
+        .features
+        .iter()
+        .zip(&cols)
+        .filter(|(f, _)| f.is_model_input())
+        .filter_map(|(_, c)| *c)
+        .collect();
+    let target = headers.iter().position(|h| h == spec.target.name);
+    let passthrough: Vec<usize> = (0..headers.len())
+        .filter(|c| Some(*c) != target && !model_cols.contains(c))
+        .collect();
+    std::fs::create_dir_all(result.parent().context("result path")?)?;
+    std::fs::create_dir_all(errors.parent().context("errors path")?)?;
+    let (tmp_r, tmp_e) = (
+        result.with_extension("partial"),
+        errors.with_extension("partial"),
+    );
+    let mut out = csv::Writer::from_path(&tmp_r)?;
+    let mut err = csv::Writer::from_path(&tmp_e)?;
+    let mut header: Vec<String> = passthrough
+        .iter()
+        .map(|&c| headers[c].to_string())
+        .collect();
+    header.extend(["default_probability".to_string(), "decision".to_string()]);
+    header.extend((1..=k).map(|i| format!("reason_{i}")));
+    out.write_record(&header)?;
+    err.write_record(["row", "error"])?;
+    let mut scratch = scorer.scratch();
+    let (mut scored, mut rejected) = (0u64, 0u64);
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec?;
+        let raws: Vec<Raw> = cols
+            .iter()
+            .map(|c| {
+                c.and_then(|c| rec.get(c))
+                    .map_or(Raw::Missing, Raw::from_cell)
+            })
+            .collect();
+        match scorer.score_with(&raws, true, &mut scratch) {
+            Ok(s) => {
+                let mut row: Vec<String> = passthrough
+                    .iter()
+                    .map(|&c| rec.get(c).unwrap_or("").to_string())
+                    .collect();
+                row.push(format!("{:.6}", s.default_probability));
+                row.push(s.decision.as_str().to_string());
+                for r in 0..k {
+                    row.push(
+                        s.reasons
+                            .get(r)
+                            .map(|x| x.feature.clone())
+                            .unwrap_or_default(),
+                    );
+                }
+                out.write_record(&row)?;
+                scored += 1;
+            }
+            Err(e) => {
+                err.write_record([i.to_string(), e.to_string()])?;
+                rejected += 1;
+            }
+        }
+    }
+    out.flush()?;
+    err.flush()?;
+    std::fs::rename(&tmp_r, result)?;
+    std::fs::rename(&tmp_e, errors)?;
+    Ok((scored, rejected))
+}
+
+/// The apalis handler: skips chunks of finished (cancelled, failed) jobs, scores, records.
+pub async fn handle(
+    task: ScoreChunk,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+) -> Result<(), apalis::prelude::BoxDynError> {
+    let job = state.store.get(&task.job_id).await?;
+    if job.state.is_final() {
+        return Ok(());
+    }
+    match process(&task, &state).await {
+        Ok((scored, rejected)) => {
+            state
+                .store
+                .complete_chunk(&task.job_id, task.chunk, scored, rejected)
+                .await?;
+            tracing::info!(job.id = %task.job_id, chunk = task.chunk, scored, rejected, "chunk scored");
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("chunk {}: {e:#}", task.chunk);
+            tracing::warn!(job.id = %task.job_id, error = %reason, "chunk failed");
+            state
+                .store
+                .finish(&task.job_id, JobState::Failed, &reason)
+                .await?;
+            Err(reason.into())
+        }
+    }
+}
+
+/// The queue's storage; the API pushes into the same one.
+pub async fn queue(
+    redis_url: &str,
+    queue: &str,
+) -> anyhow::Result<apalis_redis::RedisStorage<ScoreChunk>> {
+    let conn = apalis_redis::connect(redis_url).await?;
+    let config = apalis_redis::Config::default().queue(queue);
+    Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
+}

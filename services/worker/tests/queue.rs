@@ -1,0 +1,207 @@
+//! A job split into chunks, queued in real Redis, scored by the worker: every row exactly once,
+//! results equal to the Scorer's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use jobs::{Format, JobRecord, JobState, Layout, PinnedModel, ScoreChunk, Store};
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small bundle trained on the German data, and the CSV with an id column added.
+fn bundle_and_input(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let spec = features::Spec::from_json(
+        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
+    )
+    .unwrap();
+    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let cols: Vec<usize> = spec
+        .features
+        .iter()
+        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
+        .collect();
+    let t = headers.iter().position(|h| h == "creditability").unwrap();
+    let raws: Vec<Vec<features::Raw>> = records
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|&c| features::Raw::from_cell(&r[c]))
+                .collect()
+        })
+        .collect();
+    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
+    let cfg = model::pipeline::TrainConfig {
+        booster: model::train::TrainParams {
+            trees: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fitted = model::pipeline::fit(
+        &spec,
+        &raws,
+        &y,
+        &cfg,
+        model::pipeline::provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let bundle = dir.join("bundle");
+    fitted.bundle.save(&bundle).unwrap();
+    let input = dir.join("input.csv");
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    let mut h = vec!["application_id".to_string()];
+    h.extend(headers.iter().map(String::from));
+    w.write_record(&h).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let mut row = vec![format!("APP-{i:05}")];
+        row.extend(r.iter().map(String::from));
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    (bundle, input)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
+    telemetry::init_for_tests();
+    let dir = tmp("worker-test");
+    let (bundle, input) = bundle_and_input(&dir);
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
+        .await
+        .expect("Redis on 127.0.0.1:6379 must be running (scripts/services.sh starts it)");
+    let layout = Layout::new(dir.join("storage"));
+    let id = jobs::new_job_id();
+    let spec = model::Bundle::load(&bundle).unwrap().spec;
+    let split = jobs::split::split_file(&input, Format::Csv, 400, &spec, |n| {
+        layout.chunk(&id, n, Format::Csv).unwrap()
+    })
+    .unwrap();
+    assert_eq!((split.rows, split.chunks), (1000, 3));
+    let pinned = PinnedModel {
+        name: "local".into(),
+        version: "1".into(),
+        local_uri: Some(bundle.display().to_string()),
+    };
+    let record = JobRecord {
+        id: id.clone(),
+        state: JobState::Queued,
+        format: Format::Csv,
+        rows_total: split.rows,
+        rows_scored: 0,
+        rows_rejected: 0,
+        chunks_total: split.chunks,
+        chunks_done: 0,
+        model: pinned.clone(),
+        created_at: jobs::now(),
+        updated_at: jobs::now(),
+        finished_at: None,
+        error: None,
+    };
+    store.create(&record, None).await.unwrap();
+    let mut queue = worker::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
+        .await
+        .unwrap();
+    for chunk in 0..split.chunks {
+        queue
+            .push(ScoreChunk {
+                job_id: id.clone(),
+                chunk,
+                format: Format::Csv,
+                model: pinned.clone(),
+                trace_context: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+    let state = Arc::new(worker::WorkerState::new(
+        store,
+        layout.clone(),
+        None,
+        dir.join("models"),
+    ));
+    let watch = state.clone();
+    let job = id.clone();
+    let finished = async move {
+        for _ in 0..600 {
+            if watch
+                .store
+                .get(&job)
+                .await
+                .map(|r| r.state.is_final())
+                .unwrap_or(false)
+            {
+                return Ok::<(), std::io::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(std::io::Error::other("the job did not finish within 60 s"))
+    };
+    WorkerBuilder::new("test-worker")
+        .backend(queue)
+        .concurrency(2)
+        .data(state.clone())
+        .build(worker::handle)
+        .run_until(finished)
+        .await
+        .unwrap();
+    let rec = state.store.get(&id).await.unwrap();
+    assert_eq!(
+        (
+            rec.state,
+            rec.rows_scored,
+            rec.rows_rejected,
+            rec.chunks_done
+        ),
+        (JobState::Succeeded, 1000, 0, 3),
+        "{rec:?}"
+    );
+    // Every row exactly once, in order, with the Scorer's probability.
+    let scorer = model::Scorer::new(model::Bundle::load(&bundle).unwrap()).unwrap();
+    let mut rdr = csv::Reader::from_path(&input).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let inputs: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let mut ids = Vec::new();
+    for chunk in 0..3 {
+        let mut r = csv::Reader::from_path(layout.result(&id, chunk).unwrap()).unwrap();
+        let h = r.headers().unwrap().clone();
+        assert_eq!(&h[0], "application_id");
+        assert!(
+            !h.iter().any(|c| c == "creditability"),
+            "the label is not copied"
+        );
+        let p_col = h.iter().position(|c| c == "default_probability").unwrap();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            let n = ids.len();
+            let raws: Vec<features::Raw> = scorer
+                .bundle()
+                .spec
+                .features
+                .iter()
+                .map(|f| {
+                    features::Raw::from_cell(
+                        &inputs[n][headers.iter().position(|x| x == f.name).unwrap()],
+                    )
+                })
+                .collect();
+            let want = scorer.score(&raws, false).unwrap().default_probability;
+            assert!((rec[p_col].parse::<f64>().unwrap() - want).abs() < 1e-6);
+            ids.push(rec[0].to_string());
+        }
+    }
+    assert_eq!(
+        ids,
+        (0..1000).map(|i| format!("APP-{i:05}")).collect::<Vec<_>>()
+    );
+}
