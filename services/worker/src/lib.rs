@@ -2,6 +2,10 @@
 //! the same `Scorer` the API uses, writes one result part per chunk (atomically, so a redelivered
 //! chunk rewrites the same file) and records completion in the job store.
 
+pub mod config;
+pub mod metrics;
+pub mod run;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -193,8 +197,14 @@ pub async fn handle(
     if job.state.is_final() {
         return Ok(());
     }
-    match process(&task, &state).await {
+    let started = std::time::Instant::now();
+    let outcome = process(&task, &state).await;
+    metrics::chunk_seconds().observe(started.elapsed().as_secs_f64());
+    match outcome {
         Ok((scored, rejected)) => {
+            metrics::chunks().with_label_values(&["scored"]).inc();
+            metrics::rows_scored().inc_by(scored);
+            metrics::rows_rejected().inc_by(rejected);
             state
                 .store
                 .complete_chunk(&task.job_id, task.chunk, scored, rejected)
@@ -203,6 +213,7 @@ pub async fn handle(
             Ok(())
         }
         Err(e) => {
+            metrics::chunks().with_label_values(&["failed"]).inc();
             let reason = format!("chunk {}: {e:#}", task.chunk);
             tracing::warn!(job.id = %task.job_id, error = %reason, "chunk failed");
             state
@@ -219,7 +230,20 @@ pub async fn queue(
     redis_url: &str,
     queue: &str,
 ) -> anyhow::Result<apalis_redis::RedisStorage<ScoreChunk>> {
+    queue_with(redis_url, queue, std::time::Duration::from_secs(5)).await
+}
+
+/// Like [`queue`], with the heartbeat that decides when a dead worker's chunks are re-enqueued
+/// (after three missed beats).
+pub async fn queue_with(
+    redis_url: &str,
+    queue: &str,
+    heartbeat: std::time::Duration,
+) -> anyhow::Result<apalis_redis::RedisStorage<ScoreChunk>> {
     let conn = apalis_redis::connect(redis_url).await?;
-    let config = apalis_redis::Config::default().queue(queue);
+    let config = apalis_redis::Config::default()
+        .queue(queue)
+        .heartbeat_interval(heartbeat)
+        .missed_heartbeats(3);
     Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
 }

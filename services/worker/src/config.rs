@@ -1,0 +1,53 @@
+//! Settings from flags and environment; every default runs locally.
+
+use std::path::PathBuf;
+
+/// Batch scoring worker.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "worker", version, about)]
+pub struct Settings {
+    /// Address of the health and metrics server (0.0.0.0 in a container).
+    #[arg(long, env = "WORKER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port of the health and metrics server.
+    #[arg(long, env = "WORKER_PORT", default_value_t = 9000)]
+    pub port: u16,
+    /// Redis holding the queue and the job records.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Shared storage for batch files (the RWX volume in Kubernetes).
+    #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]
+    pub artifact_root: PathBuf,
+    /// Where the registry is, for jobs pinned to a registered model version.
+    #[arg(
+        long,
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://localhost:5000"
+    )]
+    pub tracking_uri: String,
+    /// Where downloaded bundles are kept.
+    #[arg(
+        long,
+        env = "MODEL_CACHE_DIR",
+        default_value = "loanctl-data/worker-models"
+    )]
+    pub model_cache_dir: PathBuf,
+    /// The apalis queue (the API pushes to the same one).
+    #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
+    pub queue: String,
+    /// Prefix of the job-record keys in Redis.
+    #[arg(long, env = "JOB_KEY_PREFIX", default_value = "loan-scoring:")]
+    pub key_prefix: String,
+    /// Chunks scored at once by this worker.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// How long job records are kept.
+    #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub retention_seconds: u64,
+    /// Seconds between heartbeats; a worker that misses a few has its chunks re-enqueued.
+    #[arg(long, env = "WORKER_HEARTBEAT_SECONDS", default_value_t = 5)]
+    pub heartbeat_seconds: u64,
+    /// Seconds to finish the chunk in hand after SIGTERM (below Kubernetes' 30 s grace period).
+    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT", default_value_t = 25)]
+    pub shutdown_timeout: u64,
+}

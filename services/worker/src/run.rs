@@ -1,0 +1,157 @@
+//! The worker process: health and metrics server, then the queue consumer until SIGTERM/SIGINT.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use apalis::prelude::*;
+
+use crate::config::Settings;
+use crate::{metrics, WorkerState};
+
+struct Health {
+    ready: AtomicBool,
+    redis_url: String,
+    active_list: String,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(h: web::Data<Health>) -> HttpResponse {
+    if h.ready.load(Ordering::Relaxed) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "starting", "detail": "waiting for Redis"}))
+    }
+}
+
+async fn metrics_handler(h: web::Data<Health>) -> HttpResponse {
+    // Queue depth is read at scrape time; a Redis outage leaves the last value.
+    if let Ok(client) = redis::Client::open(h.redis_url.as_str()) {
+        if let Ok(Ok(mut c)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            if let Ok(n) = redis::cmd("LLEN")
+                .arg(&h.active_list)
+                .query_async::<i64>(&mut c)
+                .await
+            {
+                metrics::queue_depth().set(n);
+            }
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(telemetry::render_metrics())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let active_list = apalis_redis::Config::default()
+        .queue(&settings.queue)
+        .active_jobs_list();
+    let health = web::Data::new(Health {
+        ready: AtomicBool::new(false),
+        redis_url: settings.redis_url.clone(),
+        active_list,
+    });
+    let h = health.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(h.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_handler))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind((settings.host.as_str(), settings.port))?
+    .run();
+    let server_handle = server.handle();
+    tokio::spawn(server);
+
+    // Start order does not matter: wait for Redis with backoff, unready meanwhile.
+    let mut backoff = Duration::from_millis(250);
+    let (store, queue) = loop {
+        let attempt = async {
+            let store = jobs::Store::redis(
+                &settings.redis_url,
+                &settings.key_prefix,
+                Duration::from_secs(settings.retention_seconds),
+            )
+            .await?;
+            let queue = crate::queue_with(
+                &settings.redis_url,
+                &settings.queue,
+                Duration::from_secs(settings.heartbeat_seconds.max(1)),
+            )
+            .await?;
+            anyhow::Ok((store, queue))
+        };
+        match attempt.await {
+            Ok(v) => break v,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis not reachable yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
+    let state = Arc::new(WorkerState::new(
+        store,
+        jobs::Layout::new(&settings.artifact_root),
+        registry,
+        settings.model_cache_dir.clone(),
+    ));
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "worker ready");
+
+    let grace = Duration::from_secs(settings.shutdown_timeout);
+    let name = format!(
+        "worker-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let worker = WorkerBuilder::new(name)
+        .backend(queue)
+        .concurrency(settings.concurrency.max(1))
+        .data(state)
+        .build(crate::handle);
+    let stopped = Arc::new(tokio::sync::Notify::new());
+    let notify = stopped.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: no new chunks; finishing the ones in hand");
+        notify.notify_one();
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        r = worker.run_until(signal) => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "worker stopped with an error");
+            }
+        }
+        () = async { stopped.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_s = grace.as_secs(), "grace period over; exiting with chunks in hand (they will be re-enqueued)");
+        }
+    }
+    server_handle.stop(true).await;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The worker binary under SIGKILL and SIGTERM, against real Redis.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+use jobs::{Format, JobRecord, JobState, Layout, PinnedModel, ScoreChunk, Store};
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+struct Job {
+    dir: std::path::PathBuf,
+    prefix: String,
+    queue: String,
+    id: String,
+    rows: u64,
+    chunks: u32,
+}
+
+/// A 12,000-row job in chunks of 400, queued, with a small local model.
+async fn queued_job() -> Job {
+    let dir = std::env::temp_dir().join(format!("worker-proc-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = features::Spec::from_json(
+        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
+    )
+    .unwrap();
+    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let cols: Vec<usize> = spec
+        .features
+        .iter()
+        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
+        .collect();
+    let t = headers.iter().position(|h| h == "creditability").unwrap();
+    let raws: Vec<Vec<features::Raw>> = records
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|&c| features::Raw::from_cell(&r[c]))
+                .collect()
+        })
+        .collect();
+    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
+    let cfg = model::pipeline::TrainConfig {
+        booster: model::train::TrainParams {
+            trees: 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fitted = model::pipeline::fit(
+        &spec,
+        &raws,
+        &y,
+        &cfg,
+        model::pipeline::provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let bundle = dir.join("bundle");
+    fitted.bundle.save(&bundle).unwrap();
+    let input = dir.join("input.csv");
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    let mut h = vec!["application_id".to_string()];
+    h.extend(headers.iter().map(String::from));
+    w.write_record(&h).unwrap();
+    for i in 0..12_000 {
+        let mut row = vec![format!("APP-{i:06}")];
+        row.extend(records[i % records.len()].iter().map(String::from));
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let queue_name = format!("{prefix}score-batch");
+    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
+        .await
+        .expect("Redis on 127.0.0.1:6379");
+    let layout = Layout::new(dir.join("storage"));
+    let id = jobs::new_job_id();
+    let split = jobs::split::split_file(&input, Format::Csv, 400, &spec, |n| {
+        layout.chunk(&id, n, Format::Csv).unwrap()
+    })
+    .unwrap();
+    let pinned = PinnedModel {
+        name: "local".into(),
+        version: "1".into(),
+        local_uri: Some(bundle.display().to_string()),
+    };
+    let now = jobs::now();
+    let record = JobRecord {
+        id: id.clone(),
+        state: JobState::Queued,
+        format: Format::Csv,
+        rows_total: split.rows,
+        rows_scored: 0,
+        rows_rejected: 0,
+        chunks_total: split.chunks,
+        chunks_done: 0,
+        model: pinned.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+        finished_at: None,
+        error: None,
+    };
+    store.create(&record, None).await.unwrap();
+    let mut queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
+        .await
+        .unwrap();
+    for chunk in 0..split.chunks {
+        queue
+            .push(ScoreChunk {
+                job_id: id.clone(),
+                chunk,
+                format: Format::Csv,
+                model: pinned.clone(),
+                trace_context: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+    Job {
+        dir,
+        prefix,
+        queue: queue_name,
+        id,
+        rows: split.rows,
+        chunks: split.chunks,
+    }
+}
+
+fn spawn_worker(job: &Job) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("JOB_QUEUE", &job.queue)
+        .env("JOB_KEY_PREFIX", &job.prefix)
+        .env("ARTIFACT_ROOT", job.dir.join("storage"))
+        .env("WORKER_PORT", port.to_string())
+        .env("WORKER_CONCURRENCY", "1")
+        .env("WORKER_HEARTBEAT_SECONDS", "1")
+        .env("WORKER_SHUTDOWN_TIMEOUT", "20")
+        .env("MODEL_CACHE_DIR", job.dir.join("models"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn record(job: &Job) -> JobRecord {
+    Store::redis(
+        "redis://127.0.0.1:6379",
+        &job.prefix,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap()
+    .get(&job.id)
+    .await
+    .unwrap()
+}
+
+async fn wait_for(job: &Job, what: impl Fn(&JobRecord) -> bool, secs: u64) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = record(job).await;
+        if what(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every row of the input appears exactly once across the result parts.
+fn assert_every_row_once(job: &Job) {
+    let layout = Layout::new(job.dir.join("storage"));
+    let mut ids = Vec::new();
+    for chunk in 0..job.chunks {
+        let mut r = csv::Reader::from_path(layout.result(&job.id, chunk).unwrap()).unwrap();
+        ids.extend(r.records().map(|rec| rec.unwrap()[0].to_string()));
+    }
+    assert_eq!(ids.len() as u64, job.rows);
+    assert_eq!(
+        ids,
+        (0..job.rows)
+            .map(|i| format!("APP-{i:06}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
+    let job = queued_job().await;
+    let mut first = spawn_worker(&job);
+    let r = wait_for(&job, |r| r.chunks_done >= 3, 60).await;
+    assert!(r.chunks_done >= 3, "the first worker made progress: {r:?}");
+    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.wait().unwrap();
+    let mid = record(&job).await;
+    assert!(
+        mid.chunks_done < job.chunks,
+        "killed before the end ({} of {})",
+        mid.chunks_done,
+        job.chunks
+    );
+    let mut second = spawn_worker(&job);
+    let done = wait_for(&job, |r| r.state.is_final(), 120).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(
+        (done.rows_scored, done.chunks_done),
+        (job.rows, job.chunks),
+        "counted once each"
+    );
+    assert_every_row_once(&job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_chunk_in_hand_and_exits() {
+    let job = queued_job().await;
+    let mut w = spawn_worker(&job);
+    let r = wait_for(&job, |r| r.chunks_done >= 1, 60).await;
+    assert!(r.chunks_done >= 1);
+    let status = Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let code = loop {
+        if let Some(c) = w.try_wait().unwrap() {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not exit within its grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "exit status {code}");
+    // Nothing half-written: every finished chunk has its complete result part.
+    let stopped = record(&job).await;
+    assert!(stopped.chunks_done < job.chunks, "stopped taking chunks");
+    let layout = Layout::new(job.dir.join("storage"));
+    let parts = (0..job.chunks)
+        .filter(|c| layout.result(&job.id, *c).unwrap().exists())
+        .count() as u32;
+    assert_eq!(
+        parts, stopped.chunks_done,
+        "a result part exists exactly for each chunk recorded done"
+    );
+    // Another worker finishes the job.
+    let mut next = spawn_worker(&job);
+    let done = wait_for(&job, |r| r.state.is_final(), 120).await;
+    let _ = next.kill();
+    let _ = next.wait();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_every_row_once(&job);
+}
