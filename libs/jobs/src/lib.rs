@@ -3,6 +3,7 @@
 //! chunking of uploaded CSV/NDJSON files.
 
 pub mod layout;
+pub mod queue;
 pub mod split;
 pub mod store;
 

@@ -54,6 +54,27 @@ pub struct Settings {
     /// Comma-separated origins allowed by CORS (none by default).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
+    /// Redis for batch jobs (queue and job records); without it batch endpoints answer 503.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Shared storage for batch files (the RWX volume in Kubernetes).
+    #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]
+    pub artifact_root: PathBuf,
+    /// The apalis queue the workers read.
+    #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
+    pub job_queue: String,
+    /// Prefix of the job-record keys in Redis.
+    #[arg(long, env = "JOB_KEY_PREFIX", default_value = "loan-scoring:")]
+    pub job_key_prefix: String,
+    /// Rows per chunk (one queued task each).
+    #[arg(long, env = "BATCH_CHUNK_ROWS", default_value_t = 50_000)]
+    pub batch_chunk_rows: u64,
+    /// Largest accepted batch upload, in bytes.
+    #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = 2 << 30)]
+    pub batch_max_bytes: u64,
+    /// How long job records (and their files) are kept.
+    #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub job_retention_seconds: u64,
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "API_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,

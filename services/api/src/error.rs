@@ -23,6 +23,14 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     ReloadFailed(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("a batch file must be text/csv or application/x-ndjson")]
+    UnsupportedBatchType,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotFinished(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -38,6 +46,10 @@ impl ApiError {
             ApiError::NotReady => "model-not-ready",
             ApiError::Unauthorized => "unauthorized",
             ApiError::ReloadFailed(_) => "model-reload-failed",
+            ApiError::Unavailable(_) => "service-unavailable",
+            ApiError::UnsupportedBatchType => "unsupported-media-type",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::NotFinished(_) => "job-not-finished",
             ApiError::Unexpected(_) => "internal-error",
         }
     }
@@ -52,6 +64,10 @@ impl ApiError {
             ApiError::NotReady => "Model not ready",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::ReloadFailed(_) => "Model reload failed",
+            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::UnsupportedBatchType => "Unsupported media type",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::NotFinished(_) => "Job not finished",
             ApiError::Unexpected(_) => "Internal error",
         }
     }
@@ -67,6 +83,10 @@ impl ResponseError for ApiError {
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ReloadFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedBatchType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFinished(_) => StatusCode::CONFLICT,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,7 +112,7 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        if matches!(self, ApiError::NotReady) {
+        if matches!(self, ApiError::NotReady | ApiError::Unavailable(_)) {
             resp.insert_header(("Retry-After", "5"));
         }
         resp.content_type("application/problem+json")

@@ -3,6 +3,7 @@
 //! in without dropping a request.
 
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -9,11 +9,13 @@ use actix_web::{web, App, HttpServer};
 use crate::auth::{self, ApiKeys};
 use crate::config::Settings;
 use crate::models::Models;
-use crate::routes::{model, openapi, predict};
+use crate::routes::{batch_jobs, model, openapi, predict};
 
 pub struct AppState {
     pub models: Arc<Models>,
     pub settings: Settings,
+    /// Batch jobs, once Redis is reachable.
+    pub batch: Arc<arc_swap::ArcSwapOption<crate::batch::Batch>>,
 }
 
 pub struct Application {
@@ -44,13 +46,16 @@ impl Application {
             .map(String::from)
             .collect();
         let shutdown = settings.shutdown_timeout;
+        let batch = Arc::new(arc_swap::ArcSwapOption::empty());
+        crate::batch::connect_in_background(&settings, batch.clone());
         let state = web::Data::new(AppState {
             models: models.clone(),
             settings,
+            batch,
         });
         let server = HttpServer::new(move || {
             let mut cors = actix_cors::Cors::default()
-                .allowed_methods(["GET", "POST"])
+                .allowed_methods(["GET", "POST", "DELETE"])
                 .allowed_headers([
                     "content-type",
                     "x-api-key",
@@ -72,6 +77,17 @@ impl Application {
                 .app_data(keys.clone())
                 .route("/v1/predict", web::post().to(predict::predict))
                 .route("/v1/predict/batch", web::post().to(predict::predict_batch))
+                .route("/v1/batch-jobs", web::post().to(batch_jobs::create))
+                .route("/v1/batch-jobs/{id}", web::get().to(batch_jobs::get))
+                .route("/v1/batch-jobs/{id}", web::delete().to(batch_jobs::cancel))
+                .route(
+                    "/v1/batch-jobs/{id}/results",
+                    web::get().to(batch_jobs::results),
+                )
+                .route(
+                    "/v1/batch-jobs/{id}/errors",
+                    web::get().to(batch_jobs::errors),
+                )
                 .route("/v1/model", web::get().to(model::get_model))
                 .route("/v1/model/reload", web::post().to(model::reload))
                 .route("/healthz", web::get().to(model::healthz))

@@ -225,25 +225,4 @@ pub async fn handle(
     }
 }
 
-/// The queue's storage; the API pushes into the same one.
-pub async fn queue(
-    redis_url: &str,
-    queue: &str,
-) -> anyhow::Result<apalis_redis::RedisStorage<ScoreChunk>> {
-    queue_with(redis_url, queue, std::time::Duration::from_secs(5)).await
-}
-
-/// Like [`queue`], with the heartbeat that decides when a dead worker's chunks are re-enqueued
-/// (after three missed beats).
-pub async fn queue_with(
-    redis_url: &str,
-    queue: &str,
-    heartbeat: std::time::Duration,
-) -> anyhow::Result<apalis_redis::RedisStorage<ScoreChunk>> {
-    let conn = apalis_redis::connect(redis_url).await?;
-    let config = apalis_redis::Config::default()
-        .queue(queue)
-        .heartbeat_interval(heartbeat)
-        .missed_heartbeats(3);
-    Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
-}
+pub use jobs::queue::{queue, queue_with};

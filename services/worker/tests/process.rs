@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use apalis::prelude::*;
 use jobs::{Format, JobRecord, JobState, Layout, PinnedModel, ScoreChunk, Store};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
 
 struct Job {
     dir: std::path::PathBuf,
@@ -19,59 +19,10 @@ struct Job {
 
 /// A 12,000-row job in chunks of 400, queued, with a small local model.
 async fn queued_job() -> Job {
-    let dir = std::env::temp_dir().join(format!("worker-proc-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let spec = features::Spec::from_json(
-        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap();
-    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
-    let headers = rdr.headers().unwrap().clone();
-    let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
-    let cols: Vec<usize> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-        .collect();
-    let t = headers.iter().position(|h| h == "creditability").unwrap();
-    let raws: Vec<Vec<features::Raw>> = records
-        .iter()
-        .map(|r| {
-            cols.iter()
-                .map(|&c| features::Raw::from_cell(&r[c]))
-                .collect()
-        })
-        .collect();
-    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
-    let cfg = model::pipeline::TrainConfig {
-        booster: model::train::TrainParams {
-            trees: 20,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let fitted = model::pipeline::fit(
-        &spec,
-        &raws,
-        &y,
-        &cfg,
-        model::pipeline::provenance_now(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let bundle = dir.join("bundle");
-    fitted.bundle.save(&bundle).unwrap();
-    let input = dir.join("input.csv");
-    let mut w = csv::Writer::from_path(&input).unwrap();
-    let mut h = vec!["application_id".to_string()];
-    h.extend(headers.iter().map(String::from));
-    w.write_record(&h).unwrap();
-    for i in 0..12_000 {
-        let mut row = vec![format!("APP-{i:06}")];
-        row.extend(records[i % records.len()].iter().map(String::from));
-        w.write_record(&row).unwrap();
-    }
-    w.flush().unwrap();
+    let dir = common::tmp("worker-proc");
+    let bundle = common::train_bundle(&dir, 20);
+    let input = common::write_input(&dir, 12_000);
+    let spec = model::Bundle::load(&bundle).unwrap().spec;
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let queue_name = format!("{prefix}score-batch");
     let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))

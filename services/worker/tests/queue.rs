@@ -7,75 +7,16 @@ use std::time::Duration;
 use apalis::prelude::*;
 use jobs::{Format, JobRecord, JobState, Layout, PinnedModel, ScoreChunk, Store};
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A small bundle trained on the German data, and the CSV with an id column added.
-fn bundle_and_input(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let spec = features::Spec::from_json(
-        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap();
-    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
-    let headers = rdr.headers().unwrap().clone();
-    let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
-    let cols: Vec<usize> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-        .collect();
-    let t = headers.iter().position(|h| h == "creditability").unwrap();
-    let raws: Vec<Vec<features::Raw>> = records
-        .iter()
-        .map(|r| {
-            cols.iter()
-                .map(|&c| features::Raw::from_cell(&r[c]))
-                .collect()
-        })
-        .collect();
-    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
-    let cfg = model::pipeline::TrainConfig {
-        booster: model::train::TrainParams {
-            trees: 10,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let fitted = model::pipeline::fit(
-        &spec,
-        &raws,
-        &y,
-        &cfg,
-        model::pipeline::provenance_now(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let bundle = dir.join("bundle");
-    fitted.bundle.save(&bundle).unwrap();
-    let input = dir.join("input.csv");
-    let mut w = csv::Writer::from_path(&input).unwrap();
-    let mut h = vec!["application_id".to_string()];
-    h.extend(headers.iter().map(String::from));
-    w.write_record(&h).unwrap();
-    for (i, r) in records.iter().enumerate() {
-        let mut row = vec![format!("APP-{i:05}")];
-        row.extend(r.iter().map(String::from));
-        w.write_record(&row).unwrap();
-    }
-    w.flush().unwrap();
-    (bundle, input)
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
     telemetry::init_for_tests();
-    let dir = tmp("worker-test");
-    let (bundle, input) = bundle_and_input(&dir);
+    let dir = common::tmp("worker-test");
+    let (bundle, input) = (
+        common::train_bundle(&dir, 10),
+        common::write_input(&dir, 1000),
+    );
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
         .await
@@ -202,6 +143,6 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
     }
     assert_eq!(
         ids,
-        (0..1000).map(|i| format!("APP-{i:05}")).collect::<Vec<_>>()
+        (0..1000).map(|i| format!("APP-{i:06}")).collect::<Vec<_>>()
     );
 }

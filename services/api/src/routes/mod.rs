@@ -1,5 +1,6 @@
 //! HTTP routes.
 
+pub mod batch_jobs;
 pub mod model;
 pub mod openapi;
 pub mod predict;

@@ -1,0 +1,267 @@
+//! A batch file through the API: accepted (202 + Location), chunked, queued in real Redis,
+//! scored by a worker, results streamed back in order; idempotent resubmission; clear errors.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use clap::Parser;
+use jobs::{Layout, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
+    telemetry::init_for_tests();
+    let dir = common::tmp("api-batch");
+    let bundle = common::train_bundle(&dir, 10);
+    let input = common::write_input(&dir, 1000);
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let queue_name = format!("{prefix}score-batch");
+    let storage = dir.join("storage");
+    let settings = api::Settings::try_parse_from([
+        "api",
+        "--port",
+        "0",
+        "--model-uri",
+        bundle.to_str().unwrap(),
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--artifact-root",
+        storage.to_str().unwrap(),
+        "--job-queue",
+        &queue_name,
+        "--job-key-prefix",
+        &prefix,
+        "--batch-chunk-rows",
+        "300",
+    ])
+    .unwrap();
+    let app = api::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+
+    // A worker in process, on the same queue, store and storage.
+    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
+        .await
+        .expect("Redis on 127.0.0.1:6379");
+    let state = Arc::new(worker::WorkerState::new(
+        store,
+        Layout::new(&storage),
+        None,
+        dir.join("models"),
+    ));
+    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker_task = tokio::spawn(
+        WorkerBuilder::new("api-batch-test")
+            .backend(queue)
+            .concurrency(2)
+            .data(state)
+            .build(worker::handle)
+            .run_until(async move { stop_rx.await.map_err(std::io::Error::other) }),
+    );
+
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        let batch = client
+            .get(format!("{base}/v1/batch-jobs/19700101000000-x"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 404);
+        if ready && batch {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = std::fs::read(&input).unwrap();
+    let r = client
+        .post(format!("{base}/v1/batch-jobs"))
+        .header("content-type", "text/csv")
+        .header("idempotency-key", "batch-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let job: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (job["rows_total"].as_u64(), job["chunks_total"].as_u64()),
+        (Some(1000), Some(4))
+    );
+    assert_eq!(job["model"]["name"], "local");
+    // The same submission again: the same job, not a second one.
+    let again = client
+        .post(format!("{base}/v1/batch-jobs"))
+        .header("content-type", "text/csv")
+        .header("idempotency-key", "batch-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["id"],
+        job["id"]
+    );
+
+    let mut status = serde_json::Value::Null;
+    for _ in 0..600 {
+        status = client
+            .get(format!("{base}{location}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["state"] != "queued" && status["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(
+        (
+            status["rows_scored"].as_u64(),
+            status["chunks_done"].as_u64()
+        ),
+        (Some(1000), Some(4))
+    );
+
+    let text = client
+        .get(format!("{base}{location}/results"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    assert_eq!(&headers[0], "application_id");
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(
+        rows.iter().map(|r| r[0].to_string()).collect::<Vec<_>>(),
+        common::ids(1000),
+        "every row once, in order"
+    );
+    // Same probability as single scoring of the same application.
+    let p_col = headers
+        .iter()
+        .position(|h| h == "default_probability")
+        .unwrap();
+    let mut one = csv::Reader::from_path(&input).unwrap();
+    let h = one.headers().unwrap().clone();
+    let first = one.records().next().unwrap().unwrap();
+    let spec = model::Bundle::load(&bundle).unwrap().spec;
+    let mut app_json = serde_json::Map::new();
+    for f in &spec.features {
+        let v = &first[h.iter().position(|x| x == f.name).unwrap()];
+        app_json.insert(
+            f.name.clone(),
+            match f.kind {
+                features::FeatureKind::Numeric => serde_json::json!(v.parse::<f64>().unwrap()),
+                _ => serde_json::json!(v),
+            },
+        );
+    }
+    let single: serde_json::Value = client
+        .post(format!("{base}/v1/predict"))
+        .json(&app_json)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let batch_p: f64 = rows[0][p_col].parse().unwrap();
+    assert!((batch_p - single["default_probability"].as_f64().unwrap()).abs() < 1e-6);
+    let errors = client
+        .get(format!("{base}{location}/errors"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(errors.trim(), "row,error", "no rejected rows");
+
+    // Clear errors.
+    let r = client
+        .post(format!("{base}/v1/batch-jobs"))
+        .header("content-type", "application/pdf")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = client
+        .post(format!("{base}/v1/batch-jobs"))
+        .header("content-type", "text/csv")
+        .body("application_id,age_in_years\nA,30\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("required column"));
+    let r = client
+        .get(format!("{base}/v1/batch-jobs/../../etc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client
+        .delete(format!("{base}{location}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["state"],
+        "succeeded",
+        "a finished job stays finished"
+    );
+
+    let _ = stop_tx.send(());
+    let _ = worker_task.await;
+}
+
+#[tokio::test]
+async fn without_redis_batch_calls_are_503_and_single_scoring_works() {
+    let dir = common::tmp("api-no-redis");
+    let bundle = common::train_bundle(&dir, 5);
+    let settings = api::Settings::try_parse_from([
+        "api",
+        "--port",
+        "0",
+        "--model-uri",
+        bundle.to_str().unwrap(),
+    ])
+    .unwrap();
+    let app = api::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/batch-jobs"))
+        .header("content-type", "text/csv")
+        .body("a\n1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("REDIS_URL"));
+}

@@ -1,0 +1,86 @@
+//! Shared by the worker's test binaries: a small model trained on the German data and a CSV of
+//! German-credit applications with ids (`APP-000000`, …).
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn german() -> (features::Spec, csv::StringRecord, Vec<csv::StringRecord>) {
+    let spec = features::Spec::from_json(
+        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
+    )
+    .unwrap();
+    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let records = rdr.records().map(Result::unwrap).collect();
+    (spec, headers, records)
+}
+
+/// Trains `trees` trees on the German data and saves the bundle in `dir/bundle`.
+pub fn train_bundle(dir: &Path, trees: usize) -> PathBuf {
+    let (spec, headers, records) = german();
+    let cols: Vec<usize> = spec
+        .features
+        .iter()
+        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
+        .collect();
+    let t = headers.iter().position(|h| h == "creditability").unwrap();
+    let raws: Vec<Vec<features::Raw>> = records
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|&c| features::Raw::from_cell(&r[c]))
+                .collect()
+        })
+        .collect();
+    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
+    let cfg = model::pipeline::TrainConfig {
+        booster: model::train::TrainParams {
+            trees,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fitted = model::pipeline::fit(
+        &spec,
+        &raws,
+        &y,
+        &cfg,
+        model::pipeline::provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let bundle = dir.join("bundle");
+    fitted.bundle.save(&bundle).unwrap();
+    bundle
+}
+
+/// Writes `rows` applications (the German rows, repeated) with an `application_id` column.
+pub fn write_input(dir: &Path, rows: usize) -> PathBuf {
+    let (_, headers, records) = german();
+    let input = dir.join("input.csv");
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    let mut h = vec!["application_id".to_string()];
+    h.extend(headers.iter().map(String::from));
+    w.write_record(&h).unwrap();
+    for i in 0..rows {
+        let mut row = vec![format!("APP-{i:06}")];
+        row.extend(records[i % records.len()].iter().map(String::from));
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    input
+}
+
+/// The ids `APP-000000` … for `n` rows.
+pub fn ids(n: u64) -> Vec<String> {
+    (0..n).map(|i| format!("APP-{i:06}")).collect()
+}
