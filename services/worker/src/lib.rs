@@ -17,6 +17,10 @@ use model::{Bundle, Scorer};
 
 /// What every task handler shares.
 pub struct WorkerState {
+    /// Tries per chunk before its job is failed.
+    pub attempts: u32,
+    /// First retry delay, doubled each time.
+    pub retry_base_ms: u64,
     pub store: Store,
     pub layout: Layout,
     pub registry: Option<mlflow_client::Client>,
@@ -32,6 +36,8 @@ impl WorkerState {
         model_cache_dir: PathBuf,
     ) -> WorkerState {
         WorkerState {
+            attempts: 4,
+            retry_base_ms: 500,
             store,
             layout,
             registry,
@@ -104,10 +110,9 @@ fn score_file(
     result: &std::path::Path,
     errors: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
-    anyhow::ensure!(
-        format == Format::Csv,
-        "NDJSON chunks are not supported by this worker yet"
-    );
+    if format == Format::Ndjson {
+        return score_ndjson(scorer, input, result, errors);
+    }
     let spec = &scorer.bundle().spec;
     let k = scorer.bundle().max_reasons;
     let mut rdr = csv::Reader::from_path(input)
@@ -198,7 +203,19 @@ pub async fn handle(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let outcome = process(&task, &state).await;
+    // Transient failures (registry briefly down, storage hiccup) are retried with exponential
+    // backoff; a chunk that keeps failing fails its job with the reason.
+    let mut outcome = process(&task, &state).await;
+    let mut delay = std::time::Duration::from_millis(state.retry_base_ms);
+    for _ in 1..state.attempts {
+        if outcome.is_ok() {
+            break;
+        }
+        tracing::warn!(job.id = %task.job_id, chunk = task.chunk, retry_in_ms = delay.as_millis() as u64, "chunk failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        outcome = process(&task, &state).await;
+    }
     metrics::chunk_seconds().observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok((scored, rejected)) => {
@@ -226,3 +243,96 @@ pub async fn handle(
 }
 
 pub use jobs::queue::{queue, queue_with};
+
+/// NDJSON chunks: each line an application object. Keys that are not model features (an id,
+/// say; the label is dropped) are carried through as columns, taken from the chunk's first line.
+fn score_ndjson(
+    scorer: &Scorer,
+    input: &std::path::Path,
+    result: &std::path::Path,
+    errors: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    use std::io::BufRead;
+    let spec = &scorer.bundle().spec;
+    let k = scorer.bundle().max_reasons;
+    let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(input)?)
+        .lines()
+        .collect::<Result<_, _>>()?;
+    let first: serde_json::Map<String, serde_json::Value> = lines
+        .first()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let passthrough: Vec<String> = first
+        .keys()
+        .filter(|key| {
+            *key != &spec.target.name
+                && spec
+                    .position(key)
+                    .is_none_or(|j| !spec.features[j].is_model_input())
+        })
+        .cloned()
+        .collect();
+    std::fs::create_dir_all(result.parent().context("result path")?)?;
+    std::fs::create_dir_all(errors.parent().context("errors path")?)?;
+    let (tmp_r, tmp_e) = (
+        result.with_extension("partial"),
+        errors.with_extension("partial"),
+    );
+    let mut out = csv::Writer::from_path(&tmp_r)?;
+    let mut err = csv::Writer::from_path(&tmp_e)?;
+    let mut header = passthrough.clone();
+    header.extend(["default_probability".to_string(), "decision".to_string()]);
+    header.extend((1..=k).map(|i| format!("reason_{i}")));
+    out.write_record(&header)?;
+    err.write_record(["row", "error"])?;
+    let mut scratch = scorer.scratch();
+    let (mut scored, mut rejected) = (0u64, 0u64);
+    for (i, line) in lines.iter().enumerate() {
+        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(o)) => o,
+            _ => {
+                err.write_record([i.to_string(), "not a JSON object".to_string()])?;
+                rejected += 1;
+                continue;
+            }
+        };
+        let raws: Vec<Raw> = spec
+            .features
+            .iter()
+            .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
+            .collect();
+        match scorer.score_with(&raws, true, &mut scratch) {
+            Ok(s) => {
+                let mut row: Vec<String> = passthrough
+                    .iter()
+                    .map(|key| match obj.get(key) {
+                        Some(serde_json::Value::String(v)) => v.clone(),
+                        Some(serde_json::Value::Null) | None => String::new(),
+                        Some(v) => v.to_string(),
+                    })
+                    .collect();
+                row.push(format!("{:.6}", s.default_probability));
+                row.push(s.decision.as_str().to_string());
+                for r in 0..k {
+                    row.push(
+                        s.reasons
+                            .get(r)
+                            .map(|x| x.feature.clone())
+                            .unwrap_or_default(),
+                    );
+                }
+                out.write_record(&row)?;
+                scored += 1;
+            }
+            Err(e) => {
+                err.write_record([i.to_string(), e.to_string()])?;
+                rejected += 1;
+            }
+        }
+    }
+    out.flush()?;
+    err.flush()?;
+    std::fs::rename(&tmp_r, result)?;
+    std::fs::rename(&tmp_e, errors)?;
+    Ok((scored, rejected))
+}

@@ -265,3 +265,160 @@ async fn without_redis_batch_calls_are_503_and_single_scoring_works() {
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("REDIS_URL"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_files_are_scored_and_bad_lines_reported() {
+    let dir = common::tmp("api-ndjson");
+    let bundle = common::train_bundle(&dir, 5);
+    let spec = model::Bundle::load(&bundle).unwrap().spec;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let queue_name = format!("{prefix}score-batch");
+    let storage = dir.join("storage");
+    let settings = api::Settings::try_parse_from([
+        "api",
+        "--port",
+        "0",
+        "--model-uri",
+        bundle.to_str().unwrap(),
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--artifact-root",
+        storage.to_str().unwrap(),
+        "--job-queue",
+        &queue_name,
+        "--job-key-prefix",
+        &prefix,
+    ])
+    .unwrap();
+    let app = api::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
+        .await
+        .expect("Redis");
+    let state = Arc::new(worker::WorkerState::new(
+        store,
+        Layout::new(&storage),
+        None,
+        dir.join("models"),
+    ));
+    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker_task = tokio::spawn(
+        WorkerBuilder::new("ndjson-test")
+            .backend(queue)
+            .data(state)
+            .build(worker::handle)
+            .run_until(async move { stop_rx.await.map_err(std::io::Error::other) }),
+    );
+    // Three applications as JSON lines; the second has a bad value.
+    let mut rdr = csv::Reader::from_path(common::write_input(&dir, 3)).unwrap();
+    let h = rdr.headers().unwrap().clone();
+    let mut body = String::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.unwrap();
+        let mut o = serde_json::Map::new();
+        o.insert(
+            "application_id".into(),
+            serde_json::json!(rec[0].to_string()),
+        );
+        for f in &spec.features {
+            let v = &rec[h.iter().position(|x| x == f.name).unwrap()];
+            let v = match f.kind {
+                features::FeatureKind::Numeric if i == 1 && f.name == "credit_amount" => {
+                    serde_json::json!("lots")
+                }
+                features::FeatureKind::Numeric => serde_json::json!(v.parse::<f64>().unwrap()),
+                _ => serde_json::json!(v),
+            };
+            o.insert(f.name.clone(), v);
+        }
+        body.push_str(&serde_json::Value::Object(o).to_string());
+        body.push('\n');
+    }
+    let client = reqwest::Client::new();
+    let mut r = None;
+    for _ in 0..100 {
+        let resp = client
+            .post(format!("{base}/v1/batch-jobs"))
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 503 {
+            r = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = r.unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut status = serde_json::Value::Null;
+    for _ in 0..300 {
+        status = client
+            .get(format!("{base}{location}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["state"] == "succeeded" || status["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (
+            status["state"].as_str(),
+            status["rows_scored"].as_u64(),
+            status["rows_rejected"].as_u64()
+        ),
+        (Some("succeeded"), Some(2), Some(1)),
+        "{status}"
+    );
+    let results = client
+        .get(format!("{base}{location}/results"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let header = results.lines().next().unwrap();
+    assert!(
+        header.starts_with("application_id,")
+            && header.contains(",default_probability,decision,reason_1"),
+        "{results}"
+    );
+    assert!(
+        !header.contains("credit_amount"),
+        "model features are not copied"
+    );
+    assert!(
+        results.contains("APP-000000")
+            && results.contains("APP-000002")
+            && !results.contains("APP-000001")
+    );
+    let errors = client
+        .get(format!("{base}{location}/errors"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(errors.contains("credit_amount"), "{errors}");
+    let _ = stop_tx.send(());
+    let _ = worker_task.await;
+}

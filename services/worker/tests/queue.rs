@@ -146,3 +146,66 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         (0..1000).map(|i| format!("APP-{i:06}")).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries() {
+    let dir = common::tmp("worker-fail");
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
+        .await
+        .expect("Redis on 127.0.0.1:6379");
+    let layout = Layout::new(dir.join("storage"));
+    let id = jobs::new_job_id();
+    // Pinned to a bundle that does not exist: loading fails every time.
+    let pinned = PinnedModel {
+        name: "local".into(),
+        version: "1".into(),
+        local_uri: Some(dir.join("missing").display().to_string()),
+    };
+    let now = jobs::now();
+    let record = JobRecord {
+        id: id.clone(),
+        state: JobState::Queued,
+        format: Format::Csv,
+        rows_total: 1,
+        rows_scored: 0,
+        rows_rejected: 0,
+        chunks_total: 1,
+        chunks_done: 0,
+        model: pinned.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+        finished_at: None,
+        error: None,
+    };
+    store.create(&record, None).await.unwrap();
+    let mut state = worker::WorkerState::new(store, layout, None, dir.join("models"));
+    state.attempts = 3;
+    state.retry_base_ms = 50;
+    let state = Arc::new(state);
+    let task = ScoreChunk {
+        job_id: id.clone(),
+        chunk: 0,
+        format: Format::Csv,
+        model: pinned,
+        trace_context: Default::default(),
+    };
+    let started = std::time::Instant::now();
+    assert!(
+        worker::handle(task, apalis::prelude::Data::new(state.clone()))
+            .await
+            .is_err()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "retried with backoff (50 + 100 ms)"
+    );
+    let r = state.store.get(&id).await.unwrap();
+    assert_eq!(r.state, JobState::Failed);
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("chunk 0") && e.contains("missing")),
+        "{r:?}"
+    );
+}
