@@ -87,6 +87,10 @@ fn spawn_worker(job: &Job) -> Child {
         .local_addr()
         .unwrap()
         .port();
+    spawn_worker_on(job, port)
+}
+
+fn spawn_worker_on(job: &Job, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_worker"))
         .env("REDIS_URL", "redis://127.0.0.1:6379")
         .env("JOB_QUEUE", &job.queue)
@@ -213,4 +217,72 @@ async fn sigterm_finishes_the_chunk_in_hand_and_exits() {
     let _ = next.wait();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     assert_every_row_once(&job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_one_job_and_report_health_and_metrics() {
+    let job = queued_job().await;
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let mut workers: Vec<Child> = ports.iter().map(|p| spawn_worker_on(&job, *p)).collect();
+    let client = reqwest::Client::new();
+    for p in &ports {
+        let mut ok = false;
+        for _ in 0..100 {
+            if client
+                .get(format!("http://127.0.0.1:{p}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "worker on {p} became ready");
+    }
+    let done = wait_for(&job, |r| r.state.is_final(), 120).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_every_row_once(&job);
+    // Both took a share of the chunks, and say so in their metrics.
+    let mut shares = Vec::new();
+    for p in &ports {
+        let text = client
+            .get(format!("http://127.0.0.1:{p}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("batch_queue_depth"), "{text}");
+        let n: u64 = text
+            .lines()
+            .find(|l| l.starts_with("batch_chunks_total{outcome=\"scored\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        shares.push(n);
+    }
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(
+        shares.iter().sum::<u64>(),
+        u64::from(job.chunks),
+        "{shares:?}"
+    );
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "both workers scored chunks: {shares:?}"
+    );
 }
