@@ -49,10 +49,6 @@ images:
     #!/usr/bin/env bash
     set -euo pipefail
     for name in model-registry api loanctl worker; do
-      if [ "$name" = worker ] && [ ! -f services/worker/Cargo.toml ]; then
-        echo "skipping worker: services/worker does not exist yet (docker/Dockerfile.worker is ready for it)"
-        continue
-      fi
       docker build -f "docker/Dockerfile.$name" --build-arg VERSION={{ tag }} \
         -t "ghcr.io/loan-scoring/$name:{{ tag }}" .
     done
