@@ -27,6 +27,21 @@ pub fn connect_in_background(
         Duration::from_secs(settings.job_retention_seconds),
     );
     let layout = Layout::new(&settings.artifact_root);
+    // Job files go when their records expire (hourly check).
+    let sweeper = layout.clone();
+    tokio::spawn(async move {
+        loop {
+            let l = sweeper.clone();
+            match tokio::task::spawn_blocking(move || l.sweep(retention)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(removed = n, "expired batch job files removed")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired batch job files failed"),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
