@@ -198,6 +198,21 @@ pub async fn handle(
     task: ScoreChunk,
     state: apalis::prelude::Data<Arc<WorkerState>>,
 ) -> Result<(), apalis::prelude::BoxDynError> {
+    // Continue the submitting request's trace.
+    let span = tracing::info_span!("score_chunk", job.id = %task.job_id, chunk = task.chunk);
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&task.trace_context));
+        let _ = span.set_parent(parent);
+    }
+    tracing::Instrument::instrument(handle_chunk(task, state), span).await
+}
+
+async fn handle_chunk(
+    task: ScoreChunk,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+) -> Result<(), apalis::prelude::BoxDynError> {
     let job = state.store.get(&task.job_id).await?;
     if job.state.is_final() {
         return Ok(());

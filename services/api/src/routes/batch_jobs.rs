@@ -180,6 +180,14 @@ pub async fn create(
             .insert_header(("Location", format!("/v1/batch-jobs/{created}")))
             .json(job_json(&existing)));
     }
+    // The request's trace context rides along, so the workers' spans join this trace.
+    let trace_context = {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = tracing::Span::current().context();
+        let mut carrier = std::collections::HashMap::new();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+        carrier
+    };
     {
         let mut q = b.queue.lock().await;
         for chunk in 0..split.chunks {
@@ -188,7 +196,7 @@ pub async fn create(
                 chunk,
                 format,
                 model: pinned.clone(),
-                trace_context: Default::default(),
+                trace_context: trace_context.clone(),
             };
             if let Err(e) = q.push(task).await {
                 let reason = format!("queueing chunk {chunk} failed: {e}");
