@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::*;
 use clap::Parser;
-use jobs::{Layout, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
@@ -16,53 +13,8 @@ async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
     let dir = common::tmp("api-batch");
     let bundle = common::train_bundle(&dir, 10);
     let input = common::write_input(&dir, 1000);
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let queue_name = format!("{prefix}score-batch");
-    let storage = dir.join("storage");
-    let settings = api::Settings::try_parse_from([
-        "api",
-        "--port",
-        "0",
-        "--model-uri",
-        bundle.to_str().unwrap(),
-        "--redis-url",
-        "redis://127.0.0.1:6379",
-        "--artifact-root",
-        storage.to_str().unwrap(),
-        "--job-queue",
-        &queue_name,
-        "--job-key-prefix",
-        &prefix,
-        "--batch-chunk-rows",
-        "300",
-    ])
-    .unwrap();
-    let app = api::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-
-    // A worker in process, on the same queue, store and storage.
-    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
-        .await
-        .expect("Redis on 127.0.0.1:6379");
-    let state = Arc::new(worker::WorkerState::new(
-        store,
-        Layout::new(&storage),
-        None,
-        dir.join("models"),
-    ));
-    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
-        .await
-        .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker_task = tokio::spawn(
-        WorkerBuilder::new("api-batch-test")
-            .backend(queue)
-            .concurrency(2)
-            .data(state)
-            .build(worker::handle)
-            .run_until(async move { stop_rx.await.map_err(std::io::Error::other) }),
-    );
+    let stack = common::spawn_stack(&dir, &bundle, &["--batch-chunk-rows", "300"]).await;
+    let base = stack.base.clone();
 
     let client = reqwest::Client::new();
     for _ in 0..100 {
@@ -236,8 +188,7 @@ async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
         "a finished job stays finished"
     );
 
-    let _ = stop_tx.send(());
-    let _ = worker_task.await;
+    stack.stop().await;
 }
 
 #[tokio::test]
@@ -271,48 +222,8 @@ async fn ndjson_files_are_scored_and_bad_lines_reported() {
     let dir = common::tmp("api-ndjson");
     let bundle = common::train_bundle(&dir, 5);
     let spec = model::Bundle::load(&bundle).unwrap().spec;
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let queue_name = format!("{prefix}score-batch");
-    let storage = dir.join("storage");
-    let settings = api::Settings::try_parse_from([
-        "api",
-        "--port",
-        "0",
-        "--model-uri",
-        bundle.to_str().unwrap(),
-        "--redis-url",
-        "redis://127.0.0.1:6379",
-        "--artifact-root",
-        storage.to_str().unwrap(),
-        "--job-queue",
-        &queue_name,
-        "--job-key-prefix",
-        &prefix,
-    ])
-    .unwrap();
-    let app = api::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
-        .await
-        .expect("Redis");
-    let state = Arc::new(worker::WorkerState::new(
-        store,
-        Layout::new(&storage),
-        None,
-        dir.join("models"),
-    ));
-    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
-        .await
-        .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker_task = tokio::spawn(
-        WorkerBuilder::new("ndjson-test")
-            .backend(queue)
-            .data(state)
-            .build(worker::handle)
-            .run_until(async move { stop_rx.await.map_err(std::io::Error::other) }),
-    );
+    let stack = common::spawn_stack(&dir, &bundle, &[]).await;
+    let base = stack.base.clone();
     // Three applications as JSON lines; the second has a bad value.
     let mut rdr = csv::Reader::from_path(common::write_input(&dir, 3)).unwrap();
     let h = rdr.headers().unwrap().clone();
@@ -419,6 +330,5 @@ async fn ndjson_files_are_scored_and_bad_lines_reported() {
         .await
         .unwrap();
     assert!(errors.contains("credit_amount"), "{errors}");
-    let _ = stop_tx.send(());
-    let _ = worker_task.await;
+    stack.stop().await;
 }

@@ -7,9 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use apalis::prelude::*;
-use clap::Parser;
-use jobs::{Layout, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_spans_continue_the_submitters_trace() {
@@ -36,48 +33,8 @@ async fn worker_spans_continue_the_submitters_trace() {
     let dir = common::tmp("trace");
     let bundle = common::train_bundle(&dir, 5);
     let input = common::write_input(&dir, 50);
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let queue_name = format!("{prefix}score-batch");
-    let storage = dir.join("storage");
-    let settings = api::Settings::try_parse_from([
-        "api",
-        "--port",
-        "0",
-        "--model-uri",
-        bundle.to_str().unwrap(),
-        "--redis-url",
-        "redis://127.0.0.1:6379",
-        "--artifact-root",
-        storage.to_str().unwrap(),
-        "--job-queue",
-        &queue_name,
-        "--job-key-prefix",
-        &prefix,
-    ])
-    .unwrap();
-    let app = api::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
-        .await
-        .expect("Redis");
-    let state = Arc::new(worker::WorkerState::new(
-        store,
-        Layout::new(&storage),
-        None,
-        dir.join("models"),
-    ));
-    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
-        .await
-        .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let w = tokio::spawn(
-        WorkerBuilder::new("trace-test")
-            .backend(queue)
-            .data(state)
-            .build(worker::handle)
-            .run_until(async move { stop_rx.await.map_err(std::io::Error::other) }),
-    );
+    let stack = common::spawn_stack(&dir, &bundle, &[]).await;
+    let base = stack.base.clone();
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let client = reqwest::Client::new();
@@ -119,8 +76,7 @@ async fn worker_spans_continue_the_submitters_trace() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stop_tx.send(());
-    let _ = w.await;
+    stack.stop().await;
     tokio::task::spawn_blocking(move || guard.flush())
         .await
         .unwrap();

@@ -1,19 +1,15 @@
 //! MLflow 3 logged models.
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use actix_web::{web, HttpRequest};
+use serde_json::json;
 
 use crate::error::Result;
 use crate::params::{self, Params};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
+
+use super::{ok, Resp};
 use crate::store::{experiments, logged_models};
-
-type Resp = Result<HttpResponse>;
-
-fn ok(v: Value) -> Resp {
-    Ok(HttpResponse::Ok().json(v))
-}
 
 pub async fn create(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = Params::from_request(&req, &body)?;

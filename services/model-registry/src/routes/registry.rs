@@ -1,23 +1,15 @@
 //! Registered models, model versions, stages and aliases.
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use actix_web::{web, HttpRequest};
+use serde_json::json;
 
 use crate::error::{invalid, Result};
 use crate::params::{self, Params};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
+
+use super::{ok, p, Resp};
 use crate::store::{logged_models, registry, runs};
-
-type Resp = Result<HttpResponse>;
-
-fn ok(v: Value) -> Resp {
-    Ok(HttpResponse::Ok().json(v))
-}
-
-fn p(req: &HttpRequest, body: &web::Bytes) -> Result<Params> {
-    Params::from_request(req, body)
-}
 
 fn model_name(p: &Params, key: &str) -> Result<String> {
     let n = p.str(key)?;

@@ -1,23 +1,15 @@
 //! Experiments, runs, params, metrics and tags (MLflow REST API 2.0).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use serde_json::{json, Value};
 
 use crate::error::{invalid, Result};
 use crate::params::{self, Params};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
+
+use super::{ok, p, Resp};
 use crate::store::{experiments, runs};
-
-type Resp = Result<HttpResponse>;
-
-fn ok(v: Value) -> Resp {
-    Ok(HttpResponse::Ok().json(v))
-}
-
-fn p(req: &HttpRequest, body: &web::Bytes) -> Result<Params> {
-    Params::from_request(req, body)
-}
 
 fn experiment_name(p: &Params, key: &str) -> Result<String> {
     let name = p.str(key)?;

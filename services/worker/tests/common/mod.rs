@@ -84,3 +84,77 @@ pub fn write_input(dir: &Path, rows: usize) -> PathBuf {
 pub fn ids(n: u64) -> Vec<String> {
     (0..n).map(|i| format!("APP-{i:06}")).collect()
 }
+
+/// The API (serving `bundle`) and one in-process worker on a private Redis queue and key prefix.
+pub struct Running {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker: tokio::task::JoinHandle<Result<(), apalis::prelude::WorkerError>>,
+}
+
+/// Starts the stack; `extra` are further API flags (e.g. `--batch-chunk-rows 300`).
+pub async fn spawn_stack(dir: &Path, bundle: &Path, extra: &[&str]) -> Running {
+    use apalis::prelude::*;
+    use clap::Parser;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let queue_name = format!("{prefix}score-batch");
+    let storage = dir.join("storage");
+    let args = [
+        "api",
+        "--port",
+        "0",
+        "--model-uri",
+        bundle.to_str().unwrap(),
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--artifact-root",
+        storage.to_str().unwrap(),
+        "--job-queue",
+        &queue_name,
+        "--job-key-prefix",
+        &prefix,
+    ];
+    let settings = api::Settings::try_parse_from(args.iter().chain(extra)).unwrap();
+    let app = api::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let store = jobs::Store::redis(
+        "redis://127.0.0.1:6379",
+        &prefix,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .expect("Redis on 127.0.0.1:6379 must be running (scripts/services.sh starts it)");
+    let state = std::sync::Arc::new(worker::WorkerState::new(
+        store,
+        jobs::Layout::new(&storage),
+        None,
+        dir.join("models"),
+    ));
+    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        WorkerBuilder::new(format!("test-{}", uuid::Uuid::new_v4().simple()))
+            .backend(queue)
+            .concurrency(2)
+            .data(state)
+            .build(worker::handle)
+            .run_until(async move { stopped.await.map_err(std::io::Error::other) }),
+    );
+    Running {
+        base,
+        stop: Some(stop),
+        worker,
+    }
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.worker.await;
+    }
+}
