@@ -102,7 +102,79 @@ pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(
         .await?
 }
 
-/// Reads a chunk file and writes its result part and errors part (via temporary names).
+/// A chunk's result part and errors part, written under temporary names and moved into place
+/// when complete, so a redelivered chunk rewrites them whole. Shared by both input formats.
+struct Parts {
+    out: csv::Writer<std::fs::File>,
+    err: csv::Writer<std::fs::File>,
+    files: [(std::path::PathBuf, std::path::PathBuf); 2],
+    reasons: usize,
+    scored: u64,
+    rejected: u64,
+}
+
+impl Parts {
+    fn create(
+        result: &std::path::Path,
+        errors: &std::path::Path,
+        mut header: Vec<String>,
+        reasons: usize,
+    ) -> anyhow::Result<Parts> {
+        std::fs::create_dir_all(result.parent().context("result path")?)?;
+        std::fs::create_dir_all(errors.parent().context("errors path")?)?;
+        let files = [
+            (result.with_extension("partial"), result.to_path_buf()),
+            (errors.with_extension("partial"), errors.to_path_buf()),
+        ];
+        let mut out = csv::Writer::from_path(&files[0].0)?;
+        let mut err = csv::Writer::from_path(&files[1].0)?;
+        header.extend(["default_probability".to_string(), "decision".to_string()]);
+        header.extend((1..=reasons).map(|i| format!("reason_{i}")));
+        out.write_record(&header)?;
+        err.write_record(["row", "error"])?;
+        Ok(Parts {
+            out,
+            err,
+            files,
+            reasons,
+            scored: 0,
+            rejected: 0,
+        })
+    }
+
+    /// The carried-through values, then probability, decision and the top reasons.
+    fn scored(&mut self, mut row: Vec<String>, s: &model::Score) -> anyhow::Result<()> {
+        row.push(format!("{:.6}", s.default_probability));
+        row.push(s.decision.as_str().to_string());
+        row.extend((0..self.reasons).map(|r| {
+            s.reasons
+                .get(r)
+                .map(|x| x.feature.clone())
+                .unwrap_or_default()
+        }));
+        self.out.write_record(&row)?;
+        self.scored += 1;
+        Ok(())
+    }
+
+    fn rejected(&mut self, row: usize, reason: &str) -> anyhow::Result<()> {
+        self.err
+            .write_record([row.to_string(), reason.to_string()])?;
+        self.rejected += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+        self.out.flush()?;
+        self.err.flush()?;
+        for (tmp, done) in &self.files {
+            std::fs::rename(tmp, done)?;
+        }
+        Ok((self.scored, self.rejected))
+    }
+}
+
+/// Reads a chunk file and writes its result part and errors part.
 fn score_file(
     scorer: &Scorer,
     input: &std::path::Path,
@@ -114,7 +186,6 @@ fn score_file(
         return score_ndjson(scorer, input, result, errors);
     }
     let spec = &scorer.bundle().spec;
-    let k = scorer.bundle().max_reasons;
     let mut rdr = csv::Reader::from_path(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let headers = rdr.headers()?.clone();
@@ -134,24 +205,12 @@ fn score_file(
     let passthrough: Vec<usize> = (0..headers.len())
         .filter(|c| Some(*c) != target && !model_cols.contains(c))
         .collect();
-    std::fs::create_dir_all(result.parent().context("result path")?)?;
-    std::fs::create_dir_all(errors.parent().context("errors path")?)?;
-    let (tmp_r, tmp_e) = (
-        result.with_extension("partial"),
-        errors.with_extension("partial"),
-    );
-    let mut out = csv::Writer::from_path(&tmp_r)?;
-    let mut err = csv::Writer::from_path(&tmp_e)?;
-    let mut header: Vec<String> = passthrough
+    let header = passthrough
         .iter()
         .map(|&c| headers[c].to_string())
         .collect();
-    header.extend(["default_probability".to_string(), "decision".to_string()]);
-    header.extend((1..=k).map(|i| format!("reason_{i}")));
-    out.write_record(&header)?;
-    err.write_record(["row", "error"])?;
+    let mut parts = Parts::create(result, errors, header, scorer.bundle().max_reasons)?;
     let mut scratch = scorer.scratch();
-    let (mut scored, mut rejected) = (0u64, 0u64);
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec?;
         let raws: Vec<Raw> = cols
@@ -162,35 +221,17 @@ fn score_file(
             })
             .collect();
         match scorer.score_with(&raws, true, &mut scratch) {
-            Ok(s) => {
-                let mut row: Vec<String> = passthrough
+            Ok(s) => parts.scored(
+                passthrough
                     .iter()
                     .map(|&c| rec.get(c).unwrap_or("").to_string())
-                    .collect();
-                row.push(format!("{:.6}", s.default_probability));
-                row.push(s.decision.as_str().to_string());
-                for r in 0..k {
-                    row.push(
-                        s.reasons
-                            .get(r)
-                            .map(|x| x.feature.clone())
-                            .unwrap_or_default(),
-                    );
-                }
-                out.write_record(&row)?;
-                scored += 1;
-            }
-            Err(e) => {
-                err.write_record([i.to_string(), e.to_string()])?;
-                rejected += 1;
-            }
+                    .collect(),
+                &s,
+            )?,
+            Err(e) => parts.rejected(i, &e.to_string())?,
         }
     }
-    out.flush()?;
-    err.flush()?;
-    std::fs::rename(&tmp_r, result)?;
-    std::fs::rename(&tmp_e, errors)?;
-    Ok((scored, rejected))
+    parts.finish()
 }
 
 /// The apalis handler: skips chunks of finished (cancelled, failed) jobs, scores, records.
@@ -269,7 +310,6 @@ fn score_ndjson(
 ) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
     let spec = &scorer.bundle().spec;
-    let k = scorer.bundle().max_reasons;
     let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(input)?)
         .lines()
         .collect::<Result<_, _>>()?;
@@ -287,29 +327,18 @@ fn score_ndjson(
         })
         .cloned()
         .collect();
-    std::fs::create_dir_all(result.parent().context("result path")?)?;
-    std::fs::create_dir_all(errors.parent().context("errors path")?)?;
-    let (tmp_r, tmp_e) = (
-        result.with_extension("partial"),
-        errors.with_extension("partial"),
-    );
-    let mut out = csv::Writer::from_path(&tmp_r)?;
-    let mut err = csv::Writer::from_path(&tmp_e)?;
-    let mut header = passthrough.clone();
-    header.extend(["default_probability".to_string(), "decision".to_string()]);
-    header.extend((1..=k).map(|i| format!("reason_{i}")));
-    out.write_record(&header)?;
-    err.write_record(["row", "error"])?;
+    let mut parts = Parts::create(
+        result,
+        errors,
+        passthrough.clone(),
+        scorer.bundle().max_reasons,
+    )?;
     let mut scratch = scorer.scratch();
-    let (mut scored, mut rejected) = (0u64, 0u64);
     for (i, line) in lines.iter().enumerate() {
-        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
-            Ok(serde_json::Value::Object(o)) => o,
-            _ => {
-                err.write_record([i.to_string(), "not a JSON object".to_string()])?;
-                rejected += 1;
-                continue;
-            }
+        let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
+        else {
+            parts.rejected(i, "not a JSON object")?;
+            continue;
         };
         let raws: Vec<Raw> = spec
             .features
@@ -318,7 +347,7 @@ fn score_ndjson(
             .collect();
         match scorer.score_with(&raws, true, &mut scratch) {
             Ok(s) => {
-                let mut row: Vec<String> = passthrough
+                let carried = passthrough
                     .iter()
                     .map(|key| match obj.get(key) {
                         Some(serde_json::Value::String(v)) => v.clone(),
@@ -326,28 +355,10 @@ fn score_ndjson(
                         Some(v) => v.to_string(),
                     })
                     .collect();
-                row.push(format!("{:.6}", s.default_probability));
-                row.push(s.decision.as_str().to_string());
-                for r in 0..k {
-                    row.push(
-                        s.reasons
-                            .get(r)
-                            .map(|x| x.feature.clone())
-                            .unwrap_or_default(),
-                    );
-                }
-                out.write_record(&row)?;
-                scored += 1;
+                parts.scored(carried, &s)?;
             }
-            Err(e) => {
-                err.write_record([i.to_string(), e.to_string()])?;
-                rejected += 1;
-            }
+            Err(e) => parts.rejected(i, &e.to_string())?,
         }
     }
-    out.flush()?;
-    err.flush()?;
-    std::fs::rename(&tmp_r, result)?;
-    std::fs::rename(&tmp_e, errors)?;
-    Ok((scored, rejected))
+    parts.finish()
 }
