@@ -110,6 +110,45 @@ pub struct ScoreChunk {
     /// W3C trace context of the submitting request, so the worker's spans join its trace.
     #[serde(default)]
     pub trace_context: std::collections::HashMap<String, String>,
+    /// Row number (0-based, header not counted) of the chunk's first row in the uploaded file,
+    /// so rejected rows are reported by their place in the file.
+    #[serde(default)]
+    pub first_row: u64,
+    /// Which rows get reason codes.
+    #[serde(default)]
+    pub reasons: Reasons,
+}
+
+/// Which scored rows get reason codes in a batch job's results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reasons {
+    /// Every row.
+    #[default]
+    All,
+    /// Only rows whose decision is review or decline (what adverse-action notices need).
+    Adverse,
+    /// None (fastest).
+    None,
+}
+
+impl Reasons {
+    pub fn parse(s: &str) -> Option<Reasons> {
+        match s {
+            "all" => Some(Reasons::All),
+            "adverse" => Some(Reasons::Adverse),
+            "none" => Some(Reasons::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reasons::All => "all",
+            Reasons::Adverse => "adverse",
+            Reasons::None => "none",
+        }
+    }
 }
 
 /// What a status request shows.
@@ -124,6 +163,8 @@ pub struct JobRecord {
     pub chunks_total: u32,
     pub chunks_done: u32,
     pub model: PinnedModel,
+    #[serde(default)]
+    pub reasons: Reasons,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,11 @@
-//! The apalis queue of `ScoreChunk` tasks in Redis: the API pushes, workers pull.
+//! The apalis queue of `ScoreChunk` tasks: in Redis (the API pushes, workers pull), or in
+//! process for embedded mode (the API pushes to a worker it runs itself; same handler).
 
 use std::time::Duration;
+
+use apalis::prelude::TaskSink as _;
+use apalis::prelude::{MemorySink, MemoryStorage, MemoryStorageError, Task, TaskId};
+use futures_util::SinkExt as _;
 
 use crate::ScoreChunk;
 
@@ -19,10 +24,80 @@ pub async fn queue_with(
     queue: &str,
     heartbeat: Duration,
 ) -> Result<apalis_redis::RedisStorage<ScoreChunk>, redis::RedisError> {
-    let conn = apalis_redis::connect(redis_url).await?;
+    let client = redis::Client::open(redis_url)?;
+    let conn = redis::aio::ConnectionManager::new_with_config(
+        client,
+        fail_fast().set_response_timeout(None),
+    )
+    .await?;
     let config = apalis_redis::Config::default()
         .queue(queue)
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(3);
     Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
+}
+
+/// Connections that give up within seconds while Redis is away (so callers answer 503 quickly
+/// instead of hanging) and reconnect by themselves when it is back.
+pub fn fail_fast() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+}
+
+/// Where the API puts chunks.
+pub enum Queue {
+    Redis(Box<tokio::sync::Mutex<apalis_redis::RedisStorage<ScoreChunk>>>),
+    /// apalis' in-memory backend, consumed by a worker in the same process.
+    InProcess(futures_channel::mpsc::UnboundedSender<Task<ScoreChunk>>),
+}
+
+impl Queue {
+    pub fn redis(storage: apalis_redis::RedisStorage<ScoreChunk>) -> Queue {
+        Queue::Redis(Box::new(tokio::sync::Mutex::new(storage)))
+    }
+
+    /// An in-process queue and the apalis backend a worker consumes it with.
+    pub fn in_process() -> (Queue, MemoryStorage<ScoreChunk>) {
+        let (tx, rx) = futures_channel::mpsc::unbounded::<Task<ScoreChunk>>();
+        // The backend's own sink (polled by the worker) is a separate handle on the same
+        // channel, so pushes never contend for its lock.
+        let sink: Box<
+            dyn futures_util::Sink<Task<ScoreChunk>, Error = MemoryStorageError>
+                + Send
+                + Sync
+                + Unpin,
+        > = Box::new(tx.clone().sink_map_err(MemoryStorageError::from));
+        let sink = MemorySink::new(std::sync::Arc::new(futures_util::lock::Mutex::new(sink)));
+        let storage = MemoryStorage::new_with(sink, Box::pin(rx));
+        (Queue::InProcess(tx), storage)
+    }
+
+    /// Queues every task in order; stops at the first failure.
+    pub async fn push_all(&self, tasks: Vec<ScoreChunk>) -> Result<(), String> {
+        match self {
+            Queue::Redis(storage) => {
+                let mut q = storage.lock().await;
+                for task in tasks {
+                    q.push(task).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Queue::InProcess(tx) => {
+                for task in tasks {
+                    let task = Task::new(task)
+                        .into_builder()
+                        .task_id(TaskId::from_string(
+                            uuid::Uuid::new_v4().simple().to_string(),
+                        ))
+                        .build();
+                    tx.unbounded_send(task)
+                        .map_err(|_| "the in-process worker has stopped".to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
 }

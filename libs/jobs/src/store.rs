@@ -28,12 +28,14 @@ impl From<redis::RedisError> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Where job records live.
+/// Where job records live. Cheap to clone: clones share the same records.
+#[derive(Clone)]
 pub enum Store {
     Redis(RedisStore),
-    Memory(MemoryStore),
+    Memory(std::sync::Arc<MemoryStore>),
 }
 
+#[derive(Clone)]
 pub struct RedisStore {
     conn: redis::aio::ConnectionManager,
     prefix: String,
@@ -88,7 +90,9 @@ impl Store {
     pub async fn redis(url: &str, prefix: &str, retention: Duration) -> Result<Store> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let conn = redis::aio::ConnectionManager::new(client).await?;
+        let conn =
+            redis::aio::ConnectionManager::new_with_config(client, crate::queue::fail_fast())
+                .await?;
         Ok(Store::Redis(RedisStore {
             conn,
             prefix: prefix.to_string(),
@@ -97,10 +101,10 @@ impl Store {
     }
 
     pub fn memory(retention: Duration) -> Store {
-        Store::Memory(MemoryStore {
+        Store::Memory(std::sync::Arc::new(MemoryStore {
             retention,
             ..MemoryStore::default()
-        })
+        }))
     }
 
     /// Records a new job. With an idempotency key that was seen before, nothing is created and
@@ -358,6 +362,7 @@ mod tests {
                 version: "3".into(),
                 local_uri: None,
             },
+            reasons: Default::default(),
             created_at: now(),
             updated_at: now(),
             finished_at: None,

@@ -177,6 +177,12 @@ impl Scorer {
         out.truncate(self.bundle.max_reasons);
     }
 
+    /// Reasons for the row most recently scored with `scratch` (its encoding is still there),
+    /// for callers that explain only some rows (adverse decisions, say).
+    pub fn reasons_of_last(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
+        self.reasons(record, scratch)
+    }
+
     /// Top features raising the risk for the row in `scratch.encoded`.
     fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
         let encoded = std::mem::take(&mut scratch.encoded);

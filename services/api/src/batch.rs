@@ -1,47 +1,37 @@
 //! Batch jobs from the API's side: the job store and the queue, connected in the background
 //! (Redis may come up after the API), and the storage layout shared with the workers.
+//!
+//! Without `REDIS_URL` (embedded mode) the jobs run on an in-process apalis queue, consumed by
+//! the worker's own handler in this process, with the job records in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs::{Layout, ScoreChunk, Store};
+use jobs::queue::Queue;
+use jobs::{Layout, Store};
 
 pub struct Batch {
     pub store: Store,
-    pub queue: tokio::sync::Mutex<apalis_redis::RedisStorage<ScoreChunk>>,
+    pub queue: Queue,
     pub layout: Layout,
+    /// Whether the jobs run in this process (no Redis).
+    pub embedded: bool,
 }
 
 /// Connects to Redis with backoff and publishes the connection; single-application scoring never
-/// waits for it.
+/// waits for it. With no Redis configured, starts the in-process queue and worker instead.
 pub fn connect_in_background(
     settings: &crate::Settings,
     slot: Arc<arc_swap::ArcSwapOption<Batch>>,
 ) {
+    let retention = Duration::from_secs(settings.job_retention_seconds);
+    let layout = Layout::new(&settings.artifact_root);
+    spawn_sweeper(layout.clone(), retention);
     let Some(url) = settings.redis_url.clone().filter(|u| !u.is_empty()) else {
+        start_embedded(settings, &slot, layout, retention);
         return;
     };
-    let (queue_name, prefix, retention) = (
-        settings.job_queue.clone(),
-        settings.job_key_prefix.clone(),
-        Duration::from_secs(settings.job_retention_seconds),
-    );
-    let layout = Layout::new(&settings.artifact_root);
-    // Job files go when their records expire (hourly check).
-    let sweeper = layout.clone();
-    tokio::spawn(async move {
-        loop {
-            let l = sweeper.clone();
-            match tokio::task::spawn_blocking(move || l.sweep(retention)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::info!(removed = n, "expired batch job files removed")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired batch job files failed"),
-                _ => {}
-            }
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-    });
+    let (queue_name, prefix) = (settings.job_queue.clone(), settings.job_key_prefix.clone());
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -58,8 +48,9 @@ pub fn connect_in_background(
                 Ok((store, queue)) => {
                     slot.store(Some(Arc::new(Batch {
                         store,
-                        queue: tokio::sync::Mutex::new(queue),
+                        queue: Queue::redis(queue),
                         layout: layout.clone(),
+                        embedded: false,
                     })));
                     tracing::info!("batch jobs available");
                     return;
@@ -70,6 +61,65 @@ pub fn connect_in_background(
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+    });
+}
+
+/// The in-process queue, the in-memory job store and a worker running the same handler as
+/// `services/worker`.
+fn start_embedded(
+    settings: &crate::Settings,
+    slot: &arc_swap::ArcSwapOption<Batch>,
+    layout: Layout,
+    retention: Duration,
+) {
+    use apalis::prelude::*;
+    let store = Store::memory(retention);
+    let (queue, backend) = Queue::in_process();
+    let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
+    let state = Arc::new(worker::WorkerState::new(
+        store.clone(),
+        layout.clone(),
+        registry,
+        settings.model_cache_dir.join("batch"),
+    ));
+    let concurrency = settings.embedded_workers.max(1);
+    let runner = WorkerBuilder::new("in-process")
+        .backend(backend)
+        .concurrency(concurrency)
+        .data(state)
+        .build(worker::handle);
+    tokio::spawn(async move {
+        if let Err(e) = runner.run().await {
+            tracing::error!(error = %e, "the in-process batch worker stopped");
+        }
+    });
+    slot.store(Some(Arc::new(Batch {
+        store,
+        queue,
+        layout,
+        embedded: true,
+    })));
+    tracing::info!(
+        concurrency,
+        "batch jobs run in process (no REDIS_URL); job records are kept in memory"
+    );
+}
+
+/// Job files go when their records expire (hourly check).
+fn spawn_sweeper(layout: Layout, retention: Duration) {
+    let sweeper = layout;
+    tokio::spawn(async move {
+        loop {
+            let l = sweeper.clone();
+            match tokio::task::spawn_blocking(move || l.sweep(retention)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(removed = n, "expired batch job files removed")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired batch job files failed"),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     });
 }

@@ -54,9 +54,13 @@ pub struct Settings {
     /// Comma-separated origins allowed by CORS (none by default).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
-    /// Redis for batch jobs (queue and job records); without it batch endpoints answer 503.
+    /// Redis for batch jobs (queue and job records), shared with the workers. Without it
+    /// (embedded mode) the API runs batch jobs itself on an in-process queue, records in memory.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Chunks scored at once by the in-process worker (embedded mode only).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    pub embedded_workers: usize,
     /// Shared storage for batch files (the RWX volume in Kubernetes).
     #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]
     pub artifact_root: PathBuf,

@@ -97,9 +97,46 @@ pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(
         .layout
         .errors(&task.job_id, task.chunk)
         .context("invalid job id")?;
-    let format = task.format;
-    tokio::task::spawn_blocking(move || score_file(&scorer, &input, format, &result, &errors))
-        .await?
+    let job = ChunkJob {
+        format: task.format,
+        first_row: task.first_row,
+        reasons: task.reasons,
+    };
+    tokio::task::spawn_blocking(move || score_file(&scorer, &input, job, &result, &errors)).await?
+}
+
+/// How a chunk is read and explained.
+#[derive(Clone, Copy)]
+struct ChunkJob {
+    format: Format,
+    first_row: u64,
+    reasons: jobs::Reasons,
+}
+
+impl ChunkJob {
+    /// Scores a row in spec order, with reasons if the job asks for them for this decision.
+    fn score(
+        &self,
+        scorer: &Scorer,
+        raws: &[Raw<'_>],
+        scratch: &mut model::Scratch,
+    ) -> Result<model::Score, features::FeatureError> {
+        let mut s = scorer.score_with(raws, false, scratch)?;
+        let explain = match self.reasons {
+            jobs::Reasons::All => true,
+            jobs::Reasons::Adverse => s.decision != model::Decision::Approve,
+            jobs::Reasons::None => false,
+        };
+        if explain {
+            s.reasons = scorer.reasons_of_last(raws, scratch);
+        }
+        Ok(s)
+    }
+
+    /// The row's number in the uploaded file (1-based, header not counted).
+    fn row(&self, index_in_chunk: usize) -> u64 {
+        self.first_row + index_in_chunk as u64 + 1
+    }
 }
 
 /// A chunk's result part and errors part, written under temporary names and moved into place
@@ -157,7 +194,7 @@ impl Parts {
         Ok(())
     }
 
-    fn rejected(&mut self, row: usize, reason: &str) -> anyhow::Result<()> {
+    fn rejected(&mut self, row: u64, reason: &str) -> anyhow::Result<()> {
         self.err
             .write_record([row.to_string(), reason.to_string()])?;
         self.rejected += 1;
@@ -178,12 +215,12 @@ impl Parts {
 fn score_file(
     scorer: &Scorer,
     input: &std::path::Path,
-    format: Format,
+    job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
-    if format == Format::Ndjson {
-        return score_ndjson(scorer, input, result, errors);
+    if job.format == Format::Ndjson {
+        return score_ndjson(scorer, input, job, result, errors);
     }
     let spec = &scorer.bundle().spec;
     let mut rdr = csv::Reader::from_path(input)
@@ -220,7 +257,7 @@ fn score_file(
                     .map_or(Raw::Missing, Raw::from_cell)
             })
             .collect();
-        match scorer.score_with(&raws, true, &mut scratch) {
+        match job.score(scorer, &raws, &mut scratch) {
             Ok(s) => parts.scored(
                 passthrough
                     .iter()
@@ -228,7 +265,7 @@ fn score_file(
                     .collect(),
                 &s,
             )?,
-            Err(e) => parts.rejected(i, &e.to_string())?,
+            Err(e) => parts.rejected(job.row(i), &e.to_string())?,
         }
     }
     parts.finish()
@@ -305,6 +342,7 @@ pub use jobs::queue::{queue, queue_with};
 fn score_ndjson(
     scorer: &Scorer,
     input: &std::path::Path,
+    job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
@@ -337,7 +375,7 @@ fn score_ndjson(
     for (i, line) in lines.iter().enumerate() {
         let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
         else {
-            parts.rejected(i, "not a JSON object")?;
+            parts.rejected(job.row(i), "not a JSON object")?;
             continue;
         };
         let raws: Vec<Raw> = spec
@@ -345,7 +383,7 @@ fn score_ndjson(
             .iter()
             .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
             .collect();
-        match scorer.score_with(&raws, true, &mut scratch) {
+        match job.score(scorer, &raws, &mut scratch) {
             Ok(s) => {
                 let carried = passthrough
                     .iter()
@@ -357,7 +395,7 @@ fn score_ndjson(
                     .collect();
                 parts.scored(carried, &s)?;
             }
-            Err(e) => parts.rejected(i, &e.to_string())?,
+            Err(e) => parts.rejected(job.row(i), &e.to_string())?,
         }
     }
     parts.finish()

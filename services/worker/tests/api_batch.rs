@@ -5,8 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
     telemetry::init_for_tests();
@@ -189,32 +187,6 @@ async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
     );
 
     stack.stop().await;
-}
-
-#[tokio::test]
-async fn without_redis_batch_calls_are_503_and_single_scoring_works() {
-    let dir = common::tmp("api-no-redis");
-    let bundle = common::train_bundle(&dir, 5);
-    let settings = api::Settings::try_parse_from([
-        "api",
-        "--port",
-        "0",
-        "--model-uri",
-        bundle.to_str().unwrap(),
-    ])
-    .unwrap();
-    let app = api::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/batch-jobs"))
-        .header("content-type", "text/csv")
-        .body("a\n1\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("REDIS_URL"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,7 @@ async fn queued_job() -> Job {
         chunks_total: split.chunks,
         chunks_done: 0,
         model: pinned.clone(),
+        reasons: Default::default(),
         created_at: now.clone(),
         updated_at: now,
         finished_at: None,
@@ -67,6 +68,8 @@ async fn queued_job() -> Job {
                 format: Format::Csv,
                 model: pinned.clone(),
                 trace_context: Default::default(),
+                first_row: 0,
+                reasons: Default::default(),
             })
             .await
             .unwrap();

@@ -44,6 +44,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         chunks_total: split.chunks,
         chunks_done: 0,
         model: pinned.clone(),
+        reasons: Default::default(),
         created_at: jobs::now(),
         updated_at: jobs::now(),
         finished_at: None,
@@ -61,6 +62,8 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
                 format: Format::Csv,
                 model: pinned.clone(),
                 trace_context: Default::default(),
+                first_row: 0,
+                reasons: Default::default(),
             })
             .await
             .unwrap();
@@ -173,6 +176,7 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         chunks_total: 1,
         chunks_done: 0,
         model: pinned.clone(),
+        reasons: Default::default(),
         created_at: now.clone(),
         updated_at: now,
         finished_at: None,
@@ -189,6 +193,8 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         format: Format::Csv,
         model: pinned,
         trace_context: Default::default(),
+        first_row: 0,
+        reasons: Default::default(),
     };
     let started = std::time::Instant::now();
     assert!(

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use apalis::prelude::TaskSink;
 use futures_util::StreamExt;
-use jobs::{Format, JobRecord, JobState, PinnedModel, ScoreChunk, StoreError};
+use jobs::{Format, JobRecord, JobState, PinnedModel, Reasons, ScoreChunk, StoreError};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -16,11 +15,9 @@ use crate::startup::AppState;
 
 fn batch(state: &AppState) -> Result<Arc<Batch>, ApiError> {
     state.batch.load_full().ok_or_else(|| {
-        ApiError::Unavailable(if state.settings.redis_url.is_some() {
-            "batch jobs are unavailable: Redis cannot be reached (single scoring still works); retry shortly".into()
-        } else {
-            "batch jobs need REDIS_URL to be set".into()
-        })
+        ApiError::Unavailable(
+            "batch jobs are unavailable: Redis cannot be reached (single scoring still works); retry shortly".into(),
+        )
     })
 }
 
@@ -43,11 +40,24 @@ fn job_json(r: &JobRecord) -> serde_json::Value {
 /// Accepts a CSV or NDJSON file of applications: streams it to shared storage, checks the
 /// header against the serving model, splits it into chunks, pins the model version and queues
 /// one task per chunk. 202 with the job and a `Location`.
+#[derive(serde::Deserialize)]
+pub struct CreateQuery {
+    /// `all` (default), `adverse` (review and decline only) or `none`.
+    reasons: Option<String>,
+}
+
 pub async fn create(
     req: HttpRequest,
+    query: web::Query<CreateQuery>,
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let reasons = match query.reasons.as_deref() {
+        None => Reasons::All,
+        Some(r) => Reasons::parse(r).ok_or_else(|| {
+            ApiError::InvalidBatch("reasons must be one of all, adverse, none".into())
+        })?,
+    };
     let ct = req
         .headers()
         .get("content-type")
@@ -155,6 +165,7 @@ pub async fn create(
         chunks_total: split.chunks,
         chunks_done: 0,
         model: pinned.clone(),
+        reasons,
         created_at: now.clone(),
         updated_at: now,
         finished_at: None,
@@ -188,24 +199,24 @@ pub async fn create(
         opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
         carrier
     };
-    {
-        let mut q = b.queue.lock().await;
-        for chunk in 0..split.chunks {
-            let task = ScoreChunk {
-                job_id: id.clone(),
-                chunk,
-                format,
-                model: pinned.clone(),
-                trace_context: trace_context.clone(),
-            };
-            if let Err(e) = q.push(task).await {
-                let reason = format!("queueing chunk {chunk} failed: {e}");
-                let _ = b.store.finish(&id, JobState::Failed, &reason).await;
-                return Err(ApiError::Unavailable(format!(
-                    "batch jobs are unavailable: {reason}"
-                )));
-            }
-        }
+    let chunk_rows = state.settings.batch_chunk_rows;
+    let tasks = (0..split.chunks)
+        .map(|chunk| ScoreChunk {
+            job_id: id.clone(),
+            chunk,
+            format,
+            model: pinned.clone(),
+            trace_context: trace_context.clone(),
+            first_row: u64::from(chunk) * chunk_rows,
+            reasons,
+        })
+        .collect();
+    if let Err(e) = b.queue.push_all(tasks).await {
+        let reason = format!("queueing the chunks failed: {e}");
+        let _ = b.store.finish(&id, JobState::Failed, &reason).await;
+        return Err(ApiError::Unavailable(format!(
+            "batch jobs are unavailable: {reason}"
+        )));
     }
     tracing::info!(job.id = %id, rows = split.rows, chunks = split.chunks, "batch job queued");
     Ok(HttpResponse::Accepted()
@@ -246,8 +257,75 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(job_json(&r)))
 }
 
-/// Streams the parts of a finished job, in chunk order, as one CSV (the header once).
-async fn parts(state: &AppState, id: String, errors: bool) -> Result<HttpResponse, ApiError> {
+/// The format a client asks for in `Accept`: NDJSON when it names it (before CSV), else CSV.
+fn wants_ndjson(req: &HttpRequest) -> bool {
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let pos = |needle: &str| accept.find(needle);
+    let nd = [
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+    ]
+    .iter()
+    .filter_map(|m| pos(m))
+    .min();
+    match (nd, pos("text/csv")) {
+        (Some(n), Some(c)) => n < c,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// One CSV part as NDJSON lines: carried-through columns as strings, the probability as a
+/// number, the reasons as an array; in the errors part, the row number as a number.
+fn part_to_ndjson(csv_bytes: &[u8]) -> Result<Vec<u8>, csv::Error> {
+    let mut rdr = csv::Reader::from_reader(csv_bytes);
+    let headers = rdr.headers()?.clone();
+    let mut out = Vec::with_capacity(csv_bytes.len() * 2);
+    for rec in rdr.records() {
+        let rec = rec?;
+        let mut obj = serde_json::Map::new();
+        let mut reasons = Vec::new();
+        for (h, v) in headers.iter().zip(rec.iter()) {
+            if h.starts_with("reason_") && h[7..].parse::<u32>().is_ok() {
+                if !v.is_empty() {
+                    reasons.push(serde_json::Value::from(v));
+                }
+                continue;
+            }
+            let value = match h {
+                "default_probability" => v
+                    .parse::<f64>()
+                    .map_or(serde_json::Value::Null, serde_json::Value::from),
+                "row" => v
+                    .parse::<u64>()
+                    .map_or(serde_json::Value::from(v), serde_json::Value::from),
+                _ => serde_json::Value::from(v),
+            };
+            obj.insert(h.to_string(), value);
+        }
+        if headers.iter().any(|h| h == "decision") {
+            obj.insert("reasons".into(), serde_json::Value::Array(reasons));
+        }
+        serde_json::to_writer(&mut out, &obj).expect("JSON to memory");
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Streams the parts of a finished job, in chunk order, as one CSV (the header once) or as
+/// NDJSON. One part is in memory at a time.
+async fn parts(
+    req: &HttpRequest,
+    state: &AppState,
+    id: String,
+    errors: bool,
+) -> Result<HttpResponse, ApiError> {
     let b = batch(state)?;
     if !jobs::is_valid_job_id(&id) {
         return Err(ApiError::NotFound("batch job not found".into()));
@@ -269,15 +347,25 @@ async fn parts(state: &AppState, id: String, errors: bool) -> Result<HttpRespons
             .expect("valid id")
         })
         .collect();
-    // One part at a time, skipping the header line of every part but the first.
+    let ndjson = wants_ndjson(req);
     let stream =
-        futures_util::stream::iter(files.into_iter().enumerate()).then(|(i, f)| async move {
+        futures_util::stream::iter(files.into_iter().enumerate()).then(move |(i, f)| async move {
             let bytes = tokio::fs::read(&f).await.map_err(|e| {
                 actix_web::error::ErrorInternalServerError(format!("result part missing: {e}"))
             })?;
-            let body = if i == 0 {
+            let body = if ndjson {
+                tokio::task::spawn_blocking(move || part_to_ndjson(&bytes))
+                    .await
+                    .map_err(actix_web::error::ErrorInternalServerError)?
+                    .map_err(|e| {
+                        actix_web::error::ErrorInternalServerError(format!(
+                            "result part unreadable: {e}"
+                        ))
+                    })?
+            } else if i == 0 {
                 bytes
             } else {
+                // The header line only once.
                 bytes
                     .iter()
                     .position(|b| *b == b'\n')
@@ -286,20 +374,26 @@ async fn parts(state: &AppState, id: String, errors: bool) -> Result<HttpRespons
             Ok::<_, actix_web::Error>(web::Bytes::from(body))
         });
     Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
+        .content_type(if ndjson {
+            "application/x-ndjson"
+        } else {
+            "text/csv; charset=utf-8"
+        })
         .streaming(stream))
 }
 
 pub async fn results(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    parts(&state, path.into_inner(), false).await
+    parts(&req, &state, path.into_inner(), false).await
 }
 
 pub async fn errors(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    parts(&state, path.into_inner(), true).await
+    parts(&req, &state, path.into_inner(), true).await
 }
