@@ -86,16 +86,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server_handle = server.handle();
     tokio::spawn(server);
 
-    // Start order does not matter: wait for Redis with backoff, unready meanwhile.
+    // SIGTERM/SIGINT flips this once; every wait below watches it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: no new chunks; finishing the ones in hand");
+        let _ = stop_tx.send(true);
+    });
+    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    // Start order does not matter, and Redis may go away later: (re)connect with backoff,
+    // unready meanwhile. The job store reconnects by itself; the apalis consumer is rebuilt.
+    let mut state: Option<Arc<WorkerState>> = None;
+    let grace = Duration::from_secs(settings.shutdown_timeout);
     let mut backoff = Duration::from_millis(250);
-    let (store, queue) = loop {
+    loop {
         let attempt = async {
-            let store = jobs::Store::redis(
-                &settings.redis_url,
-                &settings.key_prefix,
-                Duration::from_secs(settings.retention_seconds),
-            )
-            .await?;
+            let store = match &state {
+                Some(s) => s.store.clone(),
+                None => {
+                    jobs::Store::redis(
+                        &settings.redis_url,
+                        &settings.key_prefix,
+                        Duration::from_secs(settings.retention_seconds),
+                    )
+                    .await?
+                }
+            };
             let queue = crate::queue_with(
                 &settings.redis_url,
                 &settings.queue,
@@ -104,52 +123,68 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .await?;
             anyhow::Ok((store, queue))
         };
-        match attempt.await {
-            Ok(v) => break v,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis not reachable yet");
+        let (store, queue) = tokio::select! {
+            r = attempt => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis not reachable");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopping(stop_rx.clone()) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            },
+            () = stopping(stop_rx.clone()) => break,
+        };
+        let state = state
+            .get_or_insert_with(|| {
+                let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
+                Arc::new(WorkerState::new(
+                    store,
+                    jobs::Layout::new(&settings.artifact_root),
+                    registry,
+                    settings.model_cache_dir.clone(),
+                ))
+            })
+            .clone();
+        health.ready.store(true, Ordering::Relaxed);
+        tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "worker ready");
+        let name = format!(
+            "worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let worker = WorkerBuilder::new(name)
+            .backend(queue)
+            .concurrency(settings.concurrency.max(1))
+            .data(state)
+            .build(crate::handle);
+        let signal = {
+            let rx = stop_rx.clone();
+            async move {
+                stopping(rx).await;
+                Ok::<(), std::io::Error>(())
+            }
+        };
+        tokio::select! {
+            r = worker.run_until(signal) => {
+                if *stop_rx.borrow() {
+                    break;
+                }
+                health.ready.store(false, Ordering::Relaxed);
+                match r {
+                    Err(e) => tracing::warn!(error = %e, "lost the queue; reconnecting"),
+                    Ok(()) => tracing::warn!("the queue consumer ended; reconnecting"),
+                }
+                backoff = Duration::from_millis(250);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-        }
-    };
-    let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
-    let state = Arc::new(WorkerState::new(
-        store,
-        jobs::Layout::new(&settings.artifact_root),
-        registry,
-        settings.model_cache_dir.clone(),
-    ));
-    health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(queue = %settings.queue, concurrency = settings.concurrency, "worker ready");
-
-    let grace = Duration::from_secs(settings.shutdown_timeout);
-    let name = format!(
-        "worker-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let worker = WorkerBuilder::new(name)
-        .backend(queue)
-        .concurrency(settings.concurrency.max(1))
-        .data(state)
-        .build(crate::handle);
-    let stopped = Arc::new(tokio::sync::Notify::new());
-    let notify = stopped.clone();
-    let signal = async move {
-        shutdown_signal().await;
-        tracing::info!("stopping: no new chunks; finishing the ones in hand");
-        notify.notify_one();
-        Ok::<(), std::io::Error>(())
-    };
-    tokio::select! {
-        r = worker.run_until(signal) => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "worker stopped with an error");
+            () = async { stopping(stop_rx.clone()).await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_s = grace.as_secs(), "grace period over; exiting with chunks in hand (they will be re-enqueued)");
+                break;
             }
-        }
-        () = async { stopped.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_s = grace.as_secs(), "grace period over; exiting with chunks in hand (they will be re-enqueued)");
         }
     }
     server_handle.stop(true).await;
