@@ -1,8 +1,6 @@
 //! `loanctl`: train, evaluate, score and import loan-default models from the command line.
 
 mod commands;
-mod plots;
-mod table;
 
 use std::path::PathBuf;
 
@@ -22,7 +20,7 @@ enum Command {
     #[command(subcommand)]
     Spec(SpecCommand),
     /// Train a model: split, fit, calibrate, evaluate; write the bundle, report and plots.
-    Train(commands::train::Args),
+    Train(training::Args),
     /// Evaluate a model on a labelled CSV.
     Evaluate(commands::evaluate::Args),
     /// Score a CSV of applications (streamed; any size).
@@ -57,7 +55,7 @@ fn main() -> std::process::ExitCode {
             target,
             positive,
         }) => commands::spec::infer(&data, &target, &positive),
-        Command::Train(a) => commands::train::run(a),
+        Command::Train(a) => training::train::run(a).map(|_| ()),
         Command::Evaluate(a) => commands::evaluate::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::ImportXgboost(a) => commands::import::run(a),

@@ -6,7 +6,7 @@ use anyhow::Result;
 use features::Raw;
 use model::report::evaluate;
 
-use crate::table::read_labelled;
+use training::table::read_labelled;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

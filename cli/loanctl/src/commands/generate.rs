@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<()> {
     if !(0.0..=1.0).contains(&a.mix) {
         bail!("--mix must be between 0 and 1");
     }
-    let mut rdr = crate::table::reader(&a.like)?;
+    let mut rdr = training::table::reader(&a.like)?;
     let headers = rdr.headers()?.clone();
     let rows: Vec<csv::StringRecord> = rdr
         .records()

@@ -7,7 +7,7 @@ use features::Raw;
 use model::pipeline::{bundle_imported, provenance_now};
 use model::{Scorer, ThresholdRule, Thresholds};
 
-use crate::table::read_labelled;
+use training::table::read_labelled;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

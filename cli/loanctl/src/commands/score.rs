@@ -12,7 +12,7 @@ use csv::StringRecord;
 use model::{Decision, Scorer};
 use rayon::prelude::*;
 
-use crate::table::{describe, Layout};
+use training::table::{describe, Layout};
 
 /// Rows parsed per chunk handed to the scoring pool.
 const CHUNK_ROWS: usize = 32_768;
@@ -53,7 +53,7 @@ struct Counts {
 pub fn run(a: Args) -> Result<()> {
     let scorer = crate::commands::load_scorer(&a.model)?;
     let spec = &scorer.bundle().spec;
-    let mut rdr = crate::table::reader(&a.data)?;
+    let mut rdr = training::table::reader(&a.data)?;
     let headers = rdr
         .headers()
         .with_context(|| format!("{}: cannot read the header", a.data.display()))?
@@ -185,7 +185,7 @@ fn score_rows(
                 }
                 other => other.to_string(),
             };
-            *err = Some(format!("line {}: {message}", crate::table::line_of(rec)));
+            *err = Some(format!("line {}: {message}", training::table::line_of(rec)));
         }
     }
     let mut margins = vec![0.0f32; rows.len()];

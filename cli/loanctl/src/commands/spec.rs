@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub fn infer(data: &Path, target: &str, positive: &str) -> Result<()> {
-    let mut rdr = crate::table::reader(data)?;
+    let mut rdr = training::table::reader(data)?;
     let headers: Vec<String> = rdr
         .headers()
         .with_context(|| format!("{}: cannot read the header", data.display()))?

@@ -54,6 +54,100 @@ fn application_schema(state: &AppState) -> Value {
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
 }
 
+/// A batch job as the status, submit and cancel calls return it (`JobRecord` plus `links`).
+fn batch_job_schema() -> Value {
+    let count = |d: &str| json!({"type": "integer", "minimum": 0, "description": d});
+    let time = |d: &str| json!({"type": "string", "format": "date-time", "description": d});
+    let model = json!({"type": "object", "required": ["name", "version"], "description": "The model version the job is pinned to when accepted",
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+            "local_uri": {"type": "string", "description": "The local bundle directory, when the API serves one (MODEL_URI)"}}});
+    let links = json!({"type": "object", "required": ["self", "results", "errors"], "properties": {
+        "self": {"type": "string"}, "results": {"type": "string"}, "errors": {"type": "string"}}});
+    json!({"type": "object", "required": ["id", "state", "format", "rows_total", "rows_scored", "rows_rejected",
+            "chunks_total", "chunks_done", "model", "reasons", "created_at", "updated_at", "links"],
+        "properties": {
+            "id": {"type": "string", "description": "Sortable by creation time"},
+            "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "format": {"type": "string", "enum": ["csv", "ndjson"], "description": "Format of the uploaded file"},
+            "rows_total": count("Rows in the file"),
+            "rows_scored": count("Rows scored so far"),
+            "rows_rejected": count("Rows that failed validation so far (listed by the errors call)"),
+            "chunks_total": count("Chunks the file was split into"),
+            "chunks_done": count("Chunks finished"),
+            "model": model,
+            "reasons": {"type": "string", "enum": ["all", "adverse", "none"], "description": "Which rows get reason codes"},
+            "created_at": time("When the job was accepted"),
+            "updated_at": time("Last change"),
+            "finished_at": time("When the job reached a final state; absent before"),
+            "error": {"type": "string", "description": "Why the job failed or was cancelled; absent otherwise"},
+            "links": links}})
+}
+
+/// `/v1/batch-jobs` and below. Parameters sit on each operation (not the path item), so the docs
+/// page, which lists every key of a path item as an operation, stays right.
+fn batch_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
+    let job = json!({"application/json": {"schema": {"$ref": "#/components/schemas/BatchJob"}}});
+    let location =
+        json!({"Location": {"description": "The job's URL", "schema": {"type": "string"}}});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Job id"});
+    let mut unavailable = problem_resp(
+        "Batch jobs unavailable: Redis cannot be reached (single scoring still works)",
+    );
+    unavailable["headers"] =
+        json!({"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}});
+    let mut unavailable_or_no_model =
+        problem_resp("Batch jobs unavailable (Redis cannot be reached), or no model loaded yet");
+    unavailable_or_no_model["headers"] = unavailable["headers"].clone();
+    let unauthorized = problem_resp("Missing or invalid API key");
+    let not_found = problem_resp("No such job (or it has expired)");
+    let reasons = json!({"name": "reasons", "in": "query", "required": false,
+        "schema": {"type": "string", "enum": ["all", "adverse", "none"], "default": "all"},
+        "description": "Which rows get reason codes: all, only review and decline rows (what adverse-action notices need), or none (fastest)"});
+    let idempotency = json!({"name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
+        "description": "Printable ASCII, no spaces; a repeated key returns the first job instead of creating another"});
+    let file = json!({"type": "string", "format": "binary"});
+    let create = json!({"post": {
+        "summary": "Submit a file of applications to score in the background", "parameters": [reasons, idempotency],
+        "requestBody": {"required": true, "description": "CSV with a header row, or one JSON object per line; the spec's required inputs must be present",
+            "content": {"text/csv": {"schema": file.clone()}, "application/x-ndjson": {"schema": file}}},
+        "responses": {
+            "202": {"description": "Accepted and queued", "headers": location.clone(), "content": job.clone()},
+            "200": {"description": "A job with this Idempotency-Key exists already: that job", "headers": location, "content": job.clone()},
+            "400": problem_resp("Upload interrupted"),
+            "401": unauthorized.clone(),
+            "413": problem_resp("File larger than BATCH_MAX_BYTES"),
+            "415": problem_resp("Not text/csv or application/x-ndjson"),
+            "422": problem_resp("Invalid file (required columns missing, malformed CSV, a line that is not a JSON object, no rows), invalid reasons value or Idempotency-Key"),
+            "503": unavailable_or_no_model}}});
+    let status = json!({
+        "get": {"summary": "A batch job's state and progress", "parameters": [id.clone()], "responses": {
+            "200": {"description": "The job", "content": job.clone()},
+            "401": unauthorized.clone(), "404": not_found.clone(), "503": unavailable.clone()}},
+        "delete": {"summary": "Cancel a batch job", "parameters": [id.clone()], "responses": {
+            "200": {"description": "The job, cancelled (a job already finished is returned unchanged)", "content": job},
+            "401": unauthorized.clone(), "404": not_found.clone(), "503": unavailable.clone()}}});
+    let part = |summary: &str, csv: &str, ndjson: &str| {
+        json!({"get": {"summary": summary, "parameters": [id.clone()], "responses": {
+            "200": {"description": "CSV by default; NDJSON when Accept names application/x-ndjson", "content": {
+                "text/csv": {"schema": {"type": "string", "description": csv}},
+                "application/x-ndjson": {"schema": {"type": "string", "description": ndjson}}}},
+            "401": unauthorized.clone(), "404": not_found.clone(),
+            "409": problem_resp("The job has not succeeded (queued, running, failed or cancelled)"),
+            "503": unavailable.clone()}}})
+    };
+    json!({
+        "/v1/batch-jobs": create,
+        "/v1/batch-jobs/{id}": status,
+        "/v1/batch-jobs/{id}/results": part("A succeeded job's scored rows, in input order",
+            "Your columns that are not model inputs (the label dropped), then default_probability, decision, reason_1..reason_N",
+            "One object per row: the carried-through columns as strings, default_probability (number), decision, reasons (array)"),
+        "/v1/batch-jobs/{id}/errors": part("A succeeded job's rejected rows, with the reason",
+            "Columns row (1-based in the uploaded file, header not counted) and error",
+            "One object per rejected row: {\"row\": n, \"error\": \"...\"}"),
+    })
+}
+
 pub fn document(state: &AppState) -> Value {
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     let problem_resp = |d: &str| json!({"description": d, "content": {"application/problem+json": {"schema": problem.clone()}}});
@@ -66,7 +160,7 @@ pub fn document(state: &AppState) -> Value {
         "503": problem_resp("No model loaded yet"),
     });
     let explain = json!({"name": "explain", "in": "query", "required": false, "schema": {"type": "boolean", "default": true}, "description": "false skips reason codes"});
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {"title": "Loan-default scoring API", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Probability of default, decision and reason codes for loan applications."},
@@ -83,6 +177,7 @@ pub fn document(state: &AppState) -> Value {
                     "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
                     "model": {"$ref": "#/components/schemas/ModelRef"},
                     "request_id": {"type": "string"}}},
+                "BatchJob": batch_job_schema(),
                 "ModelRef": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
                 "FieldError": {"type": "object", "properties": {"field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
                 "Problem": {"type": "object", "properties": {
@@ -110,7 +205,11 @@ pub fn document(state: &AppState) -> Value {
             "/readyz": {"get": {"summary": "Ready once a model is loaded", "security": [], "responses": {"200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}}, "503": problem_resp("Not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         }
-    })
+    });
+    // Batch-job paths are secured like scoring: by the document-level `security`.
+    let paths = merge(doc["paths"].take(), &batch_job_paths(&problem_resp));
+    doc["paths"] = paths;
+    doc
 }
 
 fn merge(mut a: Value, b: &Value) -> Value {

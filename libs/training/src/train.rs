@@ -1,4 +1,5 @@
-//! `loanctl train`.
+//! Training: split, fit, calibrate, evaluate; the bundle, report and plots; optionally the run
+//! logged to the registry and the model registered.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use model::train::TrainParams;
 use model::{Scorer, ThresholdRule};
 use serde_json::json;
 
+pub use crate::register::Registered;
 use crate::table::read_labelled;
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +94,24 @@ pub struct Args {
     /// Alias to move to the new version, e.g. champion (with --registry).
     #[arg(long)]
     pub alias: Option<String>,
+    /// No report on stdout and no progress bars (training jobs log instead).
+    #[arg(skip)]
+    pub quiet: bool,
+    /// What the run's `mlflow.source.name` tag says started it.
+    #[arg(skip = String::from("loanctl train"))]
+    pub source: String,
+}
+
+/// What a training produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Trained {
+    pub model_uuid: String,
+    /// Held-out metrics: test_roc_auc, test_pr_auc, test_ks, test_brier, test_log_loss, rows.
+    pub metrics: serde_json::Value,
+    pub training_seconds: f64,
+    /// The run and version, when logged to a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered: Option<Registered>,
 }
 
 impl Args {
@@ -134,9 +154,14 @@ fn fit_and_evaluate(
     cfg: &TrainConfig,
     provenance: model::Provenance,
     label: &str,
+    quiet: bool,
 ) -> Result<(model::pipeline::Fitted, Evaluation, f64)> {
     let started = Instant::now();
-    let pb = crate::commands::bar(0, label);
+    let pb = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        crate::bar(0, label)
+    };
     let fitted = fit(spec, train.0, train.1, cfg, provenance, &mut |p| match p {
         Progress::Trees { done, total } => {
             pb.set_length(total as u64);
@@ -150,8 +175,8 @@ fn fit_and_evaluate(
     Ok((fitted, eval, seconds))
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let spec = crate::commands::read_spec(&a.spec)?;
+pub fn run(a: Args) -> Result<Trained> {
+    let spec = crate::read_spec(&a.spec)?;
     let data = read_labelled(&a.data, &spec)?;
     let mut raws_all: Vec<Vec<Raw<'_>>> = Vec::with_capacity(data.records.len());
     for rec in &data.records {
@@ -188,6 +213,7 @@ pub fn run(a: Args) -> Result<()> {
         &cfg,
         provenance.clone(),
         "training",
+        a.quiet,
     )?;
     let baseline = if a.compare_no_smote && !a.no_smote {
         let cfg = a.config(false);
@@ -198,6 +224,7 @@ pub fn run(a: Args) -> Result<()> {
             &cfg,
             provenance,
             "no SMOTE",
+            a.quiet,
         )?)
     } else {
         None
@@ -254,12 +281,15 @@ pub fn run(a: Args) -> Result<()> {
         baseline.as_ref().map(|(_, e, _)| e),
     );
     std::fs::write(a.out.join("report.md"), &md)?;
-    crate::commands::print(&md)?;
+    if !a.quiet {
+        crate::print(&md)?;
+    }
     eprintln!(
         "wrote {} (bundle), report.json, report.md, {}",
         bundle_dir.display(),
         plots.join(", ")
     );
+    let mut registered = None;
     if let Some(url) = &a.registry {
         let params = flatten("", &serde_json::to_value(&cfg)?);
         let metrics: Vec<(String, f64, i64)> = [
@@ -273,17 +303,25 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|(k, v)| (k.to_string(), *v, 0))
         .collect();
-        crate::commands::register::log_and_register(
+        registered = Some(crate::register::log_and_register(
             url,
-            &a.experiment,
-            &a.register_as,
-            a.alias.as_deref(),
+            &crate::register::Run {
+                experiment: &a.experiment,
+                name: &a.register_as,
+                alias: a.alias.as_deref(),
+                source: &a.source,
+            },
             &a.out,
             &params,
             &metrics,
-        )?;
+        )?);
     }
-    Ok(())
+    Ok(Trained {
+        model_uuid: fitted.bundle.model_uuid.clone(),
+        metrics: fitted.bundle.metrics.clone(),
+        training_seconds: seconds,
+        registered,
+    })
 }
 
 /// `{"booster": {"trees": 200}}` -> `booster.trees = 200`.

@@ -5,17 +5,41 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use mlflow_client::Client;
 
+/// Where a training run goes.
+pub struct Run<'a> {
+    pub experiment: &'a str,
+    /// The registered model that gets the new version.
+    pub name: &'a str,
+    /// Moved to the new version when given.
+    pub alias: Option<&'a str>,
+    /// The `mlflow.source.name` tag.
+    pub source: &'a str,
+}
+
+/// The logged run and the registered version.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Registered {
+    pub run_id: String,
+    pub model_name: String,
+    pub version: String,
+    pub experiment_id: String,
+}
+
 /// Logs params, metrics and everything in `out` (bundle as `model/`, report, plots) as one run,
 /// registers `runs:/<run>/model` as a new version of `name`, and optionally moves `alias` to it.
 pub fn log_and_register(
     url: &str,
-    experiment: &str,
-    name: &str,
-    alias: Option<&str>,
+    run_to: &Run<'_>,
     out: &Path,
     params: &[(String, String)],
     metrics: &[(String, f64, i64)],
-) -> Result<()> {
+) -> Result<Registered> {
+    let Run {
+        experiment,
+        name,
+        alias,
+        source,
+    } = *run_to;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -27,10 +51,7 @@ pub fn log_and_register(
             .with_context(|| format!("cannot reach the registry at {url}"))?;
         let user = std::env::var("USER").unwrap_or_default();
         let tags = [
-            (
-                "mlflow.source.name".to_string(),
-                "loanctl train".to_string(),
-            ),
+            ("mlflow.source.name".to_string(), source.to_string()),
             ("mlflow.source.type".to_string(), "LOCAL".to_string()),
             ("mlflow.user".to_string(), user),
         ];
@@ -72,6 +93,11 @@ pub fn log_and_register(
                 .map(|a| format!(", alias {a} -> {}", mv.version))
                 .unwrap_or_default()
         );
-        Ok(())
+        Ok(Registered {
+            run_id: run.run_id.clone(),
+            model_name: name.to_string(),
+            version: mv.version.clone(),
+            experiment_id: exp.clone(),
+        })
     })
 }
