@@ -151,10 +151,49 @@ impl Reasons {
     }
 }
 
+/// A training job: train on a labelled CSV with the serving model's feature spec, log the run
+/// and register the new version (no alias moves; promotion stays a human decision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainModel {
+    pub job_id: String,
+    /// The labelled CSV, inside the shared storage.
+    pub dataset: String,
+    /// The feature spec (JSON file) inside the shared storage.
+    pub spec: String,
+    pub settings: TrainSettings,
+    #[serde(default)]
+    pub trace_context: std::collections::HashMap<String, String>,
+}
+
+/// The training settings a job may set; the rest are the training defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    pub register_as: String,
+    pub experiment: String,
+    pub trees: usize,
+    pub max_depth: u32,
+    pub learning_rate: f32,
+    pub seed: u64,
+    pub test_fraction: f64,
+    pub smote: bool,
+}
+
+/// Which kind of work a job record describes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    #[default]
+    Score,
+    Train,
+}
+
 /// What a status request shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
+    #[serde(default)]
+    pub kind: JobKind,
     pub state: JobState,
     pub format: Format,
     pub rows_total: u64,
@@ -171,6 +210,12 @@ pub struct JobRecord {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the job was asked to do beyond the file (training settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+    /// What the job produced beyond result files (the training run and registered version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 /// A new job id: sortable by creation time, safe in paths and keys.

@@ -10,20 +10,20 @@ use futures_util::SinkExt as _;
 use crate::ScoreChunk;
 
 /// The queue's storage with the default heartbeat (5 s).
-pub async fn queue(
+pub async fn queue<T>(
     redis_url: &str,
     queue: &str,
-) -> Result<apalis_redis::RedisStorage<ScoreChunk>, redis::RedisError> {
+) -> Result<apalis_redis::RedisStorage<T>, redis::RedisError> {
     queue_with(redis_url, queue, Duration::from_secs(5)).await
 }
 
 /// Like [`queue`], with the heartbeat that decides when a dead worker's chunks are re-enqueued
 /// (after three missed beats).
-pub async fn queue_with(
+pub async fn queue_with<T>(
     redis_url: &str,
     queue: &str,
     heartbeat: Duration,
-) -> Result<apalis_redis::RedisStorage<ScoreChunk>, redis::RedisError> {
+) -> Result<apalis_redis::RedisStorage<T>, redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
     let conn = redis::aio::ConnectionManager::new_with_config(
         client,
@@ -47,28 +47,28 @@ pub fn fail_fast() -> redis::aio::ConnectionManagerConfig {
         .set_response_timeout(Some(Duration::from_secs(2)))
 }
 
-/// Where the API puts chunks.
-pub enum Queue {
-    Redis(Box<tokio::sync::Mutex<apalis_redis::RedisStorage<ScoreChunk>>>),
+/// Where the API puts tasks (score chunks, training jobs).
+pub enum Queue<T = ScoreChunk> {
+    Redis(Box<tokio::sync::Mutex<apalis_redis::RedisStorage<T>>>),
     /// apalis' in-memory backend, consumed by a worker in the same process.
-    InProcess(futures_channel::mpsc::UnboundedSender<Task<ScoreChunk>>),
+    InProcess(futures_channel::mpsc::UnboundedSender<Task<T>>),
 }
 
-impl Queue {
-    pub fn redis(storage: apalis_redis::RedisStorage<ScoreChunk>) -> Queue {
+impl<T> Queue<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static,
+{
+    pub fn redis(storage: apalis_redis::RedisStorage<T>) -> Queue<T> {
         Queue::Redis(Box::new(tokio::sync::Mutex::new(storage)))
     }
 
     /// An in-process queue and the apalis backend a worker consumes it with.
-    pub fn in_process() -> (Queue, MemoryStorage<ScoreChunk>) {
-        let (tx, rx) = futures_channel::mpsc::unbounded::<Task<ScoreChunk>>();
+    pub fn in_process() -> (Queue<T>, MemoryStorage<T>) {
+        let (tx, rx) = futures_channel::mpsc::unbounded::<Task<T>>();
         // The backend's own sink (polled by the worker) is a separate handle on the same
         // channel, so pushes never contend for its lock.
         let sink: Box<
-            dyn futures_util::Sink<Task<ScoreChunk>, Error = MemoryStorageError>
-                + Send
-                + Sync
-                + Unpin,
+            dyn futures_util::Sink<Task<T>, Error = MemoryStorageError> + Send + Sync + Unpin,
         > = Box::new(tx.clone().sink_map_err(MemoryStorageError::from));
         let sink = MemorySink::new(std::sync::Arc::new(futures_util::lock::Mutex::new(sink)));
         let storage = MemoryStorage::new_with(sink, Box::pin(rx));
@@ -76,7 +76,7 @@ impl Queue {
     }
 
     /// Queues every task in order; stops at the first failure.
-    pub async fn push_all(&self, tasks: Vec<ScoreChunk>) -> Result<(), String> {
+    pub async fn push_all(&self, tasks: Vec<T>) -> Result<(), String> {
         match self {
             Queue::Redis(storage) => {
                 let mut q = storage.lock().await;

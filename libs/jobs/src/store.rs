@@ -74,6 +74,15 @@ end
 return {done, state}
 ";
 
+/// Queued -> running; other states stay.
+const MARK_RUNNING: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[1])
+  return 1
+end
+return 0
+";
+
 /// Moves a job that is not finished to a final state (failed or cancelled), keeping the reason.
 const FINISH: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -203,6 +212,7 @@ impl Store {
                 rec.updated_at = h.get("updated_at").cloned().unwrap_or_default();
                 rec.finished_at = h.get("finished_at").cloned().filter(|s| !s.is_empty());
                 rec.error = h.get("error").cloned().filter(|s| !s.is_empty());
+                rec.output = h.get("output").and_then(|o| serde_json::from_str(o).ok());
                 Ok(rec)
             }
             Store::Memory(m) => {
@@ -302,6 +312,51 @@ impl Store {
         }
     }
 
+    /// Moves a queued job to `running` (for jobs that are one long step, like training).
+    pub async fn mark_running(&self, id: &str) -> Result<()> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: i64 = redis::Script::new(MARK_RUNNING)
+                    .key(r.job_key(id))
+                    .arg(now())
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(())
+            }
+            Store::Memory(m) => {
+                let mut jobs = m.jobs.lock().expect("lock");
+                let (rec, _, _) = jobs
+                    .get_mut(id)
+                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                if rec.state == JobState::Queued {
+                    rec.state = JobState::Running;
+                    rec.updated_at = now();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records what a job produced (shown in its status as `output`).
+    pub async fn set_output(&self, id: &str, output: &serde_json::Value) -> Result<()> {
+        match self {
+            Store::Redis(r) => {
+                let mut c = r.conn.clone();
+                let _: () = c.hset(r.job_key(id), "output", output.to_string()).await?;
+                Ok(())
+            }
+            Store::Memory(m) => {
+                let mut jobs = m.jobs.lock().expect("lock");
+                let (rec, _, _) = jobs
+                    .get_mut(id)
+                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                rec.output = Some(output.clone());
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the store answers (for readiness of batch submission).
     pub async fn ping(&self) -> Result<()> {
         match self {
@@ -350,6 +405,7 @@ mod tests {
     fn record(chunks: u32) -> JobRecord {
         JobRecord {
             id: crate::new_job_id(),
+            kind: crate::JobKind::Score,
             state: JobState::Queued,
             format: Format::Csv,
             rows_total: 100,
@@ -367,6 +423,8 @@ mod tests {
             updated_at: now(),
             finished_at: None,
             error: None,
+            params: None,
+            output: None,
         }
     }
 

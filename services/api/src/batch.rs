@@ -13,6 +13,7 @@ use jobs::{Layout, Store};
 pub struct Batch {
     pub store: Store,
     pub queue: Queue,
+    pub train_queue: Queue<jobs::TrainModel>,
     pub layout: Layout,
     /// Whether the jobs run in this process (no Redis).
     pub embedded: bool,
@@ -31,7 +32,11 @@ pub fn connect_in_background(
         start_embedded(settings, &slot, layout, retention);
         return;
     };
-    let (queue_name, prefix) = (settings.job_queue.clone(), settings.job_key_prefix.clone());
+    let (queue_name, train_queue_name, prefix) = (
+        settings.job_queue.clone(),
+        settings.train_queue.clone(),
+        settings.job_key_prefix.clone(),
+    );
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -42,13 +47,17 @@ pub fn connect_in_background(
                 let queue = jobs::queue::queue(&url, &queue_name)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok::<_, String>((store, queue))
+                let train_queue = jobs::queue::queue(&url, &train_queue_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((store, queue, train_queue))
             };
             match attempt.await {
-                Ok((store, queue)) => {
+                Ok((store, queue, train_queue)) => {
                     slot.store(Some(Arc::new(Batch {
                         store,
                         queue: Queue::redis(queue),
+                        train_queue: Queue::redis(train_queue),
                         layout: layout.clone(),
                         embedded: false,
                     })));
@@ -76,27 +85,41 @@ fn start_embedded(
     use apalis::prelude::*;
     let store = Store::memory(retention);
     let (queue, backend) = Queue::in_process();
+    let (train_queue, train_backend) = Queue::in_process();
     let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
-    let state = Arc::new(worker::WorkerState::new(
+    let mut state = worker::WorkerState::new(
         store.clone(),
         layout.clone(),
         registry,
         settings.model_cache_dir.join("batch"),
-    ));
+    );
+    state.tracking_uri = Some(settings.tracking_uri.clone());
+    let state = Arc::new(state);
     let concurrency = settings.embedded_workers.max(1);
     let runner = WorkerBuilder::new("in-process")
         .backend(backend)
         .concurrency(concurrency)
-        .data(state)
+        .data(state.clone())
         .build(worker::handle);
+    let trainer = WorkerBuilder::new("in-process-train")
+        .backend(train_backend)
+        .concurrency(1)
+        .data(state)
+        .build(worker::handle_training);
     tokio::spawn(async move {
         if let Err(e) = runner.run().await {
             tracing::error!(error = %e, "the in-process batch worker stopped");
         }
     });
+    tokio::spawn(async move {
+        if let Err(e) = trainer.run().await {
+            tracing::error!(error = %e, "the in-process training worker stopped");
+        }
+    });
     slot.store(Some(Arc::new(Batch {
         store,
         queue,
+        train_queue,
         layout,
         embedded: true,
     })));

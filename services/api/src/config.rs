@@ -67,6 +67,9 @@ pub struct Settings {
     /// The apalis queue the workers read.
     #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
     pub job_queue: String,
+    /// The apalis queue of training jobs.
+    #[arg(long, env = "TRAIN_QUEUE", default_value = "loan-scoring:train")]
+    pub train_queue: String,
     /// Prefix of the job-record keys in Redis.
     #[arg(long, env = "JOB_KEY_PREFIX", default_value = "loan-scoring:")]
     pub job_key_prefix: String,

@@ -27,6 +27,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("a batch file must be text/csv or application/x-ndjson")]
     UnsupportedBatchType,
+    #[error("a training dataset must be uploaded as text/csv, or named as application/json {{\"dataset_path\": \"...\"}}")]
+    UnsupportedTrainingType,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -47,7 +49,9 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::ReloadFailed(_) => "model-reload-failed",
             ApiError::Unavailable(_) => "service-unavailable",
-            ApiError::UnsupportedBatchType => "unsupported-media-type",
+            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
+                "unsupported-media-type"
+            }
             ApiError::NotFound(_) => "not-found",
             ApiError::NotFinished(_) => "job-not-finished",
             ApiError::Unexpected(_) => "internal-error",
@@ -65,7 +69,9 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::ReloadFailed(_) => "Model reload failed",
             ApiError::Unavailable(_) => "Service unavailable",
-            ApiError::UnsupportedBatchType => "Unsupported media type",
+            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
+                "Unsupported media type"
+            }
             ApiError::NotFound(_) => "Not found",
             ApiError::NotFinished(_) => "Job not finished",
             ApiError::Unexpected(_) => "Internal error",
@@ -84,7 +90,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ReloadFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnsupportedBatchType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotFinished(_) => StatusCode::CONFLICT,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

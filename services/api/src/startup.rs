@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpServer};
 use crate::auth::{self, ApiKeys};
 use crate::config::Settings;
 use crate::models::Models;
-use crate::routes::{batch_jobs, model, openapi, predict};
+use crate::routes::{batch_jobs, model, openapi, predict, training_jobs};
 
 pub struct AppState {
     pub models: Arc<Models>,
@@ -87,6 +87,12 @@ impl Application {
                 .route(
                     "/v1/batch-jobs/{id}/errors",
                     web::get().to(batch_jobs::errors),
+                )
+                .route("/v1/training-jobs", web::post().to(training_jobs::create))
+                .route("/v1/training-jobs/{id}", web::get().to(training_jobs::get))
+                .route(
+                    "/v1/training-jobs/{id}",
+                    web::delete().to(training_jobs::cancel),
                 )
                 .route("/v1/model", web::get().to(model::get_model))
                 .route("/v1/model/reload", web::post().to(model::reload))

@@ -24,6 +24,8 @@ pub struct WorkerState {
     pub store: Store,
     pub layout: Layout,
     pub registry: Option<mlflow_client::Client>,
+    /// The registry's URL, for training jobs (they log a run and register a version).
+    pub tracking_uri: Option<String>,
     pub model_cache_dir: PathBuf,
     models: Mutex<HashMap<(String, String), Arc<Scorer>>>,
 }
@@ -40,6 +42,7 @@ impl WorkerState {
             retry_base_ms: 500,
             store,
             layout,
+            tracking_uri: None,
             registry,
             model_cache_dir,
             models: Mutex::default(),
@@ -336,6 +339,132 @@ async fn handle_chunk(
 }
 
 pub use jobs::queue::{queue, queue_with};
+
+/// The apalis handler of training jobs: trains on the job's dataset with the training library
+/// (the same code as `loanctl train`), logs the run and registers a new version. No alias moves.
+pub async fn handle_training(
+    task: jobs::TrainModel,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+) -> Result<(), apalis::prelude::BoxDynError> {
+    let span = tracing::info_span!("train_model", job.id = %task.job_id);
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&task.trace_context));
+        let _ = span.set_parent(parent);
+    }
+    tracing::Instrument::instrument(train_job(task, state), span).await
+}
+
+async fn train_job(
+    task: jobs::TrainModel,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+) -> Result<(), apalis::prelude::BoxDynError> {
+    let job = state.store.get(&task.job_id).await?;
+    if job.state.is_final() {
+        return Ok(());
+    }
+    state.store.mark_running(&task.job_id).await?;
+    let started = std::time::Instant::now();
+    let outcome = match &state.tracking_uri {
+        None => Err(anyhow::anyhow!(
+            "training jobs need the model registry (MLFLOW_TRACKING_URI) to register the new version"
+        )),
+        Some(url) => {
+            let args = training_args(&task, &state.layout, url);
+            match args {
+                Ok(args) => tokio::task::spawn_blocking(move || training::train::run(args))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    metrics::training_seconds().observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(trained) => {
+            metrics::training_jobs()
+                .with_label_values(&["succeeded"])
+                .inc();
+            let output = serde_json::to_value(&trained)?;
+            state.store.set_output(&task.job_id, &output).await?;
+            let rows = trained.metrics["test_rows"].as_u64().unwrap_or(0)
+                + trained.metrics["train_rows"].as_u64().unwrap_or(0);
+            state.store.complete_chunk(&task.job_id, 0, rows, 0).await?;
+            tracing::info!(
+                job.id = %task.job_id,
+                version = trained.registered.as_ref().map(|r| r.version.as_str()).unwrap_or(""),
+                "model trained and registered"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            metrics::training_jobs()
+                .with_label_values(&["failed"])
+                .inc();
+            let reason = format!("{e:#}");
+            tracing::warn!(job.id = %task.job_id, error = %reason, "training failed");
+            state
+                .store
+                .finish(&task.job_id, JobState::Failed, &reason)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// The training library's settings for a job: its files inside the shared storage, its output
+/// folder in the job's directory, the registry; everything else at the training defaults.
+fn training_args(
+    task: &jobs::TrainModel,
+    layout: &Layout,
+    tracking_uri: &str,
+) -> anyhow::Result<training::Args> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: training::Args,
+    }
+    let dir = layout.job_dir(&task.job_id).context("invalid job id")?;
+    let inside = |rel: &str| -> anyhow::Result<PathBuf> {
+        let p = std::path::Path::new(rel);
+        anyhow::ensure!(
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "dataset and spec must be paths inside the shared storage"
+        );
+        Ok(layout.root().join(p))
+    };
+    let s = &task.settings;
+    let mut argv: Vec<String> = vec!["train".into()];
+    for (flag, value) in [
+        ("--data", inside(&task.dataset)?.display().to_string()),
+        ("--spec", inside(&task.spec)?.display().to_string()),
+        ("--out", dir.join("training").display().to_string()),
+        ("--registry", tracking_uri.to_string()),
+        ("--register-as", s.register_as.clone()),
+        ("--experiment", s.experiment.clone()),
+        ("--trees", s.trees.to_string()),
+        ("--max-depth", s.max_depth.to_string()),
+        ("--learning-rate", s.learning_rate.to_string()),
+        ("--seed", s.seed.to_string()),
+        ("--test-fraction", s.test_fraction.to_string()),
+    ] {
+        argv.push(flag.into());
+        argv.push(value);
+    }
+    if !s.smote {
+        argv.push("--no-smote".into());
+    }
+    let mut args = Cli::try_parse_from(argv)
+        .map_err(|e| anyhow::anyhow!("invalid training settings: {e}"))?
+        .args;
+    args.quiet = true;
+    args.source = "training job".into();
+    Ok(args)
+}
 
 /// NDJSON chunks: each line an application object. Keys that are not model features (an id,
 /// say; the label is dropped) are carried through as columns, taken from the chunk's first line.

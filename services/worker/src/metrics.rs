@@ -61,3 +61,29 @@ pub fn queue_depth() -> &'static IntGauge {
         register(IntGauge::new("batch_queue_depth", "Chunks waiting in the queue").expect("metric"))
     })
 }
+
+pub fn training_jobs() -> &'static IntCounterVec {
+    static M: OnceLock<IntCounterVec> = OnceLock::new();
+    M.get_or_init(|| {
+        register(
+            IntCounterVec::new(
+                Opts::new("training_jobs_total", "Training jobs by outcome"),
+                &["outcome"],
+            )
+            .expect("metric"),
+        )
+    })
+}
+
+pub fn training_seconds() -> &'static Histogram {
+    static M: OnceLock<Histogram> = OnceLock::new();
+    M.get_or_init(|| {
+        register(
+            Histogram::with_opts(
+                HistogramOpts::new("training_job_duration_seconds", "Time to train one model")
+                    .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+            )
+            .expect("metric"),
+        )
+    })
+}

@@ -121,9 +121,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 Duration::from_secs(settings.heartbeat_seconds.max(1)),
             )
             .await?;
-            anyhow::Ok((store, queue))
+            let train_queue = crate::queue_with::<jobs::TrainModel>(
+                &settings.redis_url,
+                &settings.train_queue,
+                Duration::from_secs(settings.heartbeat_seconds.max(1)),
+            )
+            .await?;
+            anyhow::Ok((store, queue, train_queue))
         };
-        let (store, queue) = tokio::select! {
+        let (store, queue, train_queue) = tokio::select! {
             r = attempt => match r {
                 Ok(v) => v,
                 Err(e) => {
@@ -141,12 +147,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let state = state
             .get_or_insert_with(|| {
                 let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
-                Arc::new(WorkerState::new(
+                let mut state = WorkerState::new(
                     store,
                     jobs::Layout::new(&settings.artifact_root),
                     registry,
                     settings.model_cache_dir.clone(),
-                ))
+                );
+                state.tracking_uri = Some(settings.tracking_uri.clone());
+                Arc::new(state)
             })
             .clone();
         health.ready.store(true, Ordering::Relaxed);
@@ -156,20 +164,30 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
-        let worker = WorkerBuilder::new(name)
+        let worker = WorkerBuilder::new(name.clone())
             .backend(queue)
             .concurrency(settings.concurrency.max(1))
-            .data(state)
+            .data(state.clone())
             .build(crate::handle);
-        let signal = {
+        // Training uses every core; one at a time per worker.
+        let trainer = WorkerBuilder::new(format!("{name}-train"))
+            .backend(train_queue)
+            .concurrency(1)
+            .data(state)
+            .build(crate::handle_training);
+        let signal = || {
             let rx = stop_rx.clone();
             async move {
                 stopping(rx).await;
                 Ok::<(), std::io::Error>(())
             }
         };
+        let both = async {
+            let (a, b) = tokio::join!(worker.run_until(signal()), trainer.run_until(signal()));
+            a.and(b)
+        };
         tokio::select! {
-            r = worker.run_until(signal) => {
+            r = both => {
                 if *stop_rx.borrow() {
                     break;
                 }

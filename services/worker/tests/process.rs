@@ -42,6 +42,7 @@ async fn queued_job() -> Job {
     let now = jobs::now();
     let record = JobRecord {
         id: id.clone(),
+        kind: jobs::JobKind::Score,
         state: JobState::Queued,
         format: Format::Csv,
         rows_total: split.rows,
@@ -55,6 +56,8 @@ async fn queued_job() -> Job {
         updated_at: now,
         finished_at: None,
         error: None,
+        params: None,
+        output: None,
     };
     store.create(&record, None).await.unwrap();
     let mut queue = worker::queue("redis://127.0.0.1:6379", &queue_name)

@@ -36,6 +36,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
     };
     let record = JobRecord {
         id: id.clone(),
+        kind: jobs::JobKind::Score,
         state: JobState::Queued,
         format: Format::Csv,
         rows_total: split.rows,
@@ -49,6 +50,8 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         updated_at: jobs::now(),
         finished_at: None,
         error: None,
+        params: None,
+        output: None,
     };
     store.create(&record, None).await.unwrap();
     let mut queue = worker::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
@@ -168,6 +171,7 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
     let now = jobs::now();
     let record = JobRecord {
         id: id.clone(),
+        kind: jobs::JobKind::Score,
         state: JobState::Queued,
         format: Format::Csv,
         rows_total: 1,
@@ -181,6 +185,8 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         updated_at: now,
         finished_at: None,
         error: None,
+        params: None,
+        output: None,
     };
     store.create(&record, None).await.unwrap();
     let mut state = worker::WorkerState::new(store, layout, None, dir.join("models"));

@@ -13,7 +13,7 @@ use crate::batch::Batch;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-fn batch(state: &AppState) -> Result<Arc<Batch>, ApiError> {
+pub(crate) fn batch(state: &AppState) -> Result<Arc<Batch>, ApiError> {
     state.batch.load_full().ok_or_else(|| {
         ApiError::Unavailable(
             "batch jobs are unavailable: Redis cannot be reached (single scoring still works); retry shortly".into(),
@@ -21,7 +21,33 @@ fn batch(state: &AppState) -> Result<Arc<Batch>, ApiError> {
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
+/// Streams a request body to `path` (never whole in memory), up to `limit` bytes.
+pub(crate) async fn save_upload(
+    payload: &mut web::Payload,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<u64, ApiError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot create the upload: {e}")))?;
+    let mut size = 0u64;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("upload interrupted: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::TooLarge(limit as usize));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot store the upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot store the upload: {e}")))?;
+    Ok(size)
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(id) => ApiError::NotFound(format!("batch job '{id}' not found")),
         StoreError::Unavailable(m) => {
@@ -93,33 +119,10 @@ pub async fn create(
     let cleanup = || async {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     };
-    // Streamed to disk, never whole in memory.
-    let mut file = tokio::fs::File::create(&input)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot create the upload: {e}")))?;
-    let mut size = 0u64;
-    while let Some(chunk) = payload.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                cleanup().await;
-                return Err(ApiError::Malformed(format!("upload interrupted: {e}")));
-            }
-        };
-        size += chunk.len() as u64;
-        if size > state.settings.batch_max_bytes {
-            cleanup().await;
-            return Err(ApiError::TooLarge(state.settings.batch_max_bytes as usize));
-        }
-        if let Err(e) = file.write_all(&chunk).await {
-            cleanup().await;
-            return Err(ApiError::Unexpected(anyhow::anyhow!(
-                "cannot store the upload: {e}"
-            )));
-        }
+    if let Err(e) = save_upload(&mut payload, &input, state.settings.batch_max_bytes).await {
+        cleanup().await;
+        return Err(e);
     }
-    let _ = file.flush().await;
-    drop(file);
     let spec = model.scorer.bundle().spec.clone();
     let (layout, chunk_rows, job) = (
         b.layout.clone(),
@@ -157,6 +160,7 @@ pub async fn create(
     let now = jobs::now();
     let record = JobRecord {
         id: id.clone(),
+        kind: jobs::JobKind::Score,
         state: JobState::Queued,
         format,
         rows_total: split.rows,
@@ -170,6 +174,8 @@ pub async fn create(
         updated_at: now,
         finished_at: None,
         error: None,
+        params: None,
+        output: None,
     };
     let created = b
         .store
@@ -236,8 +242,17 @@ pub async fn get(
             id.chars().take(64).collect::<String>()
         )));
     }
-    let r = b.store.get(&id).await.map_err(store_error)?;
+    let r = scoring_job(&b, &id).await?;
     Ok(HttpResponse::Ok().json(job_json(&r)))
+}
+
+/// A batch-scoring job's record (training jobs have their own endpoints).
+async fn scoring_job(b: &Batch, id: &str) -> Result<JobRecord, ApiError> {
+    let r = b.store.get(id).await.map_err(store_error)?;
+    if r.kind != jobs::JobKind::Score {
+        return Err(ApiError::NotFound(format!("batch job '{id}' not found")));
+    }
+    Ok(r)
 }
 
 pub async fn cancel(
@@ -249,6 +264,7 @@ pub async fn cancel(
     if !jobs::is_valid_job_id(&id) {
         return Err(ApiError::NotFound("batch job not found".into()));
     }
+    scoring_job(&b, &id).await?;
     b.store
         .finish(&id, JobState::Cancelled, "cancelled by the client")
         .await
@@ -283,7 +299,7 @@ fn wants_ndjson(req: &HttpRequest) -> bool {
 
 /// One CSV part as NDJSON lines: carried-through columns as strings, the probability as a
 /// number, the reasons as an array; in the errors part, the row number as a number.
-fn part_to_ndjson(csv_bytes: &[u8]) -> Result<Vec<u8>, csv::Error> {
+fn part_to_ndjson(csv_bytes: &[u8], errors: bool) -> Result<Vec<u8>, csv::Error> {
     let mut rdr = csv::Reader::from_reader(csv_bytes);
     let headers = rdr.headers()?.clone();
     let mut out = Vec::with_capacity(csv_bytes.len() * 2);
@@ -292,24 +308,24 @@ fn part_to_ndjson(csv_bytes: &[u8]) -> Result<Vec<u8>, csv::Error> {
         let mut obj = serde_json::Map::new();
         let mut reasons = Vec::new();
         for (h, v) in headers.iter().zip(rec.iter()) {
-            if h.starts_with("reason_") && h[7..].parse::<u32>().is_ok() {
+            if !errors && h.starts_with("reason_") && h[7..].parse::<u32>().is_ok() {
                 if !v.is_empty() {
                     reasons.push(serde_json::Value::from(v));
                 }
                 continue;
             }
             let value = match h {
-                "default_probability" => v
+                "default_probability" if !errors => v
                     .parse::<f64>()
                     .map_or(serde_json::Value::Null, serde_json::Value::from),
-                "row" => v
+                "row" if errors => v
                     .parse::<u64>()
                     .map_or(serde_json::Value::from(v), serde_json::Value::from),
                 _ => serde_json::Value::from(v),
             };
             obj.insert(h.to_string(), value);
         }
-        if headers.iter().any(|h| h == "decision") {
+        if !errors {
             obj.insert("reasons".into(), serde_json::Value::Array(reasons));
         }
         serde_json::to_writer(&mut out, &obj).expect("JSON to memory");
@@ -330,7 +346,7 @@ async fn parts(
     if !jobs::is_valid_job_id(&id) {
         return Err(ApiError::NotFound("batch job not found".into()));
     }
-    let r = b.store.get(&id).await.map_err(store_error)?;
+    let r = scoring_job(&b, &id).await?;
     if r.state != JobState::Succeeded {
         return Err(ApiError::NotFinished(format!(
             "batch job '{id}' is {}; results are available once it has succeeded",
@@ -354,7 +370,7 @@ async fn parts(
                 actix_web::error::ErrorInternalServerError(format!("result part missing: {e}"))
             })?;
             let body = if ndjson {
-                tokio::task::spawn_blocking(move || part_to_ndjson(&bytes))
+                tokio::task::spawn_blocking(move || part_to_ndjson(&bytes, errors))
                     .await
                     .map_err(actix_web::error::ErrorInternalServerError)?
                     .map_err(|e| {

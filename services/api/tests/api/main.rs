@@ -3,3 +3,4 @@
 mod helpers;
 mod models;
 mod predict;
+mod training;
