@@ -20,7 +20,7 @@ enum Command {
     #[command(subcommand)]
     Spec(SpecCommand),
     /// Train a model: split, fit, calibrate, evaluate; write the bundle, report and plots.
-    Train(training::Args),
+    Train(Box<training::Args>),
     /// Evaluate a model on a labelled CSV.
     Evaluate(commands::evaluate::Args),
     /// Score a CSV of applications (streamed; any size).
@@ -29,6 +29,8 @@ enum Command {
     ImportXgboost(commands::import::Args),
     /// Write a seeded synthetic CSV shaped like a given one (for benchmarks and load tests).
     Generate(commands::generate::Args),
+    /// Run the whole platform in this process: registry, a first model, API and batch worker.
+    Quickstart(commands::quickstart::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,11 +57,12 @@ fn main() -> std::process::ExitCode {
             target,
             positive,
         }) => commands::spec::infer(&data, &target, &positive),
-        Command::Train(a) => training::train::run(a).map(|_| ()),
+        Command::Train(a) => training::train::run(*a).map(|_| ()),
         Command::Evaluate(a) => commands::evaluate::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::ImportXgboost(a) => commands::import::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Quickstart(a) => commands::quickstart::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

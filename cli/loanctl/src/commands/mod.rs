@@ -3,6 +3,7 @@
 pub mod evaluate;
 pub mod generate;
 pub mod import;
+pub mod quickstart;
 pub mod score;
 pub mod spec;
 
