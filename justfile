@@ -20,6 +20,10 @@ check:
 test *args:
     scripts/test.sh {{ args }}
 
+# Everything in one process: registry, first model, API and batch worker (README: "Run it")
+quickstart *args:
+    cargo run --release -p loanctl -- quickstart {{ args }}
+
 # Train on the bundled data: bundle, report and plots in models/gc
 train:
     cargo run --release -p loanctl -- train --data data/german_credit.csv --spec data/german_credit.spec.json --out models/gc
