@@ -47,6 +47,9 @@ pub struct Settings {
     /// How long job records are kept.
     #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
     pub retention_seconds: u64,
+    /// Milliseconds between looks at an empty queue (how soon an idle worker picks up work).
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 100)]
+    pub poll_ms: u64,
     /// Seconds between heartbeats; a worker that misses a few has its chunks re-enqueued.
     #[arg(long, env = "WORKER_HEARTBEAT_SECONDS", default_value_t = 5)]
     pub heartbeat_seconds: u64,

@@ -164,14 +164,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
+        // An idle worker looks for new chunks this often (else only at its heartbeat).
+        let poll = Duration::from_millis(settings.poll_ms.max(10));
         let worker = WorkerBuilder::new(name.clone())
-            .backend(queue)
+            .backend(queue.poll_with_interval(poll))
             .concurrency(settings.concurrency.max(1))
             .data(state.clone())
             .build(crate::handle);
         // Training uses every core; one at a time per worker.
         let trainer = WorkerBuilder::new(format!("{name}-train"))
-            .backend(train_queue)
+            .backend(train_queue.poll_with_interval(poll))
             .concurrency(1)
             .data(state)
             .build(crate::handle_training);
