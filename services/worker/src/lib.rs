@@ -125,15 +125,19 @@ impl ChunkJob {
         scratch: &mut model::Scratch,
     ) -> Result<model::Score, features::FeatureError> {
         let mut s = scorer.score_with(raws, false, scratch)?;
-        let explain = match self.reasons {
-            jobs::Reasons::All => true,
-            jobs::Reasons::Adverse => s.decision != model::Decision::Approve,
-            jobs::Reasons::None => false,
-        };
-        if explain {
+        if self.explains(s.decision) {
             s.reasons = scorer.reasons_of_last(raws, scratch);
         }
         Ok(s)
+    }
+
+    /// Whether a row with this decision gets reasons.
+    fn explains(&self, decision: model::Decision) -> bool {
+        match self.reasons {
+            jobs::Reasons::All => true,
+            jobs::Reasons::Adverse => decision != model::Decision::Approve,
+            jobs::Reasons::None => false,
+        }
     }
 
     /// The row's number in the uploaded file (1-based, header not counted).
@@ -151,6 +155,7 @@ struct Parts {
     reasons: usize,
     scored: u64,
     rejected: u64,
+    number: String,
 }
 
 impl Parts {
@@ -166,7 +171,9 @@ impl Parts {
             (result.with_extension("partial"), result.to_path_buf()),
             (errors.with_extension("partial"), errors.to_path_buf()),
         ];
-        let mut out = csv::Writer::from_path(&files[0].0)?;
+        let mut out = csv::WriterBuilder::new()
+            .buffer_capacity(1 << 20)
+            .from_path(&files[0].0)?;
         let mut err = csv::Writer::from_path(&files[1].0)?;
         header.extend(["default_probability".to_string(), "decision".to_string()]);
         header.extend((1..=reasons).map(|i| format!("reason_{i}")));
@@ -179,6 +186,7 @@ impl Parts {
             reasons,
             scored: 0,
             rejected: 0,
+            number: String::new(),
         })
     }
 
@@ -193,6 +201,36 @@ impl Parts {
                 .unwrap_or_default()
         }));
         self.out.write_record(&row)?;
+        self.scored += 1;
+        Ok(())
+    }
+
+    /// Like [`Parts::scored`] for a CSV record, writing fields in place: the carried-through
+    /// columns, probability, decision and the top reasons (spec feature indices).
+    fn scored_fields(
+        &mut self,
+        rec: &csv::StringRecord,
+        passthrough: &[usize],
+        p: f64,
+        decision: model::Decision,
+        top: &[(usize, f64)],
+        spec: &features::Spec,
+    ) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        for &c in passthrough {
+            self.out.write_field(rec.get(c).unwrap_or(""))?;
+        }
+        self.number.clear();
+        let _ = write!(self.number, "{p:.6}");
+        self.out.write_field(&self.number)?;
+        self.out.write_field(decision.as_str())?;
+        for r in 0..self.reasons {
+            self.out.write_field(
+                top.get(r)
+                    .map_or("", |(j, _)| spec.features[*j].name.as_str()),
+            )?;
+        }
+        self.out.write_record(None::<&[u8]>)?;
         self.scored += 1;
         Ok(())
     }
@@ -226,7 +264,9 @@ fn score_file(
         return score_ndjson(scorer, input, job, result, errors);
     }
     let spec = &scorer.bundle().spec;
-    let mut rdr = csv::Reader::from_path(input)
+    let mut rdr = csv::ReaderBuilder::new()
+        .buffer_capacity(1 << 20)
+        .from_path(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let headers = rdr.headers()?.clone();
     let cols: Vec<Option<usize>> = spec
@@ -250,26 +290,55 @@ fn score_file(
         .map(|&c| headers[c].to_string())
         .collect();
     let mut parts = Parts::create(result, errors, header, scorer.bundle().max_reasons)?;
+    // Blocks of rows: encode them all, predict the block at once, then explain and write.
+    const BLOCK: usize = 2048;
+    let pre = scorer.preprocessor();
+    let w = pre.width();
+    let (calibration, thresholds) = (scorer.calibration(), scorer.thresholds());
+    let mut recs: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
+    let mut encoded = vec![0.0f32; BLOCK * w];
+    let mut margins = vec![0.0f32; BLOCK];
+    let mut failed: Vec<Option<String>> = vec![None; BLOCK];
     let mut scratch = scorer.scratch();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec?;
-        let raws: Vec<Raw> = cols
-            .iter()
-            .map(|c| {
-                c.and_then(|c| rec.get(c))
-                    .map_or(Raw::Missing, Raw::from_cell)
-            })
-            .collect();
-        match job.score(scorer, &raws, &mut scratch) {
-            Ok(s) => parts.scored(
-                passthrough
-                    .iter()
-                    .map(|&c| rec.get(c).unwrap_or("").to_string())
-                    .collect(),
-                &s,
-            )?,
-            Err(e) => parts.rejected(job.row(i), &e.to_string())?,
+    let mut top = Vec::with_capacity(scorer.bundle().max_reasons + 1);
+    let mut index = 0usize;
+    loop {
+        let mut n = 0;
+        while n < BLOCK && rdr.read_record(&mut recs[n])? {
+            n += 1;
         }
+        if n == 0 {
+            break;
+        }
+        let mut raws: Vec<Raw<'_>> = Vec::with_capacity(cols.len());
+        for i in 0..n {
+            raws.clear();
+            raws.extend(cols.iter().map(|c| {
+                c.and_then(|c| recs[i].get(c))
+                    .map_or(Raw::Missing, Raw::from_cell)
+            }));
+            failed[i] = pre
+                .transform(&raws, &mut encoded[i * w..(i + 1) * w])
+                .err()
+                .map(|e| e.to_string());
+        }
+        scorer
+            .predictor()
+            .margins(&encoded[..n * w], &mut margins[..n]);
+        for i in 0..n {
+            if let Some(e) = &failed[i] {
+                parts.rejected(job.row(index + i), e)?;
+                continue;
+            }
+            let p = calibration.apply(f64::from(margins[i]));
+            let decision = thresholds.decide(p);
+            top.clear();
+            if job.explains(decision) {
+                scorer.top_reasons(&encoded[i * w..(i + 1) * w], &mut scratch, &mut top);
+            }
+            parts.scored_fields(&recs[i], &passthrough, p, decision, &top, spec)?;
+        }
+        index += n;
     }
     parts.finish()
 }
