@@ -2,7 +2,7 @@
 //! not the file. CSV chunks each repeat the header; quoted fields may hold newlines.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use features::Spec;
@@ -76,9 +76,13 @@ pub fn split_file(
                 .map(String::from)
                 .collect();
             check_header(spec, &header)?;
+            // Parse once to validate and to find where each chunk starts; then copy the bytes
+            // (header line + the chunk's rows) instead of re-writing every record.
+            let header_end = rdr.position().byte();
             let mut record = csv::ByteRecord::new();
-            let mut out: Option<csv::Writer<BufWriter<File>>> = None;
+            let mut starts: Vec<u64> = Vec::new();
             loop {
+                let at = rdr.position().byte();
                 let more = rdr
                     .read_byte_record(&mut record)
                     .map_err(|e| SplitError::Invalid(format!("malformed CSV: {e}")))?;
@@ -86,23 +90,25 @@ pub fn split_file(
                     break;
                 }
                 if rows % chunk_rows == 0 {
-                    if let Some(mut w) = out.take() {
-                        w.flush()?;
-                    }
-                    let mut w = csv::Writer::from_writer(open_chunk(chunks)?);
-                    w.write_record(&header)
-                        .map_err(|e| SplitError::Io(e.into()))?;
-                    out = Some(w);
-                    chunks += 1;
-                }
-                if let Some(w) = out.as_mut() {
-                    w.write_byte_record(&record)
-                        .map_err(|e| SplitError::Io(e.into()))?;
+                    starts.push(at);
                 }
                 rows += 1;
             }
-            if let Some(mut w) = out {
+            let end = rdr.position().byte();
+            let mut src = File::open(input)?;
+            let mut head = vec![0u8; header_end as usize];
+            src.read_exact(&mut head)?;
+            if !head.ends_with(b"\n") {
+                head.push(b'\n');
+            }
+            for (k, &from) in starts.iter().enumerate() {
+                let to = starts.get(k + 1).copied().unwrap_or(end);
+                let mut w = open_chunk(chunks)?;
+                w.write_all(&head)?;
+                src.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut (&mut src).take(to - from), &mut w)?;
                 w.flush()?;
+                chunks += 1;
             }
             Ok(Split {
                 rows,

@@ -27,9 +27,13 @@ pub(crate) async fn save_upload(
     path: &std::path::Path,
     limit: u64,
 ) -> Result<u64, ApiError> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot create the upload: {e}")))?;
+    // Large writes: every write to a tokio file is a trip to the blocking pool.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        4 << 20,
+        tokio::fs::File::create(path)
+            .await
+            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot create the upload: {e}")))?,
+    );
     let mut size = 0u64;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Malformed(format!("upload interrupted: {e}")))?;
