@@ -70,7 +70,20 @@ fn start(dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) {
     panic!("quickstart did not print its URLs: {seen:#?}");
 }
 
-fn stop(mut child: Child) {
+/// Kills the child if a test fails before stopping it.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn stop(mut guard: Guard) {
+    let mut child = guard.0.take().expect("running");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -91,6 +104,7 @@ fn stop(mut child: Child) {
 fn quickstart_runs_everything_in_one_process_and_reuses_its_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (child, api, lines) = start(dir.path());
+    let child = Guard(Some(child));
     let printed: Vec<String> = lines.try_iter().collect();
     assert!(
         printed
@@ -148,6 +162,7 @@ fn quickstart_runs_everything_in_one_process_and_reuses_its_folder() {
 
     // Again: the same folder, the registered model is found, nothing is trained.
     let (child, api, lines) = start(dir.path());
+    let child = Guard(Some(child));
     let printed: Vec<String> = lines.try_iter().collect();
     assert!(
         printed.iter().any(|l| l.contains("not training again")),

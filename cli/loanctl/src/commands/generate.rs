@@ -62,6 +62,10 @@ pub fn run(a: Args) -> Result<()> {
             })
         })
         .collect();
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
     let file = std::fs::File::create(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut w = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, file));

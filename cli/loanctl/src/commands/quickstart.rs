@@ -163,7 +163,11 @@ async fn run_async(a: Args) -> Result<()> {
     wait_ready(&api_url).await?;
     println!("{}", banner(&api_url, &registry_url, &dir, &data)?);
 
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     eprintln!("quickstart: stopping");
     api_handle.stop(true).await;
     registry_handle.stop(true).await;
