@@ -148,6 +148,111 @@ fn batch_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
     })
 }
 
+/// A training job as the submit, status and cancel calls return it (`job_json` in
+/// `training_jobs.rs`). Every key is always there; the ones without a value are null.
+fn training_job_schema() -> Value {
+    let time = |d: &str| json!({"type": "string", "format": "date-time", "description": d});
+    let settings = json!({"type": "object", "description": "The settings the job trains with (defaults filled in)",
+        "required": ["register_as", "experiment", "trees", "max_depth", "learning_rate", "seed", "test_fraction", "smote"],
+        "properties": {
+            "register_as": {"type": "string", "description": "Registered model that gets the new version"},
+            "experiment": {"type": "string", "description": "Experiment the training run is logged to"},
+            "trees": {"type": "integer", "minimum": 1, "maximum": 5000},
+            "max_depth": {"type": "integer", "minimum": 1, "maximum": 16},
+            "learning_rate": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
+            "seed": {"type": "integer", "minimum": 0},
+            "test_fraction": {"type": "number", "minimum": 0.05, "maximum": 0.5},
+            "smote": {"type": "boolean"}}});
+    let registered = json!({"type": "object", "description": "The logged run and the registered version",
+        "required": ["run_id", "model_name", "version", "experiment_id"],
+        "properties": {"run_id": {"type": "string"}, "model_name": {"type": "string"},
+            "version": {"type": "string"}, "experiment_id": {"type": "string"}}});
+    let result = json!({"type": "object", "nullable": true, "description": "What the training produced; null until the job succeeds",
+        "required": ["model_uuid", "metrics", "training_seconds"],
+        "properties": {
+            "model_uuid": {"type": "string"},
+            "metrics": {"type": "object", "additionalProperties": {"type": "number"},
+                "description": "Held-out metrics: test_roc_auc, test_pr_auc, test_ks, test_brier, test_log_loss, test_rows, train_rows"},
+            "training_seconds": {"type": "number", "minimum": 0},
+            "registered": registered}});
+    let links =
+        json!({"type": "object", "required": ["self"], "properties": {"self": {"type": "string"}}});
+    json!({"type": "object", "required": ["id", "state", "settings", "result", "error", "created_at", "updated_at", "finished_at", "links"],
+        "properties": {
+            "id": {"type": "string", "description": "Sortable by creation time"},
+            "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+            "settings": settings,
+            "result": result,
+            "error": {"type": "string", "nullable": true, "description": "Why the job failed or was cancelled; null otherwise"},
+            "created_at": time("When the job was accepted"),
+            "updated_at": time("Last change"),
+            "finished_at": {"type": "string", "format": "date-time", "nullable": true,
+                "description": "When the job reached a final state; null before"},
+            "links": links}})
+}
+
+/// `/v1/training-jobs` and below, parameters on each operation like the batch-job paths.
+fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
+    let job = json!({"application/json": {"schema": {"$ref": "#/components/schemas/TrainingJob"}}});
+    let location =
+        json!({"Location": {"description": "The job's URL", "schema": {"type": "string"}}});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Job id"});
+    let retry_after =
+        json!({"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}});
+    let mut unavailable = problem_resp("Training jobs unavailable: Redis cannot be reached");
+    unavailable["headers"] = retry_after.clone();
+    let mut unavailable_or_no_model = problem_resp(
+        "Training jobs unavailable (Redis cannot be reached, or the job could not be queued), or no model loaded yet",
+    );
+    unavailable_or_no_model["headers"] = retry_after;
+    let unauthorized = problem_resp("Missing or invalid API key");
+    let not_found = problem_resp("No such training job (or it has expired)");
+    let query = |name: &str, schema: Value, d: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": d});
+    let parameters = json!([
+        query("register_as", json!({"type": "string", "minLength": 1, "maxLength": 256}),
+            "Registered model that gets the new version; defaults to the served model's name (MODEL_NAME). No alias moves"),
+        query("experiment", json!({"type": "string", "minLength": 1, "maxLength": 256, "default": "loan-default"}),
+            "Experiment the training run is logged to"),
+        query("trees", json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 200}), "Boosting rounds"),
+        query("max_depth", json!({"type": "integer", "minimum": 1, "maximum": 16, "default": 4}), "Maximum tree depth"),
+        query("learning_rate", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": 0.05}),
+            "Learning rate, in (0, 1]"),
+        query("seed", json!({"type": "integer", "minimum": 0, "default": 42}), "Random seed (split, SMOTE, boosting)"),
+        query("test_fraction", json!({"type": "number", "minimum": 0.05, "maximum": 0.5, "default": 0.2}),
+            "Share of the rows held out for the metrics"),
+        query("smote", json!({"type": "boolean", "default": true}), "Oversample the minority class with SMOTE"),
+    ]);
+    let create = json!({"post": {
+        "summary": "Train and register a new model version in the background (nothing is promoted)",
+        "parameters": parameters,
+        "requestBody": {"required": true,
+            "description": "A labelled CSV upload (the label and the spec's required inputs as columns), or a CSV already in the shared storage named by path",
+            "content": {
+                "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object", "required": ["dataset_path"], "additionalProperties": false,
+                    "properties": {"dataset_path": {"type": "string", "minLength": 1, "maxLength": 1024,
+                        "description": "Relative to ARTIFACT_ROOT, without '..'"}}}}}},
+        "responses": {
+            "202": {"description": "Accepted and queued", "headers": location, "content": job.clone()},
+            "400": problem_resp("Malformed JSON body, upload interrupted, or an unknown or unparsable query parameter"),
+            "401": unauthorized.clone(),
+            "413": problem_resp("Upload larger than BATCH_MAX_BYTES, or a JSON body over 4096 bytes"),
+            "415": problem_resp("Not text/csv or application/json"),
+            "422": problem_resp("Invalid settings, or an invalid dataset (not a CSV, required columns or the label missing, no rows, a dataset_path outside the shared storage or not found)"),
+            "503": unavailable_or_no_model}}});
+    let status = json!({
+        "get": {"summary": "A training job's state, settings and result", "parameters": [id.clone()], "responses": {
+            "200": {"description": "The job", "content": job.clone()},
+            "401": unauthorized.clone(), "404": not_found.clone(), "503": unavailable.clone()}},
+        "delete": {"summary": "Cancel a training job", "parameters": [id], "responses": {
+            "200": {"description": "The job, cancelled (a job already finished is returned unchanged)", "content": job},
+            "401": unauthorized, "404": not_found, "503": unavailable}}});
+    json!({
+        "/v1/training-jobs": create,
+        "/v1/training-jobs/{id}": status,
+    })
+}
+
 pub fn document(state: &AppState) -> Value {
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     let problem_resp = |d: &str| json!({"description": d, "content": {"application/problem+json": {"schema": problem.clone()}}});
@@ -178,6 +283,7 @@ pub fn document(state: &AppState) -> Value {
                     "model": {"$ref": "#/components/schemas/ModelRef"},
                     "request_id": {"type": "string"}}},
                 "BatchJob": batch_job_schema(),
+                "TrainingJob": training_job_schema(),
                 "ModelRef": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
                 "FieldError": {"type": "object", "properties": {"field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
                 "Problem": {"type": "object", "properties": {
@@ -206,8 +312,9 @@ pub fn document(state: &AppState) -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         }
     });
-    // Batch-job paths are secured like scoring: by the document-level `security`.
+    // Batch- and training-job paths are secured like scoring: by the document-level `security`.
     let paths = merge(doc["paths"].take(), &batch_job_paths(&problem_resp));
+    let paths = merge(paths, &training_job_paths(&problem_resp));
     doc["paths"] = paths;
     doc
 }
