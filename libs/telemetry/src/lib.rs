@@ -178,3 +178,19 @@ pub async fn record_http(
         .observe(start.elapsed().as_secs_f64());
     Ok(resp)
 }
+
+/// The current span's W3C trace context, to carry inside a queued job.
+pub fn current_trace_context() -> std::collections::HashMap<String, String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier
+}
+
+/// Makes `span` continue the trace a job carried (see [`current_trace_context`]).
+pub fn continue_trace(span: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
+    let _ = span.set_parent(parent);
+}

@@ -350,12 +350,7 @@ pub async fn handle(
 ) -> Result<(), apalis::prelude::BoxDynError> {
     // Continue the submitting request's trace.
     let span = tracing::info_span!("score_chunk", job.id = %task.job_id, chunk = task.chunk);
-    {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|p| p.extract(&task.trace_context));
-        let _ = span.set_parent(parent);
-    }
+    telemetry::continue_trace(&span, &task.trace_context);
     tracing::Instrument::instrument(handle_chunk(task, state), span).await
 }
 
@@ -416,12 +411,7 @@ pub async fn handle_training(
     state: apalis::prelude::Data<Arc<WorkerState>>,
 ) -> Result<(), apalis::prelude::BoxDynError> {
     let span = tracing::info_span!("train_model", job.id = %task.job_id);
-    {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|p| p.extract(&task.trace_context));
-        let _ = span.set_parent(parent);
-    }
+    telemetry::continue_trace(&span, &task.trace_context);
     tracing::Instrument::instrument(train_job(task, state), span).await
 }
 

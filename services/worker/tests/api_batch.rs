@@ -69,21 +69,7 @@ async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
         job["id"]
     );
 
-    let mut status = serde_json::Value::Null;
-    for _ in 0..600 {
-        status = client
-            .get(format!("{base}{location}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["state"] != "queued" && status["state"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = common::wait_for_job(&client, &format!("{base}{location}")).await;
     assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(
         (
@@ -246,21 +232,7 @@ async fn ndjson_files_are_scored_and_bad_lines_reported() {
         .to_str()
         .unwrap()
         .to_string();
-    let mut status = serde_json::Value::Null;
-    for _ in 0..300 {
-        status = client
-            .get(format!("{base}{location}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["state"] == "succeeded" || status["state"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = common::wait_for_job(&client, &format!("{base}{location}")).await;
     assert_eq!(
         (
             status["state"].as_str(),

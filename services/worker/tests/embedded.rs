@@ -8,18 +8,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-async fn wait_until_done(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    let mut status = serde_json::Value::Null;
-    for _ in 0..600 {
-        status = client.get(url).send().await.unwrap().json().await.unwrap();
-        if status["state"] != "queued" && status["state"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_api_runs_batch_jobs_in_process() {
     telemetry::init_for_tests();
@@ -92,7 +80,7 @@ async fn without_redis_the_api_runs_batch_jobs_in_process() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    let status = wait_until_done(&client, &format!("{base}{location}")).await;
+    let status = common::wait_for_job(&client, &format!("{base}{location}")).await;
     assert_eq!(
         (
             status["state"].as_str(),

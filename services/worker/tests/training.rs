@@ -127,23 +127,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    let mut job = serde_json::Value::Null;
-    let mut states = std::collections::BTreeSet::new();
-    for _ in 0..1200 {
-        job = http
-            .get(format!("{base}{location}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        states.insert(job["state"].as_str().unwrap_or("").to_string());
-        if job["state"] == "succeeded" || job["state"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = common::wait_for_job(&http, &format!("{base}{location}")).await;
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(job["state"], "succeeded", "{job}");

@@ -202,13 +202,7 @@ pub async fn create(
             .json(job_json(&existing)));
     }
     // The request's trace context rides along, so the workers' spans join this trace.
-    let trace_context = {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let cx = tracing::Span::current().context();
-        let mut carrier = std::collections::HashMap::new();
-        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-        carrier
-    };
+    let trace_context = telemetry::current_trace_context();
     let chunk_rows = state.settings.batch_chunk_rows;
     let tasks = (0..split.chunks)
         .map(|chunk| ScoreChunk {

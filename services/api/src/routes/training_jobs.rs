@@ -245,13 +245,7 @@ pub async fn create(
         output: None,
     };
     b.store.create(&record, None).await.map_err(store_error)?;
-    let trace_context = {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let cx = tracing::Span::current().context();
-        let mut carrier = std::collections::HashMap::new();
-        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-        carrier
-    };
+    let trace_context = telemetry::current_trace_context();
     let task = TrainModel {
         job_id: id.clone(),
         dataset,

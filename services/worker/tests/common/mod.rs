@@ -158,3 +158,17 @@ impl Running {
         let _ = self.worker.await;
     }
 }
+
+/// Polls a job's status URL until the job is no longer queued or running (at most 60 s); returns
+/// the last status.
+pub async fn wait_for_job(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let mut status = serde_json::Value::Null;
+    for _ in 0..600 {
+        status = client.get(url).send().await.unwrap().json().await.unwrap();
+        if status["state"] != "queued" && status["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    status
+}
