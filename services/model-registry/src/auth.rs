@@ -130,7 +130,8 @@ impl Auth {
 }
 
 /// Rejects unauthenticated requests when authentication is on; `/health` and `/metrics` stay
-/// open for probes and scrapers.
+/// open for probes and scrapers, and the UI's sign-in page and stylesheet for browsers. UI pages
+/// also accept a token from the sign-in cookie, and answer a missing login with a page.
 pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -139,12 +140,23 @@ pub async fn require(
         .app_data::<web::Data<Option<Auth>>>()
         .and_then(|a| a.get_ref().clone());
     if let Some(auth) = auth {
-        let open = req.path() == "/health" || req.path() == "/metrics";
+        let path = req.path();
+        let ui = crate::ui::is_ui_path(path);
+        let open = path == "/health" || path == "/metrics" || crate::ui::is_open_path(path);
         let header = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if !open && !auth.accepts(header) {
+        let by_cookie = || {
+            ui && req
+                .cookie(crate::ui::TOKEN_COOKIE)
+                .is_some_and(|c| auth.accepts(Some(&format!("Bearer {}", c.value()))))
+        };
+        if !open && !auth.accepts(header) && !by_cookie() {
+            if ui {
+                let resp = crate::ui::unauthenticated_page(req.request(), !auth.users.is_empty());
+                return Ok(req.into_response(resp));
+            }
             let resp = RegistryError::Unauthenticated(
                 "You are not authenticated. Please see the server's authentication settings."
                     .into(),

@@ -1,5 +1,6 @@
 //! An MLflow-compatible tracking server, model registry and artifact proxy, backed by Postgres
-//! (production) or SQLite (embedded). The official `mlflow` Python client works against it.
+//! (production) or SQLite (embedded). The official `mlflow` Python client works against it, and
+//! a web UI at `/` shows experiments, runs and models.
 
 pub mod artifacts;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod routes;
 pub mod search;
 pub mod startup;
 pub mod store;
+pub mod ui;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -84,6 +84,7 @@ impl Application {
                 .route("/health", web::get().to(routes::health))
                 .route("/metrics", web::get().to(routes::metrics))
                 .route("/version", web::get().to(routes::version))
+                .configure(crate::ui::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(shutdown)

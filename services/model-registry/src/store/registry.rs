@@ -329,6 +329,11 @@ pub async fn list_model_versions(pool: &Pool) -> Result<Vec<ModelVersion>> {
     load_versions(pool, None).await
 }
 
+/// Every version of one model, oldest first.
+pub async fn versions_of(pool: &Pool, name: &str) -> Result<Vec<ModelVersion>> {
+    load_versions(pool, Some(name)).await
+}
+
 async fn touch(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<()> {
     sqlx::query("UPDATE registered_models SET last_updated_timestamp = $1 WHERE name = $2")
         .bind(now_ms())

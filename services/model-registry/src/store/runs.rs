@@ -611,3 +611,15 @@ pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
 pub fn now() -> i64 {
     now_ms()
 }
+
+/// The number of active runs in each experiment that has any.
+pub async fn count_by_experiment(pool: &Pool) -> Result<std::collections::HashMap<i64, i64>> {
+    let rows = sqlx::query(
+        "SELECT experiment_id, COUNT(*) AS n FROM runs WHERE lifecycle_stage = 'active' GROUP BY experiment_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((get_i64(r, "experiment_id")?, get_i64(r, "n")?)))
+        .collect()
+}

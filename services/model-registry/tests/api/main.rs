@@ -5,3 +5,4 @@ mod auth;
 mod helpers;
 mod registry;
 mod tracking;
+mod ui;
