@@ -302,6 +302,7 @@ pub fn run(a: Args) -> Result<Trained> {
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), *v, 0))
+        .chain(learning_curve(&fitted.bundle, &test_x, &test_y)?)
         .collect();
         registered = Some(crate::register::log_and_register(
             url,
@@ -322,6 +323,54 @@ pub fn run(a: Args) -> Result<Trained> {
         training_seconds: seconds,
         registered,
     })
+}
+
+/// Held-out log loss and ROC AUC of the uncalibrated ensemble after every twentieth of its trees,
+/// as metric histories (step = trees so far) the registry charts.
+fn learning_curve(
+    bundle: &model::Bundle,
+    rows: &[Vec<Raw<'_>>],
+    labels: &[bool],
+) -> Result<Vec<(String, f64, i64)>> {
+    let pre = bundle.check()?;
+    let width = bundle.ensemble.n_features;
+    let x = model::pipeline::encode_rows(&pre, rows)?;
+    let trees = &bundle.ensemble.trees;
+    let every = (trees.len() / 20).max(1);
+    let mut margins = vec![bundle.ensemble.base_margin; labels.len()];
+    let mut out = Vec::new();
+    for (i, tree) in trees.iter().enumerate() {
+        for (m, row) in margins.iter_mut().zip(x.chunks_exact(width)) {
+            *m += tree.nodes[tree.leaf_index(row)].value;
+        }
+        let done = i + 1;
+        if done % every == 0 || done == trees.len() {
+            let p: Vec<f64> = margins
+                .iter()
+                .map(|m| model::trees::sigmoid(*m as f64))
+                .collect();
+            let log_loss = p
+                .iter()
+                .zip(labels)
+                .map(|(p, y)| {
+                    let p = p.clamp(1e-15, 1.0 - 1e-15);
+                    if *y {
+                        -p.ln()
+                    } else {
+                        -(1.0 - p).ln()
+                    }
+                })
+                .sum::<f64>()
+                / p.len().max(1) as f64;
+            out.push(("curve_test_log_loss".to_string(), log_loss, done as i64));
+            out.push((
+                "curve_test_roc_auc".to_string(),
+                model::metrics::roc_auc(&p, labels),
+                done as i64,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// `{"booster": {"trees": 200}}` -> `booster.trees = 200`.
