@@ -28,6 +28,10 @@ quickstart *args:
 train:
     cargo run --release -p loanctl -- train --data data/german_credit.csv --spec data/german_credit.spec.json --out models/gc
 
+# The registry web UI in headless Chromium; screenshots in target/ui-screenshots/
+ui-e2e:
+    scripts/ui-e2e.sh
+
 # Run the model registry, embedded (SQLite + artifacts in loanctl-data/registry), on :5000
 registry:
     cargo run --release -p model-registry

@@ -5,14 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MLFLOW_VERSION=3.17.2
-VENV=.venv-compat
-PY="$VENV/bin/python"
-if ! "$PY" -c "import mlflow, xgboost, pytest, sys; sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" 2>/dev/null; then
-  echo "compat: creating $VENV with mlflow $MLFLOW_VERSION" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "mlflow==$MLFLOW_VERSION" "xgboost-cpu==3.2.0" "pytest==8.*"
-fi
+source scripts/compat-venv.sh
 
 cargo build --release -p model-registry
 BIN=target/release/model-registry

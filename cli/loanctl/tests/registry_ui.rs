@@ -228,7 +228,12 @@ async fn every_page_renders_real_training_runs() {
         )),
         "the history is charted: {html}"
     );
-    assert!(html.matches("<polyline").count() >= 2, "{html}");
+    assert_eq!(
+        html.matches("<figure class=\"chart\"").count(),
+        2,
+        "the two learning curves are charted, the single values are not: {html}"
+    );
+    assert_eq!(html.matches("<polyline").count(), 2, "{html}");
 
     // The artifact browser: the markdown report with its plots, JSON, a folder, the files.
     let html = reg

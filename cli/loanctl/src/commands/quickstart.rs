@@ -218,7 +218,8 @@ fn banner(api_url: &str, registry_url: &str, dir: &Path, data: &Path) -> Result<
         "\nThe loan-default scoring platform is running.\n\n\
          \x20 API             {api_url}\n\
          \x20 OpenAPI docs    {api_url}/docs\n\
-         \x20 Registry        {registry_url}  (MLflow REST API: MLFLOW_TRACKING_URI={registry_url})\n\
+         \x20 Registry UI     {registry_url}/  (runs, plots, models; promote a version there)\n\
+         \x20 MLflow REST API MLFLOW_TRACKING_URI={registry_url}\n\
          \x20 Data folder     {dir}\n\n\
          Score one application:\n\n\
          \x20 curl -s {api_url}/v1/predict -H 'content-type: application/json' \\\n\
@@ -227,7 +228,7 @@ fn banner(api_url: &str, registry_url: &str, dir: &Path, data: &Path) -> Result<
          \x20 curl -si {api_url}/v1/batch-jobs -H 'content-type: text/csv' --data-binary @{data}\n\
          \x20 curl -s {api_url}/v1/batch-jobs/<id>           # progress\n\
          \x20 curl -s {api_url}/v1/batch-jobs/<id>/results   # CSV; add -H 'accept: application/x-ndjson' for NDJSON\n\n\
-         Retrain (registers a new version; promote it by moving the alias):\n\n\
+         Retrain (registers a new version; promote it on {registry_url}/model?name=loan-default):\n\n\
          \x20 curl -si {api_url}/v1/training-jobs -H 'content-type: text/csv' --data-binary @{data}\n\n\
          Ctrl-C stops everything.\n",
         dir = dir.display(),

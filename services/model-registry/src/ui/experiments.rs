@@ -54,8 +54,8 @@ async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
                                 td { a href=(format!("/experiments/{}", e.id)) { (e.name) } }
                                 td { (e.id) }
                                 td.num { (counts.get(&e.id).copied().unwrap_or(0)) }
-                                td { (time(e.creation_time)) }
-                                td { (time(e.last_update_time)) }
+                                td.time { (time(e.creation_time)) }
+                                td.time { (time(e.last_update_time)) }
                                 td { (tags_inline(&e.tags)) }
                             }
                         }
@@ -324,7 +324,7 @@ async fn show_page(req: &HttpRequest, id: &str, s: &AppState) -> Page {
                                         td { input type="checkbox" name="run" value=(r.run_id) aria-label=(format!("Select {}", r.run_name)); }
                                         td { a href=(format!("/runs/{}", r.run_id)) { (r.run_name) } }
                                         td { (badge(&r.status)) }
-                                        td { (time(r.start_time)) }
+                                        td.time { (time(r.start_time)) }
                                         td { @if let Some(end) = r.end_time { (duration(end - r.start_time)) } }
                                         td { (r.user_id) }
                                         @for c in &columns {

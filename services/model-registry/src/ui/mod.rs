@@ -35,9 +35,9 @@ pub fn is_ui_path(path: &str) -> bool {
         || matches!(path, "/health" | "/metrics" | "/version"))
 }
 
-/// Paths open without credentials: the sign-in page and the stylesheet.
+/// Paths open without credentials: the sign-in page, the stylesheet and the (empty) icon.
 pub fn is_open_path(path: &str) -> bool {
-    matches!(path, "/login" | "/static/ui.css")
+    matches!(path, "/login" | "/static/ui.css" | "/favicon.ico")
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -57,7 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(login_page))
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
-        .route("/static/ui.css", web::get().to(css));
+        .route("/static/ui.css", web::get().to(css))
+        .route("/favicon.ico", web::get().to(HttpResponse::NoContent));
 }
 
 /// A UI handler's result: a page, or an error shown as a page.

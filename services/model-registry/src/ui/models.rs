@@ -55,7 +55,7 @@ async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
                                 td { a href=(model_url(&m.name)) { (m.name) } }
                                 td.num { @if let Some(v) = latest { (v) } }
                                 td { @for (a, v) in &m.aliases { span.tag { "@" (a) " → " (v) } " " } }
-                                td { (time(m.last_updated_timestamp)) }
+                                td.time { (time(m.last_updated_timestamp)) }
                                 td { (short(&m.description, 120)) }
                             }
                         }
@@ -185,7 +185,7 @@ async fn show_page(req: &HttpRequest, s: &AppState) -> Page {
                                     td { (badge(&v.current_stage)) }
                                     td { @for a in &v.aliases { span.tag { "@" (a) } " " } }
                                     td { (badge(&v.status)) }
-                                    td { (time(v.creation_timestamp)) }
+                                    td.time { (time(v.creation_timestamp)) }
                                     td {
                                         @if v.run_id.is_empty() { (v.source) } @else {
                                             a href=(format!("/runs/{}", v.run_id)) { code { (v.run_id.chars().take(8).collect::<String>()) } }

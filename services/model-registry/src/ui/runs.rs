@@ -107,7 +107,9 @@ async fn show_page(req: &HttpRequest, run_id: &str, s: &AppState) -> Page {
                     tbody {
                         @for (m, n, _) in &charts {
                             tr {
-                                th scope="row" { a href=(format!("#metric-{}", q(&m.key))) { (m.key) } }
+                                th scope="row" {
+                                    @if *n > 1 { a href=(format!("#metric-{}", q(&m.key))) { (m.key) } } @else { (m.key) }
+                                }
                                 td.num { (if m.is_nan { "NaN".to_string() } else { number(m.value) }) }
                                 td.num { (m.step) }
                                 td.num { (n) }
@@ -115,8 +117,11 @@ async fn show_page(req: &HttpRequest, run_id: &str, s: &AppState) -> Page {
                         }
                     }
                 }
+                @if charts.iter().any(|(_, n, _)| *n == 1) {
+                    p.muted { "Metrics logged once are not charted." }
+                }
                 div.charts {
-                    @for (m, _, points) in &charts {
+                    @for (m, _, points) in charts.iter().filter(|(_, n, _)| *n > 1) {
                         section id=(format!("metric-{}", q(&m.key))) {
                             h3 { (m.key) }
                             (line_chart(&m.key, &[Series { label: run.run_name.clone(), points: points.clone() }]))
