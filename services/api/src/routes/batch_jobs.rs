@@ -54,9 +54,10 @@ pub(crate) async fn save_upload(
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(id) => ApiError::NotFound(format!("batch job '{id}' not found")),
-        StoreError::Unavailable(m) => {
-            ApiError::Unavailable(format!("batch jobs are unavailable: {m}"))
-        }
+        // Only the Redis store can be unavailable.
+        StoreError::Unavailable(m) => ApiError::Unavailable(format!(
+            "batch jobs are unavailable: Redis cannot be reached ({m}); single scoring still works, retry shortly"
+        )),
         other => ApiError::Unexpected(anyhow::anyhow!(other)),
     }
 }
