@@ -79,12 +79,14 @@ pub fn split_file(
             // Parse once to validate and to find where each chunk starts; then copy the bytes
             // (header line + the chunk's rows) instead of re-writing every record.
             let header_end = rdr.position().byte();
-            let mut record = csv::ByteRecord::new();
+            // A StringRecord, so that a row that is not UTF-8 is refused here, with its place,
+            // rather than failing its whole chunk in the worker.
+            let mut record = csv::StringRecord::new();
             let mut starts: Vec<u64> = Vec::new();
             loop {
                 let at = rdr.position().byte();
                 let more = rdr
-                    .read_byte_record(&mut record)
+                    .read_record(&mut record)
                     .map_err(|e| SplitError::Invalid(format!("malformed CSV: {e}")))?;
                 if !more {
                     break;
@@ -120,7 +122,12 @@ pub fn split_file(
             let rdr = BufReader::with_capacity(1 << 20, File::open(input)?);
             let mut out: Option<BufWriter<File>> = None;
             for (i, line) in rdr.lines().enumerate() {
-                let line = line?;
+                let line = line.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => {
+                        SplitError::Invalid(format!("line {}: not valid UTF-8", i + 1))
+                    }
+                    _ => SplitError::Io(e),
+                })?;
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -236,5 +243,27 @@ mod tests {
         assert!(split_file(&input, Format::Ndjson, 2, &spec(), |n| d
             .join(format!("m{n}")))
         .is_err());
+    }
+
+    /// Found by `scripts/fuzz.sh` (batch_split): a row that is not UTF-8 passed the split and
+    /// then failed its whole chunk in the worker. Now the upload is refused with the place.
+    #[test]
+    fn rows_that_are_not_utf8_are_refused_at_the_split() {
+        let d = tmp();
+        let input = d.join("in.csv");
+        std::fs::write(&input, b"id,a,b\nr1,1,x\nr2,2,\xff\xfe\n".as_slice()).unwrap();
+        let err = split_file(&input, Format::Csv, 10, &spec(), |n| {
+            d.join(format!("c{n}"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, SplitError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        std::fs::write(&input, b"{\"a\":1}\n{\"b\":\"\xff\"}\n".as_slice()).unwrap();
+        let err = split_file(&input, Format::Ndjson, 10, &spec(), |n| {
+            d.join(format!("n{n}"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, SplitError::Invalid(_)), "{err:?}");
+        assert_eq!(err.to_string(), "line 2: not valid UTF-8");
     }
 }
