@@ -32,6 +32,10 @@ train:
 ui-e2e:
     scripts/ui-e2e.sh
 
+# Fuzz the batch-file splitter, the spec and bundle loaders, `seconds` each (not in CI)
+fuzz seconds="60" *targets:
+    scripts/fuzz.sh {{ seconds }} {{ targets }}
+
 # Run the model registry, embedded (SQLite + artifacts in loanctl-data/registry), on :5000
 registry:
     cargo run --release -p model-registry
