@@ -46,6 +46,10 @@ impl Params {
                 }
             }
         }
+        if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+            // PostgreSQL cannot store U+0000 in text; refuse it on every backend alike.
+            return invalid("parameters may not contain the NUL character (U+0000)");
+        }
         Ok(Params(map))
     }
 
@@ -249,4 +253,34 @@ pub fn check_value(k: &str, v: &str, max: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether a JSON value holds U+0000 in any string or key.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Refuses a request whose path or query string holds an encoded NUL (`%00`) with 400:
+/// PostgreSQL cannot store U+0000 in text, and no name, id or path of this server contains one.
+/// (JSON bodies are checked in [`Params::from_request`].)
+pub async fn refuse_nul(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> std::result::Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error>
+{
+    let raw = req.uri().path_and_query().map_or("", |p| p.as_str());
+    if raw.to_ascii_lowercase().contains("%00") {
+        let resp = actix_web::ResponseError::error_response(
+            &crate::error::RegistryError::InvalidParameter(
+                "the path and query may not contain the NUL character (%00)".into(),
+            ),
+        );
+        return Ok(req.into_response(resp));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }

@@ -65,6 +65,7 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::params::refuse_nul))
                 .wrap(actix_web::middleware::from_fn(crate::auth::require))
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
                 .wrap(tracing_actix_web::TracingLogger::default())

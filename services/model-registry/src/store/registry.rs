@@ -164,12 +164,15 @@ pub async fn insert_registered_model(
         .await
         .map_err(super::already_exists(format!("Registered Model (name={name}) already exists.")))?;
     for (k, v) in tags {
-        sqlx::query("INSERT INTO registered_model_tags (name, key, value) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO registered_model_tags (name, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(k)
+        .bind(v)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     get_registered_model(pool, name).await
@@ -477,7 +480,8 @@ pub async fn insert_model_version(pool: &Pool, v: NewVersion<'_>) -> Result<Mode
     .await?;
     for (k, val) in v.tags {
         sqlx::query(
-            "INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
         )
         .bind(v.name)
         .bind(version)

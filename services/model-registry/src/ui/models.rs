@@ -392,6 +392,12 @@ pub async fn apply(
 
 async fn apply_change(req: &HttpRequest, pairs: &[(String, String)], s: &AppState) -> Page {
     check_csrf(req, &get(pairs, "csrf").unwrap_or_default())?;
+    if pairs
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return invalid("The form may not contain the NUL character.");
+    }
     let (name, action) = parse_action(s, pairs).await?;
     let back = model_url(&name);
     let next = match &action {

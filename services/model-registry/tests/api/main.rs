@@ -3,6 +3,7 @@
 mod artifacts;
 mod auth;
 mod helpers;
+mod hostile;
 mod registry;
 mod tracking;
 mod ui;
