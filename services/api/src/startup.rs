@@ -75,6 +75,10 @@ impl Application {
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(keys.clone())
+                // A query string that does not parse is a problem+json 400 like any other.
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    crate::error::ApiError::Malformed(format!("invalid query string: {e}")).into()
+                }))
                 .route("/v1/predict", web::post().to(predict::predict))
                 .route("/v1/predict/batch", web::post().to(predict::predict_batch))
                 .route("/v1/batch-jobs", web::post().to(batch_jobs::create))

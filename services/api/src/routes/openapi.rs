@@ -160,7 +160,7 @@ fn training_job_schema() -> Value {
             "trees": {"type": "integer", "minimum": 1, "maximum": 5000},
             "max_depth": {"type": "integer", "minimum": 1, "maximum": 16},
             "learning_rate": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
-            "seed": {"type": "integer", "minimum": 0},
+            "seed": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
             "test_fraction": {"type": "number", "minimum": 0.05, "maximum": 0.5},
             "smote": {"type": "boolean"}}});
     let registered = json!({"type": "object", "description": "The logged run and the registered version",
@@ -217,7 +217,7 @@ fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
         query("max_depth", json!({"type": "integer", "minimum": 1, "maximum": 16, "default": 4}), "Maximum tree depth"),
         query("learning_rate", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": 0.05}),
             "Learning rate, in (0, 1]"),
-        query("seed", json!({"type": "integer", "minimum": 0, "default": 42}), "Random seed (split, SMOTE, boosting)"),
+        query("seed", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 42}), "Random seed (split, SMOTE, boosting)"),
         query("test_fraction", json!({"type": "number", "minimum": 0.05, "maximum": 0.5, "default": 0.2}),
             "Share of the rows held out for the metrics"),
         query("smote", json!({"type": "boolean", "default": true}), "Oversample the minority class with SMOTE"),

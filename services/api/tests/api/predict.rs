@@ -104,6 +104,24 @@ async fn every_error_class_is_a_problem_document_never_a_5xx() {
     assert_eq!(s, 415);
     let (s, _) = problem(&api, "/v1/predict", vec![b' '; 5000], "application/json").await;
     assert_eq!(s, 413);
+    let (s, v) = problem(
+        &api,
+        "/v1/predict?explain=yes",
+        serde_json::to_vec(&good).unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        s, 400,
+        "found by schemathesis: a bad query string was text/plain"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid query string"),
+        "{v}"
+    );
     let (s, _) = problem(&api, "/v1/predict", b"[1,2,3]".to_vec(), "application/json").await;
     assert_eq!(s, 422);
     let mut bad = good.clone();
