@@ -332,6 +332,9 @@ def test_2_single_and_sync_batch_scores_equal_loanctl_score(system):
     for g, w in zip(got["results"], want):
         assert same_score(g["default_probability"], w["default_probability"]), (g, w)
         assert g["decision"] == w["decision"]
+        assert [r["feature"] for r in g["reasons"]] == [
+            w[f"reason_{i}"] for i in range(1, 5) if w[f"reason_{i}"]
+        ]
 
 
 # --- 3 ---------------------------------------------------------------------------------------------
