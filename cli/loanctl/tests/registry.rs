@@ -1,60 +1,15 @@
 //! `loanctl train --registry` against the real registry (in process, embedded SQLite), then the
 //! registered model resolved by alias through the typed client.
 
-use assert_cmd::Command;
-use clap::Parser;
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_logs_the_run_registers_a_version_and_moves_the_alias() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = model_registry::Settings::try_parse_from([
-        "model-registry",
-        "--port",
-        "0",
-        "--data-dir",
-        dir.path().join("registry").to_str().unwrap(),
-    ])
-    .unwrap();
-    let app = model_registry::Application::build(settings).await.unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let url = common::registry(dir.path()).await;
     let out = dir.path().join("gc");
     for _ in 0..2 {
-        let result = tokio::task::spawn_blocking({
-            let (url, out, repo) = (url.clone(), out.clone(), repo.clone());
-            move || {
-                Command::cargo_bin("loanctl")
-                    .unwrap()
-                    .args([
-                        "train",
-                        "--trees",
-                        "20",
-                        "--register-as",
-                        "loan-default",
-                        "--alias",
-                        "champion",
-                        "--registry",
-                        &url,
-                        "--data",
-                    ])
-                    .arg(repo.join("data/german_credit.csv"))
-                    .arg("--spec")
-                    .arg(repo.join("data/german_credit.spec.json"))
-                    .arg("--out")
-                    .arg(&out)
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        assert!(
-            result.status.success(),
-            "{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        common::train(&url, &out, 20, Some("champion")).await;
     }
     let client = mlflow_client::Client::new(&url, None).unwrap();
     let (mv, path) = client

@@ -1,10 +1,8 @@
 //! The registry's web UI over real training runs: two `loanctl train --registry` runs, then every
 //! page read the way a browser reads it, checked against what the REST API says.
 
-use std::path::Path;
+mod common;
 
-use assert_cmd::Command;
-use clap::Parser;
 use serde_json::Value;
 
 struct Registry {
@@ -15,19 +13,8 @@ struct Registry {
 
 async fn registry() -> Registry {
     let dir = tempfile::tempdir().unwrap();
-    let settings = model_registry::Settings::try_parse_from([
-        "model-registry",
-        "--port",
-        "0",
-        "--data-dir",
-        dir.path().join("registry").to_str().unwrap(),
-    ])
-    .unwrap();
-    let app = model_registry::Application::build(settings).await.unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
     Registry {
-        url,
+        url: common::registry(dir.path()).await,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -36,36 +23,8 @@ async fn registry() -> Registry {
     }
 }
 
-/// `loanctl train` into `out`, logged to the registry as a new version of loan-default.
-async fn train(url: &str, out: &Path, alias: Option<&str>) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (url, out, alias) = (
-        url.to_string(),
-        out.to_path_buf(),
-        alias.map(str::to_string),
-    );
-    let result = tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::cargo_bin("loanctl").unwrap();
-        cmd.args(["train", "--trees", "40", "--register-as", "loan-default"]);
-        if let Some(a) = alias {
-            cmd.args(["--alias", &a]);
-        }
-        cmd.args(["--registry", &url, "--data"])
-            .arg(repo.join("data/german_credit.csv"))
-            .arg("--spec")
-            .arg(repo.join("data/german_credit.spec.json"))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+async fn train(url: &str, out: &std::path::Path, alias: Option<&str>) {
+    common::train(url, out, 40, alias).await;
 }
 
 impl Registry {

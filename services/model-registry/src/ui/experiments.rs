@@ -7,7 +7,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 
 use super::chart::{line_chart, Series};
-use super::{badge, duration, number, or_error_page, page, q, query_pairs, time, Page};
+use super::{
+    badge, duration, name_matches, name_search, none_found, number, or_error_page, page, param, q,
+    query_pairs, time, Page,
+};
 use crate::error::invalid;
 use crate::search::{self, Entity, Field, Searchable};
 use crate::startup::AppState;
@@ -27,10 +30,9 @@ pub async fn list(req: HttpRequest, s: web::Data<AppState>) -> HttpResponse {
 
 async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
     let query = query_pairs(req);
-    let needle = first(&query, "q").unwrap_or_default();
-    let lower = needle.to_lowercase();
+    let needle = param(&query, "q").unwrap_or_default();
     let mut exps = experiments::list_experiments(&s.pool, "ACTIVE_ONLY").await?;
-    exps.retain(|e| lower.is_empty() || e.name.to_lowercase().contains(&lower));
+    exps.retain(|e| name_matches(&e.name, &needle));
     exps.sort_by_key(|e| std::cmp::Reverse(e.last_update_time));
     let counts = runs::count_by_experiment(&s.pool).await?;
     Ok(page(
@@ -38,13 +40,9 @@ async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
         "Experiments",
         html! {
             h1 { "Experiments" }
-            form.search method="get" action="/" role="search" {
-                label for="q" { "Name contains" }
-                input #q type="search" name="q" value=(needle);
-                button type="submit" { "Search" }
-            }
+            (name_search("/", &needle))
             @if exps.is_empty() {
-                p.muted { "No experiments" @if !needle.is_empty() { " match “" (needle) "”" } "." }
+                (none_found("experiments", &needle))
             } @else {
                 table {
                     thead { tr { th { "Name" } th { "ID" } th.num { "Runs" } th { "Created" } th { "Last updated" } th { "Tags" } } }
@@ -72,10 +70,6 @@ fn tags_inline(tags: &[(String, String)]) -> Markup {
             span.tag { (k) "=" (v) } " "
         }
     }
-}
-
-fn first(query: &[(String, String)], key: &str) -> Option<String> {
-    query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
 /// A column of the runs table: a metric or a param.
@@ -145,9 +139,9 @@ pub async fn show(req: HttpRequest, id: web::Path<String>, s: web::Data<AppState
 async fn show_page(req: &HttpRequest, id: &str, s: &AppState) -> Page {
     let exp = experiments::get_experiment(&s.pool, experiments::parse_id(id)?).await?;
     let query = query_pairs(req);
-    let filter = first(&query, "filter").unwrap_or_default();
-    let sort = first(&query, "sort").unwrap_or_else(|| "start_time".into());
-    let desc = first(&query, "desc").map_or(sort == "start_time", |v| v == "1");
+    let filter = param(&query, "filter").unwrap_or_default();
+    let sort = param(&query, "sort").unwrap_or_else(|| "start_time".into());
+    let desc = param(&query, "desc").map_or(sort == "start_time", |v| v == "1");
     let mut all = runs::list_runs(&s.pool, &[exp.id], "ACTIVE_ONLY").await?;
 
     let filter_error = match search::parse_filter(&filter, Entity::Runs) {
@@ -170,7 +164,7 @@ async fn show_page(req: &HttpRequest, id: &str, s: &AppState) -> Page {
         .filter(|(k, _)| k == "col")
         .filter_map(|(_, v)| Column::parse(v))
         .collect();
-    let columns: Vec<Column> = if first(&query, "cols").is_some() {
+    let columns: Vec<Column> = if param(&query, "cols").is_some() {
         chosen
     } else {
         // Default: every metric, and the params whose values differ between runs.
@@ -214,7 +208,7 @@ async fn show_page(req: &HttpRequest, id: &str, s: &AppState) -> Page {
         if !filter.is_empty() {
             k.push_str(&format!("&filter={}", q(&filter)));
         }
-        if first(&query, "cols").is_some() {
+        if param(&query, "cols").is_some() {
             k.push_str("&cols=1");
             for c in &columns {
                 k.push_str(&format!("&col={}", q(&c.id())));

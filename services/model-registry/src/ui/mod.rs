@@ -416,6 +416,31 @@ fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first value of `key` among query or form pairs.
+fn param(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+/// The name search of a list page (`q`), and whether a name matches it (case-insensitive).
+fn name_search(action: &str, needle: &str) -> Markup {
+    html! {
+        form.search method="get" action=(action) role="search" {
+            label for="q" { "Name contains" }
+            input #q type="search" name="q" value=(needle);
+            button type="submit" { "Search" }
+        }
+    }
+}
+
+fn name_matches(name: &str, needle: &str) -> bool {
+    needle.is_empty() || name.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// "No experiments." or "No experiments match “x”."
+fn none_found(what: &str, needle: &str) -> Markup {
+    html! { p.muted { "No " (what) @if !needle.is_empty() { " match “" (needle) "”" } "." } }
+}
+
 /// Percent-encodes a query-string value.
 fn q(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()

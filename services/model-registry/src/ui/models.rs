@@ -6,7 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 
 use super::{
-    badge, check_csrf, csrf_field, or_error_page, page, q, query_pairs, see_other, time, Page,
+    badge, check_csrf, csrf_field, name_matches, name_search, none_found, or_error_page, page,
+    param, q, query_pairs, see_other, time, Page,
 };
 use crate::error::{invalid, Result};
 use crate::startup::AppState;
@@ -17,20 +18,15 @@ pub async fn list(req: HttpRequest, s: web::Data<AppState>) -> HttpResponse {
     or_error_page(&req, r)
 }
 
-fn get(pairs: &[(String, String)], key: &str) -> Option<String> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-}
-
 fn model_url(name: &str) -> String {
     format!("/model?name={}", q(name))
 }
 
 async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
     let query = query_pairs(req);
-    let needle = get(&query, "q").unwrap_or_default();
-    let lower = needle.to_lowercase();
+    let needle = param(&query, "q").unwrap_or_default();
     let mut models = registry::list_registered_models(&s.pool).await?;
-    models.retain(|m| lower.is_empty() || m.name.to_lowercase().contains(&lower));
+    models.retain(|m| name_matches(&m.name, &needle));
     models.sort_by(|a, b| a.name.cmp(&b.name));
     let versions = registry::list_model_versions(&s.pool).await?;
     Ok(page(
@@ -38,13 +34,9 @@ async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
         "Registered models",
         html! {
             h1 { "Registered models" }
-            form.search method="get" action="/models" role="search" {
-                label for="q" { "Name contains" }
-                input #q type="search" name="q" value=(needle);
-                button type="submit" { "Search" }
-            }
+            (name_search("/models", &needle))
             @if models.is_empty() {
-                p.muted { "No registered models" @if !needle.is_empty() { " match “" (needle) "”" } "." }
+                (none_found("registered models", &needle))
             } @else {
                 table {
                     thead { tr { th { "Name" } th.num { "Latest version" } th { "Aliases" } th { "Last updated" } th { "Description" } } }
@@ -82,9 +74,9 @@ pub async fn show(req: HttpRequest, s: web::Data<AppState>) -> HttpResponse {
 /// What just happened, from the redirect after a change (fixed texts with current values, never
 /// text taken from the URL).
 fn done_message(query: &[(String, String)], versions: &[ModelVersion]) -> Option<String> {
-    match get(query, "done")?.as_str() {
+    match param(query, "done")?.as_str() {
         "alias" => {
-            let alias = get(query, "alias")?;
+            let alias = param(query, "alias")?;
             let v = versions.iter().find(|v| v.aliases.contains(&alias))?;
             Some(format!(
                 "Alias “{alias}” now points to version {}.",
@@ -92,12 +84,12 @@ fn done_message(query: &[(String, String)], versions: &[ModelVersion]) -> Option
             ))
         }
         "unalias" => {
-            let alias = get(query, "alias")?;
+            let alias = param(query, "alias")?;
             (!versions.iter().any(|v| v.aliases.contains(&alias)))
                 .then(|| format!("Alias “{alias}” was removed."))
         }
         "stage" => {
-            let n: i64 = get(query, "version")?.parse().ok()?;
+            let n: i64 = param(query, "version")?.parse().ok()?;
             let v = versions.iter().find(|v| v.version == n)?;
             Some(format!(
                 "Version {} is now in stage {}.",
@@ -110,7 +102,7 @@ fn done_message(query: &[(String, String)], versions: &[ModelVersion]) -> Option
 
 async fn show_page(req: &HttpRequest, s: &AppState) -> Page {
     let query = query_pairs(req);
-    let Some(name) = get(&query, "name") else {
+    let Some(name) = param(&query, "name") else {
         return Ok(see_other("/models"));
     };
     let model = registry::get_registered_model(&s.pool, &name).await?;
@@ -235,33 +227,33 @@ enum Action {
 /// Reads and checks a change (from the confirmation link or the POST form): the model name and
 /// the action, with the alias, version and stage validated against the store.
 async fn parse_action(s: &AppState, pairs: &[(String, String)]) -> Result<(String, Action)> {
-    let Some(name) = get(pairs, "name") else {
+    let Some(name) = param(pairs, "name") else {
         return invalid("Which model? The form is missing the model name.");
     };
     registry::get_registered_model(&s.pool, &name).await?;
     let version =
-        || -> Result<i64> { registry::parse_version(&get(pairs, "version").unwrap_or_default()) };
-    let action = match get(pairs, "action").as_deref() {
+        || -> Result<i64> { registry::parse_version(&param(pairs, "version").unwrap_or_default()) };
+    let action = match param(pairs, "action").as_deref() {
         Some("set-alias") => {
-            let alias = get(pairs, "alias").unwrap_or_default().trim().to_string();
+            let alias = param(pairs, "alias").unwrap_or_default().trim().to_string();
             registry::check_alias(&alias)?;
             let version = version()?;
             registry::get_model_version(&s.pool, &name, version).await?;
             Action::SetAlias { alias, version }
         }
         Some("delete-alias") => {
-            let alias = get(pairs, "alias").unwrap_or_default();
+            let alias = param(pairs, "alias").unwrap_or_default();
             registry::get_version_by_alias(&s.pool, &name, &alias).await?;
             Action::DeleteAlias { alias }
         }
         Some("stage") => {
             let version = version()?;
             registry::get_model_version(&s.pool, &name, version).await?;
-            let stage = registry::canonical_stage(&get(pairs, "stage").unwrap_or_default())?;
+            let stage = registry::canonical_stage(&param(pairs, "stage").unwrap_or_default())?;
             Action::Stage {
                 version,
                 stage: stage.to_string(),
-                archive: get(pairs, "archive").as_deref() == Some("1"),
+                archive: param(pairs, "archive").as_deref() == Some("1"),
             }
         }
         _ => return invalid("Unknown change: use set-alias, delete-alias or stage."),
@@ -391,7 +383,7 @@ pub async fn apply(
 }
 
 async fn apply_change(req: &HttpRequest, pairs: &[(String, String)], s: &AppState) -> Page {
-    check_csrf(req, &get(pairs, "csrf").unwrap_or_default())?;
+    check_csrf(req, &param(pairs, "csrf").unwrap_or_default())?;
     if pairs
         .iter()
         .any(|(k, v)| k.contains('\0') || v.contains('\0'))
