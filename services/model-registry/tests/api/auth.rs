@@ -1,20 +1,10 @@
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app_with, Db};
+use crate::helpers::{spawn_app_with_auth, Db};
 use crate::on_both_backends;
 
 async fn with_auth_on_only_valid_credentials_get_in(db: Db) {
-    let dir = std::env::temp_dir().join(format!("auth-files-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("users"), "alice:wonderland\n").unwrap();
-    std::fs::write(dir.join("tokens"), "tok-abc\n").unwrap();
-    let users = dir.join("users").display().to_string();
-    let tokens = dir.join("tokens").display().to_string();
-    let app = spawn_app_with(
-        db,
-        &["--auth-users-file", &users, "--auth-tokens-file", &tokens],
-    )
-    .await;
+    let app = spawn_app_with_auth(db).await;
     let url = app.url("/api/2.0/mlflow/experiments/search");
     let resp = app
         .client

@@ -33,6 +33,21 @@ pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, &[]).await
 }
 
+/// Starts the application with authentication on: user `alice` (password `wonderland`) and the
+/// bearer token `tok-abc`.
+pub async fn spawn_app_with_auth(db: Db) -> TestApp {
+    spawn_app_with(
+        db,
+        &[
+            "--auth-users-file",
+            "{dir}/auth-users",
+            "--auth-tokens-file",
+            "{dir}/auth-tokens",
+        ],
+    )
+    .await
+}
+
 /// Like [`spawn_app`], with extra command-line flags (`{dir}` is replaced by the test's folder).
 pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
     telemetry::init_for_tests();
@@ -42,6 +57,9 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
         Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("registry.db").display()),
         Db::Postgres => fresh_postgres().await,
     };
+    // The auth files spawn_app_with_auth names (harmless when unused).
+    std::fs::write(dir.join("auth-users"), "alice:wonderland\n").unwrap();
+    std::fs::write(dir.join("auth-tokens"), "tok-abc\n").unwrap();
     let extra: Vec<String> = extra
         .iter()
         .map(|a| a.replace("{dir}", dir.to_str().unwrap()))

@@ -6,7 +6,7 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, Db, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with_auth, Db, TestApp};
 use crate::on_both_backends;
 
 /// A client that does not follow redirects, so tests see the 303s.
@@ -435,17 +435,7 @@ on_both_backends!(confirm_and_csrf, changes_need_confirmation_and_a_csrf_token);
 
 #[tokio::test]
 async fn browsers_sign_in_with_basic_auth_or_a_token() {
-    let dir = std::env::temp_dir().join(format!("ui-auth-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("users"), "alice:wonderland\n").unwrap();
-    std::fs::write(dir.join("tokens"), "tok-abc\n").unwrap();
-    let users = dir.join("users").display().to_string();
-    let tokens = dir.join("tokens").display().to_string();
-    let app = spawn_app_with(
-        Db::Sqlite,
-        &["--auth-users-file", &users, "--auth-tokens-file", &tokens],
-    )
-    .await;
+    let app = spawn_app_with_auth(Db::Sqlite).await;
     let b = browser();
 
     let resp = b.get(app.url("/models")).send().await.unwrap();
@@ -541,5 +531,4 @@ async fn browsers_sign_in_with_basic_auth_or_a_token() {
         cleared.starts_with("registry_token=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
