@@ -33,6 +33,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NotFinished(String),
+    #[error("this endpoint does not take that method")]
+    MethodNotAllowed,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -54,6 +56,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) => "not-found",
             ApiError::NotFinished(_) => "job-not-finished",
+            ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Unexpected(_) => "internal-error",
         }
     }
@@ -74,6 +77,7 @@ impl ApiError {
             }
             ApiError::NotFound(_) => "Not found",
             ApiError::NotFinished(_) => "Job not finished",
+            ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Unexpected(_) => "Internal error",
         }
     }
@@ -95,6 +99,7 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotFinished(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::error::ApiError;
+
 use crate::auth::{self, ApiKeys};
 use crate::config::Settings;
 use crate::models::Models;
@@ -77,34 +79,45 @@ impl Application {
                 .app_data(keys.clone())
                 // A query string that does not parse is a problem+json 400 like any other.
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    crate::error::ApiError::Malformed(format!("invalid query string: {e}")).into()
+                    ApiError::Malformed(format!("invalid query string: {e}")).into()
                 }))
-                .route("/v1/predict", web::post().to(predict::predict))
-                .route("/v1/predict/batch", web::post().to(predict::predict_batch))
-                .route("/v1/batch-jobs", web::post().to(batch_jobs::create))
-                .route("/v1/batch-jobs/{id}", web::get().to(batch_jobs::get))
-                .route("/v1/batch-jobs/{id}", web::delete().to(batch_jobs::cancel))
-                .route(
-                    "/v1/batch-jobs/{id}/results",
-                    web::get().to(batch_jobs::results),
+                // One resource per path: a known path with another method is a 405, an unknown
+                // path a 404, both as problem documents.
+                .service(resource("/v1/predict").route(web::post().to(predict::predict)))
+                .service(
+                    resource("/v1/predict/batch").route(web::post().to(predict::predict_batch)),
                 )
-                .route(
-                    "/v1/batch-jobs/{id}/errors",
-                    web::get().to(batch_jobs::errors),
+                .service(resource("/v1/batch-jobs").route(web::post().to(batch_jobs::create)))
+                .service(
+                    resource("/v1/batch-jobs/{id}")
+                        .route(web::get().to(batch_jobs::get))
+                        .route(web::delete().to(batch_jobs::cancel)),
                 )
-                .route("/v1/training-jobs", web::post().to(training_jobs::create))
-                .route("/v1/training-jobs/{id}", web::get().to(training_jobs::get))
-                .route(
-                    "/v1/training-jobs/{id}",
-                    web::delete().to(training_jobs::cancel),
+                .service(
+                    resource("/v1/batch-jobs/{id}/results")
+                        .route(web::get().to(batch_jobs::results)),
                 )
-                .route("/v1/model", web::get().to(model::get_model))
-                .route("/v1/model/reload", web::post().to(model::reload))
-                .route("/healthz", web::get().to(model::healthz))
-                .route("/readyz", web::get().to(model::readyz))
-                .route("/metrics", web::get().to(model::metrics))
-                .route("/openapi.json", web::get().to(openapi::openapi))
-                .route("/docs", web::get().to(openapi::docs))
+                .service(
+                    resource("/v1/batch-jobs/{id}/errors").route(web::get().to(batch_jobs::errors)),
+                )
+                .service(resource("/v1/training-jobs").route(web::post().to(training_jobs::create)))
+                .service(
+                    resource("/v1/training-jobs/{id}")
+                        .route(web::get().to(training_jobs::get))
+                        .route(web::delete().to(training_jobs::cancel)),
+                )
+                .service(resource("/v1/model").route(web::get().to(model::get_model)))
+                .service(resource("/v1/model/reload").route(web::post().to(model::reload)))
+                .service(resource("/healthz").route(web::get().to(model::healthz)))
+                .service(resource("/readyz").route(web::get().to(model::readyz)))
+                .service(resource("/metrics").route(web::get().to(model::metrics)))
+                .service(resource("/openapi.json").route(web::get().to(openapi::openapi)))
+                .service(resource("/docs").route(web::get().to(openapi::docs)))
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::NotFound(
+                        "no such endpoint; see /openapi.json".into(),
+                    ))
+                }))
         })
         .shutdown_timeout(shutdown)
         .listen(listener)?
@@ -132,4 +145,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// A resource whose other methods answer 405 as a problem document.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
+    }))
 }

@@ -115,6 +115,17 @@ async fn every_error_class_is_a_problem_document_never_a_5xx() {
         s, 400,
         "found by schemathesis: a bad query string was text/plain"
     );
+    // Another method on a known path is a 405, an unknown path a 404: problem documents too.
+    for (path, status) in [("/v1/predict", 405), ("/v1/nothing-here", 404)] {
+        let r = api
+            .client
+            .get(format!("{}{path}", api.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
     assert!(
         v["detail"]
             .as_str()
