@@ -52,6 +52,21 @@ pub struct MemoryStore {
     retention: Duration,
 }
 
+impl MemoryStore {
+    /// Runs `f` on a job's record and its set of done chunks, under the lock.
+    fn update<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut JobRecord, &mut HashSet<u32>) -> T,
+    ) -> Result<T> {
+        let mut jobs = self.jobs.lock().expect("lock");
+        let (rec, done, _) = jobs
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        Ok(f(rec, done))
+    }
+}
+
 /// Marks a chunk done; finishes the job when all chunks are. Returns {chunks done, state}.
 const COMPLETE_CHUNK: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -253,11 +268,7 @@ impl Store {
                 }
                 JobState::parse(&state).ok_or(StoreError::Corrupt(state))
             }
-            Store::Memory(m) => {
-                let mut jobs = m.jobs.lock().expect("lock");
-                let (rec, done, _) = jobs
-                    .get_mut(id)
-                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            Store::Memory(m) => m.update(id, |rec, done| {
                 if done.insert(chunk) {
                     rec.rows_scored += scored;
                     rec.rows_rejected += rejected;
@@ -272,8 +283,8 @@ impl Store {
                         rec.state = JobState::Running;
                     }
                 }
-                Ok(rec.state)
-            }
+                rec.state
+            }),
         }
     }
 
@@ -296,19 +307,15 @@ impl Store {
                     .await?;
                 JobState::parse(&s).ok_or_else(|| StoreError::NotFound(id.to_string()))
             }
-            Store::Memory(m) => {
-                let mut jobs = m.jobs.lock().expect("lock");
-                let (rec, _, _) = jobs
-                    .get_mut(id)
-                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            Store::Memory(m) => m.update(id, |rec, _| {
                 if !rec.state.is_final() {
                     rec.state = state;
                     rec.error = Some(reason.to_string());
                     rec.finished_at = Some(now());
                     rec.updated_at = now();
                 }
-                Ok(rec.state)
-            }
+                rec.state
+            }),
         }
     }
 
@@ -324,17 +331,12 @@ impl Store {
                     .await?;
                 Ok(())
             }
-            Store::Memory(m) => {
-                let mut jobs = m.jobs.lock().expect("lock");
-                let (rec, _, _) = jobs
-                    .get_mut(id)
-                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            Store::Memory(m) => m.update(id, |rec, _| {
                 if rec.state == JobState::Queued {
                     rec.state = JobState::Running;
                     rec.updated_at = now();
                 }
-                Ok(())
-            }
+            }),
         }
     }
 
@@ -346,14 +348,7 @@ impl Store {
                 let _: () = c.hset(r.job_key(id), "output", output.to_string()).await?;
                 Ok(())
             }
-            Store::Memory(m) => {
-                let mut jobs = m.jobs.lock().expect("lock");
-                let (rec, _, _) = jobs
-                    .get_mut(id)
-                    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-                rec.output = Some(output.clone());
-                Ok(())
-            }
+            Store::Memory(m) => m.update(id, |rec, _| rec.output = Some(output.clone())),
         }
     }
 

@@ -46,7 +46,8 @@ pub struct Settings {
     #[arg(long, env = "REGISTRY_MAX_ARTIFACT_BYTES", default_value_t = 2 << 30)]
     pub max_artifact_bytes: u64,
     /// Users allowed in with HTTP basic auth: lines `user:password` or `user:sha256:<hex>`.
-    /// With this or the tokens file set, every endpoint but /health needs credentials.
+    /// With this or the tokens file set, everything needs credentials but /health, /metrics and
+    /// the UI's sign-in page and stylesheet.
     #[arg(long, env = "REGISTRY_AUTH_USERS_FILE")]
     pub auth_users_file: Option<PathBuf>,
     /// Bearer tokens allowed in (one per line), for `MLFLOW_TRACKING_TOKEN`.

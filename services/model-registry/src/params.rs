@@ -274,7 +274,7 @@ pub async fn refuse_nul(
 ) -> std::result::Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error>
 {
     let raw = req.uri().path_and_query().map_or("", |p| p.as_str());
-    if raw.to_ascii_lowercase().contains("%00") {
+    if raw.contains("%00") {
         let resp = actix_web::ResponseError::error_response(
             &crate::error::RegistryError::InvalidParameter(
                 "the path and query may not contain the NUL character (%00)".into(),

@@ -51,6 +51,18 @@ pub(crate) async fn save_upload(
     Ok(size)
 }
 
+/// Creates the job's folder on the shared storage.
+pub(crate) async fn create_job_dir(b: &Batch, id: &str) -> Result<std::path::PathBuf, ApiError> {
+    let dir = b
+        .layout
+        .job_dir(id)
+        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("invalid job id")))?;
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+        ApiError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
+    })?;
+    Ok(dir)
+}
+
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(id) => ApiError::NotFound(format!("batch job '{id}' not found")),
@@ -114,13 +126,7 @@ pub async fn create(
         .layout
         .input(&id, format)
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("job id")))?;
-    let dir = b
-        .layout
-        .job_dir(&id)
-        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("job id")))?;
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-        ApiError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
-    })?;
+    let dir = create_job_dir(&b, &id).await?;
     let cleanup = || async {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     };

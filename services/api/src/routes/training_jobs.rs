@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use jobs::{Format, JobKind, JobRecord, JobState, PinnedModel, TrainModel, TrainSettings};
 use serde_json::json;
 
-use super::batch_jobs::{batch, save_upload, store_error};
+use super::batch_jobs::{batch, create_job_dir, save_upload, store_error};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -171,13 +171,7 @@ pub async fn create(
     let model = state.models.current().ok_or(ApiError::NotReady)?;
     let spec = model.scorer.bundle().spec.clone();
     let id = jobs::new_job_id();
-    let dir = b
-        .layout
-        .job_dir(&id)
-        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("job id")))?;
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-        ApiError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
-    })?;
+    let dir = create_job_dir(&b, &id).await?;
     let prepared = async {
         let root = b.layout.root().to_path_buf();
         let dataset = if upload {

@@ -69,9 +69,8 @@ fn or_error_page(req: &HttpRequest, r: Page) -> HttpResponse {
     r.unwrap_or_else(|e| {
         let status = e.status_code();
         let message = match &e {
-            RegistryError::Unexpected(_) => {
-                // The API's error path logs the cause chain once; reuse it.
-                let _ = e.error_response();
+            RegistryError::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
                 "Something went wrong on the server; the log has the details.".to_string()
             }
             other => other.to_string(),
