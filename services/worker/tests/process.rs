@@ -15,10 +15,18 @@ struct Job {
     id: String,
     rows: u64,
     chunks: u32,
+    model: PinnedModel,
 }
 
 /// A 12,000-row job in chunks of 400, queued, with a small local model.
 async fn queued_job() -> Job {
+    let job = recorded_job().await;
+    enqueue(&job).await;
+    job
+}
+
+/// The same job, split and recorded but not yet on the queue.
+async fn recorded_job() -> Job {
     let dir = common::tmp("worker-proc");
     let bundle = common::train_bundle(&dir, 20);
     let input = common::write_input(&dir, 12_000);
@@ -60,23 +68,6 @@ async fn queued_job() -> Job {
         output: None,
     };
     store.create(&record, None).await.unwrap();
-    let mut queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
-        .await
-        .unwrap();
-    for chunk in 0..split.chunks {
-        queue
-            .push(ScoreChunk {
-                job_id: id.clone(),
-                chunk,
-                format: Format::Csv,
-                model: pinned.clone(),
-                trace_context: Default::default(),
-                first_row: 0,
-                reasons: Default::default(),
-            })
-            .await
-            .unwrap();
-    }
     Job {
         dir,
         prefix,
@@ -84,6 +75,27 @@ async fn queued_job() -> Job {
         id,
         rows: split.rows,
         chunks: split.chunks,
+        model: pinned,
+    }
+}
+
+async fn enqueue(job: &Job) {
+    let mut queue = worker::queue("redis://127.0.0.1:6379", &job.queue)
+        .await
+        .unwrap();
+    for chunk in 0..job.chunks {
+        queue
+            .push(ScoreChunk {
+                job_id: job.id.clone(),
+                chunk,
+                format: Format::Csv,
+                model: job.model.clone(),
+                trace_context: Default::default(),
+                first_row: 0,
+                reasons: Default::default(),
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -227,7 +239,9 @@ async fn sigterm_finishes_the_chunk_in_hand_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_one_job_and_report_health_and_metrics() {
-    let job = queued_job().await;
+    // Queued only once both are ready, so that neither can take every chunk before the other
+    // starts.
+    let job = recorded_job().await;
     let ports: Vec<u16> = (0..2)
         .map(|_| {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -255,6 +269,7 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
         }
         assert!(ok, "worker on {p} became ready");
     }
+    enqueue(&job).await;
     let done = wait_for(&job, |r| r.state.is_final(), 120).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_every_row_once(&job);
