@@ -51,6 +51,7 @@ enum SpecCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    telemetry::init_cli();
     let result = match cli.command {
         Command::Spec(SpecCommand::Infer {
             data,

@@ -132,6 +132,30 @@ fn quickstart_runs_everything_in_one_process_and_reuses_its_folder() {
     let v: serde_json::Value = r.json().unwrap();
     assert!(v["default_probability"].as_f64().is_some(), "{v}");
     assert_eq!(v["model"]["name"], "loan-default", "{v}");
+    // The in-process services log (warnings and up by default), but never applicant data.
+    let r = http
+        .post(format!("{api}/v1/predict"))
+        .header("content-type", "application/json")
+        .body(r#"{"purpose": "applicant-secret-7731"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let mut logged = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        let done = l.contains("422") || l.contains("invalid");
+        logged.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        logged.iter().any(|l| l.contains("WARN")),
+        "the refused request is logged: {logged:#?}"
+    );
+    assert!(
+        !logged.iter().any(|l| l.contains("applicant-secret-7731")),
+        "{logged:#?}"
+    );
 
     // A batch job on the in-process queue, with the bundled data.
     let data = std::fs::read(dir.path().join("german_credit.csv")).unwrap();

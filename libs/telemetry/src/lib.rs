@@ -98,6 +98,17 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Guard {
     Guard { provider }
 }
 
+/// Logs for a command-line tool (`loanctl`, whose `quickstart` runs the services in-process):
+/// readable lines on stderr, from `RUST_LOG` or `warn` by default, so that problems show and
+/// the tool's own output stays readable.
+pub fn init_cli() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Quiet, human-readable logs for tests (`RUST_LOG` still applies, default `warn`).
 pub fn init_for_tests() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use features::FieldError;
 use serde_json::json;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     Malformed(String),
@@ -37,6 +37,15 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+/// `Debug` is `Display`. tracing-actix-web logs a failed request's error with `{:?}`, and a field
+/// error's message quotes the applicant's value, which must never reach the logs: `Display` says
+/// only how many fields were wrong (the client gets the details in the response).
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl ApiError {

@@ -463,7 +463,9 @@ async fn train_job(
                 .with_label_values(&["failed"])
                 .inc();
             let reason = format!("{e:#}");
-            tracing::warn!(job.id = %task.job_id, error = %reason, "training failed");
+            // Not the reason itself: it can quote rows of the dataset (applicant data). The job
+            // record, readable by whoever submitted the job, has it.
+            tracing::warn!(job.id = %task.job_id, "training failed; the reason is in the job record");
             state
                 .store
                 .finish(&task.job_id, JobState::Failed, &reason)
