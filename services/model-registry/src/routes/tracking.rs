@@ -9,7 +9,7 @@ use crate::search::{self, Entity};
 use crate::startup::AppState;
 
 use super::{ok, p, Resp};
-use crate::store::{experiments, runs};
+use crate::store::{experiments, runs, View};
 
 fn experiment_name(p: &Params, key: &str) -> Result<String> {
     let name = p.str(key)?;
@@ -78,8 +78,8 @@ pub async fn search_experiments(
         field: search::Field::Attribute("experiment_id".into()),
         ascending: true,
     });
-    let view = p.opt_str("view_type")?.unwrap_or_default();
-    let items = experiments::list_experiments(&s.pool, &view).await?;
+    let view = View::parse(p.opt_str("view_type")?.as_deref(), "view_type")?;
+    let items = experiments::list_experiments(&s.pool, view).await?;
     let (page, next) = search::select(
         items,
         &clauses,
@@ -349,8 +349,8 @@ pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
         field: search::Field::Attribute("run_id".into()),
         ascending: true,
     });
-    let view = p.opt_str("run_view_type")?.unwrap_or_default();
-    let items = runs::list_runs(&s.pool, &ids, &view).await?;
+    let view = View::parse(p.opt_str("run_view_type")?.as_deref(), "run_view_type")?;
+    let items = runs::list_runs(&s.pool, &ids, view).await?;
     let (page, next) = search::select(
         items,
         &clauses,

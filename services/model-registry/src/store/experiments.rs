@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{get_i64, get_str, kv_json, now_ms, placeholders, Pool};
+use super::{get_i64, get_str, kv_json, now_ms, placeholders, Pool, View};
 use crate::error::{RegistryError, Result};
 use crate::search::{self, Field, Searchable};
 
@@ -183,12 +183,11 @@ pub async fn get_experiment_by_name(pool: &Pool, name: &str) -> Result<Experimen
     Ok(with_tags(pool, vec![from_row(&row)?]).await?.remove(0))
 }
 
-/// All experiments in a lifecycle view (`ACTIVE_ONLY`, `DELETED_ONLY`, `ALL`).
-pub async fn list_experiments(pool: &Pool, view: &str) -> Result<Vec<Experiment>> {
-    let filter = match view {
-        "DELETED_ONLY" | "2" => " WHERE lifecycle_stage = 'deleted'",
-        "ALL" | "3" => "",
-        _ => " WHERE lifecycle_stage = 'active'",
+/// All experiments in a lifecycle view.
+pub async fn list_experiments(pool: &Pool, view: View) -> Result<Vec<Experiment>> {
+    let filter = match view.stage() {
+        Some(stage) => format!(" WHERE lifecycle_stage = '{stage}'"),
+        None => String::new(),
     };
     let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM experiments{filter}"))
         .fetch_all(pool)

@@ -14,6 +14,38 @@ use crate::error::{RegistryError, Result};
 
 pub type Pool = sqlx::AnyPool;
 
+/// Which lifecycle stages a search sees: MLflow's `ViewType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+impl View {
+    /// Parses `ViewType` by name or number, as MLflow's protobuf parser does; absent means
+    /// `ACTIVE_ONLY`. Anything else is a 400, not silently the default view.
+    pub fn parse(value: Option<&str>, field: &str) -> Result<View> {
+        match value {
+            None | Some("ACTIVE_ONLY" | "1") => Ok(View::ActiveOnly),
+            Some("DELETED_ONLY" | "2") => Ok(View::DeletedOnly),
+            Some("ALL" | "3") => Ok(View::All),
+            Some(other) => crate::error::invalid(format!(
+                "Invalid value {other:?} for parameter '{field}': use ACTIVE_ONLY, DELETED_ONLY or ALL"
+            )),
+        }
+    }
+
+    /// The one lifecycle stage this view keeps, or `None` for both.
+    pub fn stage(self) -> Option<&'static str> {
+        match self {
+            View::ActiveOnly => Some("active"),
+            View::DeletedOnly => Some("deleted"),
+            View::All => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,

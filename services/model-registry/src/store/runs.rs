@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::{
     get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms, placeholders, Pool,
+    View,
 };
 use crate::error::{invalid, RegistryError, Result};
 use crate::search::{self, Field, Searchable};
@@ -315,14 +316,13 @@ pub async fn get_run(pool: &Pool, run_id: &str) -> Result<Run> {
 }
 
 /// Runs of some experiments in a lifecycle view, fully loaded.
-pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: &str) -> Result<Vec<Run>> {
+pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: View) -> Result<Vec<Run>> {
     if experiment_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let stage = match view {
-        "DELETED_ONLY" | "2" => " AND r.lifecycle_stage = 'deleted'",
-        "ALL" | "3" => "",
-        _ => " AND r.lifecycle_stage = 'active'",
+    let stage = match view.stage() {
+        Some(stage) => format!(" AND r.lifecycle_stage = '{stage}'"),
+        None => String::new(),
     };
     let scope = format!(
         "r.experiment_id IN ({}){stage}",

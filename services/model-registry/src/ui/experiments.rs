@@ -14,7 +14,7 @@ use super::{
 use crate::error::invalid;
 use crate::search::{self, Entity, Field, Searchable};
 use crate::startup::AppState;
-use crate::store::{experiments, runs};
+use crate::store::{experiments, runs, View};
 
 /// Runs shown in one experiment table; the filter narrows larger experiments.
 const MAX_ROWS: usize = 500;
@@ -31,7 +31,7 @@ pub async fn list(req: HttpRequest, s: web::Data<AppState>) -> HttpResponse {
 async fn list_page(req: &HttpRequest, s: &AppState) -> Page {
     let query = query_pairs(req);
     let needle = param(&query, "q").unwrap_or_default();
-    let mut exps = experiments::list_experiments(&s.pool, "ACTIVE_ONLY").await?;
+    let mut exps = experiments::list_experiments(&s.pool, View::ActiveOnly).await?;
     exps.retain(|e| name_matches(&e.name, &needle));
     exps.sort_by_key(|e| std::cmp::Reverse(e.last_update_time));
     let counts = runs::count_by_experiment(&s.pool).await?;
@@ -142,7 +142,7 @@ async fn show_page(req: &HttpRequest, id: &str, s: &AppState) -> Page {
     let filter = param(&query, "filter").unwrap_or_default();
     let sort = param(&query, "sort").unwrap_or_else(|| "start_time".into());
     let desc = param(&query, "desc").map_or(sort == "start_time", |v| v == "1");
-    let mut all = runs::list_runs(&s.pool, &[exp.id], "ACTIVE_ONLY").await?;
+    let mut all = runs::list_runs(&s.pool, &[exp.id], View::ActiveOnly).await?;
 
     let filter_error = match search::parse_filter(&filter, Entity::Runs) {
         Ok(clauses) => {

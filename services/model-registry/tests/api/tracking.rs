@@ -175,6 +175,103 @@ on_both_backends!(
     runs_params_search_and_deleted_experiments
 );
 
+async fn view_types_choose_active_deleted_or_all(db: Db) {
+    let app = spawn_app(db).await;
+    let kept = app.create_experiment("kept").await;
+    let gone = app.create_experiment("gone").await;
+    let (s, _) = app
+        .post("/experiments/delete", json!({"experiment_id": gone}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let live = app.create_run(&kept).await;
+    let dead = app.create_run(&kept).await;
+    let (s, _) = app.post("/runs/delete", json!({"run_id": dead})).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v["experiments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.retain(|n| n != "Default");
+        n.sort();
+        n
+    };
+    for (view, want) in [
+        (None, vec!["kept"]),
+        (Some("ACTIVE_ONLY"), vec!["kept"]),
+        (Some("DELETED_ONLY"), vec!["gone"]),
+        (Some("2"), vec!["gone"]),
+        (Some("ALL"), vec!["gone", "kept"]),
+    ] {
+        let mut body = json!({"max_results": 100});
+        if let Some(view) = view {
+            body["view_type"] = json!(view);
+        }
+        let (s, v) = app.post("/experiments/search", body).await;
+        assert_eq!(s, StatusCode::OK, "{view:?}: {v}");
+        assert_eq!(names(&v), want, "{view:?}");
+    }
+    let run_ids = |v: &serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["runs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["info"]["run_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![live.clone(), dead.clone()];
+    both.sort();
+    for (view, want) in [
+        (None, vec![live.clone()]),
+        (Some("DELETED_ONLY"), vec![dead.clone()]),
+        (Some("ALL"), both),
+    ] {
+        let mut body = json!({"experiment_ids": [kept]});
+        if let Some(view) = view {
+            body["run_view_type"] = json!(view);
+        }
+        let (s, v) = app.post("/runs/search", body).await;
+        assert_eq!(s, StatusCode::OK, "{view:?}: {v}");
+        assert_eq!(run_ids(&v), want, "{view:?}");
+    }
+    // An unknown view is refused, not read as ACTIVE_ONLY.
+    let (s, v) = app
+        .post("/experiments/search", json!({"view_type": "EVERYTHING"}))
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("view_type"), "{v}");
+    let (s, v) = app.get("/experiments/search", &[("view_type", "0")]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = app
+        .post(
+            "/runs/search",
+            json!({"experiment_ids": [kept], "run_view_type": "deleted"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE")),
+        "{v}"
+    );
+}
+on_both_backends!(
+    view_types_choose_active_deleted_or_all,
+    view_types_choose_active_deleted_or_all
+);
+
 async fn metrics_count_requests_by_route_pattern(db: Db) {
     let app = spawn_app(db).await;
     app.create_experiment("metrics").await;
