@@ -20,6 +20,8 @@ pub enum Raw<'a> {
     Num(f64),
     Text(&'a str),
     Bool(bool),
+    /// A JSON array or object: never a valid value for any feature.
+    Nested,
 }
 
 impl<'a> Raw<'a> {
@@ -33,15 +35,14 @@ impl<'a> Raw<'a> {
         }
     }
 
-    /// A JSON value; `null` means missing. Objects and arrays become text that fails validation.
+    /// A JSON value; `null` means missing. Objects and arrays fail validation as `wrong_type`.
     pub fn from_json(v: &'a serde_json::Value) -> Raw<'a> {
         match v {
             serde_json::Value::Null => Raw::Missing,
             serde_json::Value::Bool(b) => Raw::Bool(*b),
             serde_json::Value::Number(n) => n.as_f64().map_or(Raw::Missing, Raw::Num),
             serde_json::Value::String(s) => Raw::Text(s),
-            serde_json::Value::Array(_) => Raw::Text("[array]"),
-            serde_json::Value::Object(_) => Raw::Text("{object}"),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => Raw::Nested,
         }
     }
 }

@@ -68,6 +68,10 @@ fn clean<'a>(f: &FeatureSpec, raw: Raw<'a>) -> Result<Clean<'a>, FieldError> {
     };
     let result = match (f.kind, raw) {
         (_, Raw::Missing) => Ok(Clean::Missing),
+        (_, Raw::Nested) => Err(err(
+            "wrong_type",
+            "expected a single value, got an array or object".into(),
+        )),
         (FeatureKind::Numeric, Raw::Num(x)) => check_range(f, x),
         (FeatureKind::Numeric, Raw::Text(t)) => match t.trim().parse::<f64>() {
             Ok(x) => check_range(f, x),
@@ -113,15 +117,14 @@ fn clean<'a>(f: &FeatureSpec, raw: Raw<'a>) -> Result<Clean<'a>, FieldError> {
 }
 
 impl Spec {
-    /// Validates the model inputs of one record (values in spec order), reporting every
-    /// invalid field. Features the model does not use are not checked.
+    /// Validates one record (values in spec order), reporting every invalid field. Features the
+    /// model does not use may be missing; a value sent for one is still checked.
     pub fn validate(&self, record: &[Raw<'_>]) -> Result<(), Vec<FieldError>> {
         let errors: Vec<FieldError> = self
             .features
             .iter()
             .zip(record)
-            .filter(|(f, _)| f.is_model_input())
-            .filter_map(|(f, raw)| clean(f, *raw).err())
+            .filter_map(|(f, raw)| invalid(f, *raw))
             .collect();
         if errors.is_empty() {
             Ok(())
@@ -129,6 +132,16 @@ impl Spec {
             Err(errors)
         }
     }
+}
+
+/// Why `raw` cannot be used for feature `f`, if it cannot. A feature that is not a model input
+/// (a protected attribute) may be left out, but a value that is sent is held to the spec like any
+/// other, as the API's schema promises.
+fn invalid(f: &FeatureSpec, raw: Raw<'_>) -> Option<FieldError> {
+    if !f.is_model_input() && raw == Raw::Missing {
+        return None;
+    }
+    clean(f, raw).err()
 }
 
 fn check_range<'a>(f: &FeatureSpec, x: f64) -> Result<Clean<'a>, FieldError> {
@@ -419,7 +432,10 @@ impl Preprocessor {
         for (j, f) in self.spec.features.iter().enumerate() {
             let range = self.ranges[j].clone();
             if range.is_empty() {
-                // Not a model input (a protected attribute): not needed for scoring.
+                // Not a model input (a protected attribute): not scored, but checked.
+                if let Some(e) = invalid(f, record[j]) {
+                    errors.push(e);
+                }
                 continue;
             }
             let value = match clean(f, record[j]) {
@@ -566,6 +582,34 @@ mod tests {
         let p = fitted();
         assert!(p.columns.iter().all(|c| !c.name.starts_with("sex")));
         assert!(p.feature_columns(4).is_empty());
+    }
+
+    #[test]
+    fn a_protected_value_may_be_left_out_but_a_sent_one_is_validated() {
+        let p = fitted();
+        let mut out = vec![0.0; p.width()];
+        let record = |sex| {
+            [
+                Raw::Num(10.0),
+                Raw::Text("car"),
+                Raw::Missing,
+                Raw::Missing,
+                sex,
+            ]
+        };
+        p.transform(&record(Raw::Missing), &mut out).unwrap();
+        p.transform(&record(Raw::Text("f")), &mut out).unwrap();
+        let Err(FeatureError::Invalid(errors)) = p.transform(&record(Raw::Num(1.0)), &mut out)
+        else {
+            panic!("a number for a categorical protected attribute was accepted")
+        };
+        assert_eq!(
+            errors
+                .iter()
+                .map(|e| (e.field.as_str(), e.code))
+                .collect::<Vec<_>>(),
+            [("sex", "wrong_type")]
+        );
     }
 
     #[test]

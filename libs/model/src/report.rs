@@ -168,6 +168,7 @@ fn fairness_for(
             Raw::Text(t) => t.to_string(),
             Raw::Bool(b) => b.to_string(),
             Raw::Num(x) => x.to_string(),
+            Raw::Nested => "(invalid)".into(),
         }
     };
     let mut acc: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
