@@ -253,6 +253,41 @@ fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
     })
 }
 
+/// The answer to `POST /v1/predict/batch`: one entry per application, by index.
+fn batch_scores_schema() -> Value {
+    let scored = json!({"type": "object", "required": ["index", "default_probability", "decision", "reasons"], "properties": {
+        "index": {"type": "integer", "minimum": 0},
+        "default_probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "decision": {"type": "string", "enum": ["approve", "review", "decline"]},
+        "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}}}});
+    let rejected = json!({"type": "object", "required": ["index", "errors"], "properties": {
+        "index": {"type": "integer", "minimum": 0},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}}});
+    json!({"type": "object", "required": ["results", "scored", "rejected", "model", "request_id"], "properties": {
+        "results": {"type": "array", "items": {"oneOf": [scored, rejected]}},
+        "scored": {"type": "integer", "minimum": 0},
+        "rejected": {"type": "integer", "minimum": 0},
+        "model": {"$ref": "#/components/schemas/ModelRef"},
+        "request_id": {"type": "string"}}})
+}
+
+/// The answer to `GET /v1/model`.
+fn serving_model_schema() -> Value {
+    let number = json!({"type": "number"});
+    json!({"type": "object", "required": ["name", "version", "source", "loaded_at", "model_uuid", "model_source", "spec", "metrics", "thresholds", "trees"], "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "source": {"type": "string", "description": "A bundle directory or a models:/ URI"},
+        "loaded_at": {"type": "string", "format": "date-time"},
+        "model_uuid": {"type": "string"},
+        "model_source": {"type": "string", "enum": ["gbdt", "xgboost"], "description": "Trained here, or imported from XGBoost"},
+        "spec": {"type": "object", "description": "The feature spec (docs/feature-spec.md)"},
+        "metrics": {"type": "object", "description": "Held-out metrics from training"},
+        "thresholds": {"type": "object", "required": ["approve", "decline", "rule", "review_recall"], "properties": {
+            "approve": number.clone(), "decline": number.clone(), "rule": {"type": "object"}, "review_recall": number}},
+        "trees": {"type": "integer", "minimum": 0}}})
+}
+
 pub fn document(state: &AppState) -> Value {
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     let problem_resp = |d: &str| json!({"description": d, "content": {"application/problem+json": {"schema": problem.clone()}}});
@@ -273,7 +308,7 @@ pub fn document(state: &AppState) -> Value {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}, "bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Application": application_schema(state),
-                "Reason": {"type": "object", "properties": {
+                "Reason": {"type": "object", "required": ["feature", "value", "contribution", "text"], "properties": {
                     "feature": {"type": "string"}, "value": {}, "contribution": {"type": "number", "description": "log-odds added to the risk"},
                     "text": {"type": "string"}}},
                 "Prediction": {"type": "object", "required": ["default_probability", "decision", "reasons", "model", "request_id"], "properties": {
@@ -284,7 +319,9 @@ pub fn document(state: &AppState) -> Value {
                     "request_id": {"type": "string"}}},
                 "BatchJob": batch_job_schema(),
                 "TrainingJob": training_job_schema(),
-                "ModelRef": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                "ModelRef": {"type": "object", "required": ["name", "version"], "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                "BatchScores": batch_scores_schema(),
+                "ServingModel": serving_model_schema(),
                 "FieldError": {"type": "object", "properties": {"field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
                 "Problem": {"type": "object", "properties": {
                     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
@@ -302,13 +339,15 @@ pub fn document(state: &AppState) -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["applications"],
                     "properties": {"applications": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}}}}}}},
                 "responses": merge(json!({"200": {"description": "Each application scored, or its errors by index",
-                    "content": {"application/json": {"schema": {"type": "object"}}}}}), &errors)}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchScores"}}}}}), &errors)}},
             "/v1/model": {"get": {"summary": "The serving model: name, version, spec, metrics, thresholds",
-                "responses": {"200": {"description": "Serving model", "content": {"application/json": {"schema": {"type": "object"}}}}, "503": problem_resp("No model loaded yet")}}},
+                "responses": {"200": {"description": "Serving model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServingModel"}}}}, "503": problem_resp("No model loaded yet")}}},
             "/v1/model/reload": {"post": {"summary": "Check the registry for a new version now",
-                "responses": {"200": {"description": "Checked", "content": {"application/json": {"schema": {"type": "object"}}}}, "502": problem_resp("The new version failed to load; the old one keeps serving")}}},
-            "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/readyz": {"get": {"summary": "Ready once a model is loaded", "security": [], "responses": {"200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}}, "503": problem_resp("Not ready")}}},
+                "responses": {"200": {"description": "Checked", "content": {"application/json": {"schema": {"type": "object", "required": ["swapped", "model"], "properties": {
+                    "swapped": {"type": "boolean", "description": "Whether a new version was loaded"}, "model": {"$ref": "#/components/schemas/ModelRef"}}}}}}, "503": problem_resp("No model loaded yet"), "502": problem_resp("The new version failed to load; the old one keeps serving")}}},
+            "/healthz": {"get": {"summary": "Alive", "security": [], "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}}},
+            "/readyz": {"get": {"summary": "Ready once a model is loaded", "security": [], "responses": {"200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "model"], "properties": {
+                "status": {"type": "string", "enum": ["ready"]}, "model": {"$ref": "#/components/schemas/ModelRef"}}}}}}, "503": problem_resp("Not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         }
     });

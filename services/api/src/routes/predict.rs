@@ -129,9 +129,8 @@ fn score_json(
         "default_probability": s.default_probability,
         "decision": s.decision,
     });
-    if explain {
-        v["reasons"] = json!(s.reasons);
-    }
+    // Without explanations the list is empty, not absent, in single and batch answers alike.
+    v["reasons"] = if explain { json!(s.reasons) } else { json!([]) };
     Ok(v)
 }
 
@@ -160,9 +159,6 @@ pub async fn predict(
     let raws = record(&m, obj).map_err(ApiError::Invalid)?;
     let mut scratch = m.scorer.scratch();
     let mut v = score_json(&m, &raws, explain, &mut scratch).map_err(ApiError::Invalid)?;
-    if !explain {
-        v["reasons"] = json!([]);
-    }
     v["model"] = model_json(&m);
     v["request_id"] = json!(rid);
     Ok(HttpResponse::Ok()

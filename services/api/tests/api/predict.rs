@@ -140,6 +140,9 @@ async fn every_error_class_is_a_problem_document_never_a_5xx() {
     bad["credit_amount"] = json!(-5);
     bad["purpose"] = json!("yacht");
     bad["unknown_thing"] = json!(1);
+    // Protected attributes are not scored, but a value that is sent must still fit the schema.
+    bad["foreign_worker"] = json!({"nested": true});
+    bad["personal_status_and_sex"] = json!("unknown");
     bad.as_object_mut().unwrap().remove("housing");
     let (s, v) = problem(
         &api,
@@ -166,7 +169,9 @@ async fn every_error_class_is_a_problem_document_never_a_5xx() {
         [
             ("credit_amount", "out_of_range"),
             ("duration_in_month", "wrong_type"),
+            ("foreign_worker", "wrong_type"),
             ("housing", "missing"),
+            ("personal_status_and_sex", "unknown_category"),
             ("purpose", "unknown_category"),
             ("unknown_thing", "unknown_field"),
         ]
@@ -212,6 +217,16 @@ async fn batch_reports_bad_rows_by_index_and_scores_the_rest() {
     assert_eq!(v["results"][1]["index"], 1);
     assert_eq!(v["results"][1]["errors"][0]["field"], "age_in_years");
     assert!(v["results"][2]["default_probability"].as_f64().is_some());
+    assert!(!v["results"][2]["reasons"].as_array().unwrap().is_empty());
+    // Without explanations the reasons are an empty list, as on /v1/predict.
+    let (s, v) = api
+        .post(
+            "/v1/predict/batch?explain=false",
+            &json!({"applications": [german()[0].1]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"][0]["reasons"], json!([]), "{v}");
     let (s, _) = api
         .post(
             "/v1/predict/batch",
@@ -307,7 +322,7 @@ async fn openapi_describes_the_serving_model() {
 
 #[tokio::test]
 async fn imported_xgboost_bundles_serve_the_same_way() {
-    let fixtures = format!("{}/libs/model/tests/fixtures/xgboost", crate::helpers::REPO);
+    let fixtures = format!("{}/libs/model/tests/fixtures/xgboost", test_support::REPO);
     let spec = features::Spec::from_json(
         &std::fs::read_to_string(format!("{fixtures}/spec.json")).unwrap(),
     )
