@@ -59,7 +59,12 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Chunks scored at once by the in-process worker (embedded mode only).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    #[arg(
+        long = "worker-concurrency",
+        alias = "embedded-workers",
+        env = "WORKER_CONCURRENCY",
+        default_value_t = 2
+    )]
     pub embedded_workers: usize,
     /// Shared storage for batch files (the RWX volume in Kubernetes).
     #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]

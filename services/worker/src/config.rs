@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Batch scoring worker.
+/// Batch scoring worker. A variable the API also reads has the same flag there.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "worker", version, about)]
 pub struct Settings {
@@ -33,19 +33,39 @@ pub struct Settings {
     )]
     pub model_cache_dir: PathBuf,
     /// The apalis queue (the API pushes to the same one).
-    #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
+    #[arg(
+        long = "job-queue",
+        alias = "queue",
+        env = "JOB_QUEUE",
+        default_value = "loan-scoring:score-batch"
+    )]
     pub queue: String,
     /// The apalis queue of training jobs.
     #[arg(long, env = "TRAIN_QUEUE", default_value = "loan-scoring:train")]
     pub train_queue: String,
     /// Prefix of the job-record keys in Redis.
-    #[arg(long, env = "JOB_KEY_PREFIX", default_value = "loan-scoring:")]
+    #[arg(
+        long = "job-key-prefix",
+        alias = "key-prefix",
+        env = "JOB_KEY_PREFIX",
+        default_value = "loan-scoring:"
+    )]
     pub key_prefix: String,
     /// Chunks scored at once by this worker.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 2)]
+    #[arg(
+        long = "worker-concurrency",
+        alias = "concurrency",
+        env = "WORKER_CONCURRENCY",
+        default_value_t = 2
+    )]
     pub concurrency: usize,
     /// How long job records are kept.
-    #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
+    #[arg(
+        long = "job-retention-seconds",
+        alias = "retention-seconds",
+        env = "JOB_RETENTION_SECONDS",
+        default_value_t = 7 * 24 * 3600
+    )]
     pub retention_seconds: u64,
     /// Milliseconds between looks at an empty queue (how soon an idle worker picks up work).
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 100)]
