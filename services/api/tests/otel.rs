@@ -1,79 +1,14 @@
 //! Traces: an incoming `traceparent` is honoured and the request's span is exported over OTLP.
 //! Its own test binary, because the tracing subscriber is global to a process.
 
-use std::sync::{Arc, Mutex};
-
-use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_traceparent_is_continued_and_exported() {
-    // A minimal OTLP/HTTP receiver that keeps what it is sent.
-    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let store = received.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let receiver = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let server = HttpServer::new(move || {
-        let store = store.clone();
-        App::new().route(
-            "/v1/traces",
-            web::post().to(move |body: web::Bytes| {
-                store.lock().unwrap().push(body.to_vec());
-                async { HttpResponse::Ok().finish() }
-            }),
-        )
-    })
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-
+    let (receiver, received) = test_support::otlp_receiver();
     let guard = telemetry::init_with("api-test", Some(&receiver));
-    let bundle =
-        std::env::temp_dir().join(format!("otel-bundle-{}", uuid::Uuid::new_v4().simple()));
-    {
-        // A tiny model is enough here.
-        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-        let spec = features::Spec::from_json(
-            &std::fs::read_to_string(format!("{repo}/data/german_credit.spec.json")).unwrap(),
-        )
-        .unwrap();
-        let mut rdr = csv::Reader::from_path(format!("{repo}/data/german_credit.csv")).unwrap();
-        let headers = rdr.headers().unwrap().clone();
-        let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
-        let cols: Vec<usize> = spec
-            .features
-            .iter()
-            .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-            .collect();
-        let t = headers.iter().position(|h| h == "creditability").unwrap();
-        let raws: Vec<Vec<features::Raw>> = records
-            .iter()
-            .map(|r| {
-                cols.iter()
-                    .map(|&c| features::Raw::from_cell(&r[c]))
-                    .collect()
-            })
-            .collect();
-        let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
-        let cfg = model::pipeline::TrainConfig {
-            booster: model::train::TrainParams {
-                trees: 5,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let fitted = model::pipeline::fit(
-            &spec,
-            &raws,
-            &y,
-            &cfg,
-            model::pipeline::provenance_now(),
-            &mut |_| {},
-        )
-        .unwrap();
-        fitted.bundle.save(&bundle).unwrap();
-    }
+    // A tiny model is enough here.
+    let bundle = test_support::train_german_bundle(&test_support::tmp("otel-bundle"), 5, 42);
     let settings = api::Settings::try_parse_from([
         "api",
         "--port",

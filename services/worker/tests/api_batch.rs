@@ -8,7 +8,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
     telemetry::init_for_tests();
-    let dir = common::tmp("api-batch");
+    let dir = test_support::tmp("api-batch");
     let bundle = common::train_bundle(&dir, 10);
     let input = common::write_input(&dir, 1000);
     let stack = common::spawn_stack(&dir, &bundle, &["--batch-chunk-rows", "300"]).await;
@@ -177,7 +177,7 @@ async fn a_csv_file_is_accepted_scored_in_chunks_and_returned_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_files_are_scored_and_bad_lines_reported() {
-    let dir = common::tmp("api-ndjson");
+    let dir = test_support::tmp("api-ndjson");
     let bundle = common::train_bundle(&dir, 5);
     let spec = model::Bundle::load(&bundle).unwrap().spec;
     let stack = common::spawn_stack(&dir, &bundle, &[]).await;

@@ -11,7 +11,7 @@ use clap::Parser;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_api_runs_batch_jobs_in_process() {
     telemetry::init_for_tests();
-    let dir = common::tmp("api-embedded");
+    let dir = test_support::tmp("api-embedded");
     let bundle = common::train_bundle(&dir, 10);
     let input = common::write_input(&dir, 1000);
     // Row 651 of the file (in the third chunk) gets a value that cannot be scored.

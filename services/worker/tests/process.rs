@@ -27,7 +27,7 @@ async fn queued_job() -> Job {
 
 /// The same job, split and recorded but not yet on the queue.
 async fn recorded_job() -> Job {
-    let dir = common::tmp("worker-proc");
+    let dir = test_support::tmp("worker-proc");
     let bundle = common::train_bundle(&dir, 20);
     let input = common::write_input(&dir, 12_000);
     let spec = model::Bundle::load(&bundle).unwrap().spec;

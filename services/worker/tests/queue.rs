@@ -12,7 +12,7 @@ mod common;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
     telemetry::init_for_tests();
-    let dir = common::tmp("worker-test");
+    let dir = test_support::tmp("worker-test");
     let (bundle, input) = (
         common::train_bundle(&dir, 10),
         common::write_input(&dir, 1000),
@@ -155,7 +155,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries() {
-    let dir = common::tmp("worker-fail");
+    let dir = test_support::tmp("worker-fail");
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let store = Store::redis("redis://127.0.0.1:6379", &prefix, Duration::from_secs(3600))
         .await

@@ -100,7 +100,7 @@ async fn wait_succeeded(client: &reqwest::Client, url: &str) -> serde_json::Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outages_leave_single_scoring_alone_and_batch_recovers() {
-    let dir = common::tmp("redis-outage");
+    let dir = test_support::tmp("redis-outage");
     let bundle = common::train_bundle(&dir, 5);
     let input = common::write_input(&dir, 50);
     let body = std::fs::read(&input).unwrap();

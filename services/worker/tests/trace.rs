@@ -3,34 +3,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use actix_web::{web, App, HttpResponse, HttpServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_spans_continue_the_submitters_trace() {
-    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let sink = received.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let otlp = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let server = HttpServer::new(move || {
-        let sink = sink.clone();
-        App::new().route(
-            "/v1/traces",
-            web::post().to(move |b: web::Bytes| {
-                sink.lock().unwrap().push(b.to_vec());
-                async { HttpResponse::Ok().finish() }
-            }),
-        )
-    })
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
+    let (otlp, received) = test_support::otlp_receiver();
     let guard = telemetry::init_with("batch-trace-test", Some(&otlp));
 
-    let dir = common::tmp("trace");
+    let dir = test_support::tmp("trace");
     let bundle = common::train_bundle(&dir, 5);
     let input = common::write_input(&dir, 50);
     let stack = common::spawn_stack(&dir, &bundle, &[]).await;

@@ -10,7 +10,7 @@ use clap::Parser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_trains_and_registers_a_new_version() {
-    let dir = common::tmp("worker-train");
+    let dir = test_support::tmp("worker-train");
     // The registry, with version 1 as champion.
     let reg_settings = model_registry::Settings::try_parse_from([
         "model-registry",
@@ -31,24 +31,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
     let registry = format!("http://127.0.0.1:{}", registry_app.port());
     tokio::spawn(registry_app.run_until_stopped());
     let bundle = common::train_bundle(&dir, 5);
-    let c = mlflow_client::Client::new(&registry, None).unwrap();
-    let exp = c.get_or_create_experiment("t").await.unwrap();
-    let run = c.create_run(&exp, "v1", &[]).await.unwrap();
-    c.upload_dir(&run.artifact_uri, "model", &bundle)
-        .await
-        .unwrap();
-    c.ensure_registered_model("loan-default").await.unwrap();
-    let v1 = c
-        .create_model_version(
-            "loan-default",
-            &format!("runs:/{}/model", run.run_id),
-            &run.run_id,
-        )
-        .await
-        .unwrap();
-    c.set_alias("loan-default", "champion", &v1.version)
-        .await
-        .unwrap();
+    let v1 = test_support::register(&registry, "loan-default", &bundle, "champion").await;
 
     // The API on Redis (private queues and keys) and one worker process.
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
@@ -115,7 +98,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
     }
     assert!(ready, "API ready with Redis");
 
-    let data = std::fs::read(format!("{}/data/german_credit.csv", common::REPO)).unwrap();
+    let data = std::fs::read(format!("{}/data/german_credit.csv", test_support::REPO)).unwrap();
     let r = http
         .post(format!(
             "{base}/v1/training-jobs?trees=15&experiment=retraining"
@@ -134,6 +117,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
     let version = job["result"]["registered"]["version"].as_str().unwrap();
     assert_eq!(version, "2", "{job}");
     // Registered from the worker's run, in the asked-for experiment; champion unchanged.
+    let c = mlflow_client::Client::new(&registry, None).unwrap();
     let mv = c.get_model_version("loan-default", version).await.unwrap();
     assert_eq!(
         mv.run_id,
@@ -153,5 +137,5 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
         })
         .await
         .unwrap();
-    assert_eq!(champion.version, v1.version);
+    assert_eq!(champion.version, v1);
 }

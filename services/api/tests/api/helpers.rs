@@ -3,21 +3,17 @@ use std::sync::OnceLock;
 
 use api::{Application, Settings};
 use clap::Parser;
-use features::Raw;
 use serde_json::{json, Value};
-
-pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// German-credit rows as (spec-ordered strings, JSON application).
 pub fn german() -> &'static Vec<(Vec<String>, Value)> {
     static ROWS: OnceLock<Vec<(Vec<String>, Value)>> = OnceLock::new();
     ROWS.get_or_init(|| {
-        let spec = spec();
-        let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
-        let headers = rdr.headers().unwrap().clone();
-        rdr.records()
+        let spec = test_support::german_spec();
+        let (headers, records) = test_support::german_csv();
+        records
+            .iter()
             .map(|r| {
-                let r = r.unwrap();
                 let mut obj = serde_json::Map::new();
                 let cells: Vec<String> = spec
                     .features
@@ -38,49 +34,9 @@ pub fn german() -> &'static Vec<(Vec<String>, Value)> {
     })
 }
 
-pub fn spec() -> features::Spec {
-    features::Spec::from_json(
-        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap()
-}
-
 /// Trains a small bundle (seeded) into a fresh directory.
 pub fn train_bundle(trees: usize, seed: u64) -> PathBuf {
-    let spec = spec();
-    let rows = german();
-    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
-    let t = rdr
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "creditability")
-        .unwrap();
-    let labels: Vec<bool> = rdr.records().map(|r| &r.unwrap()[t] == "bad").collect();
-    let raws: Vec<Vec<Raw>> = rows
-        .iter()
-        .map(|(cells, _)| cells.iter().map(|c| Raw::from_cell(c)).collect())
-        .collect();
-    let cfg = model::pipeline::TrainConfig {
-        booster: model::train::TrainParams {
-            trees,
-            seed,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let fitted = model::pipeline::fit(
-        &spec,
-        &raws,
-        &labels,
-        &cfg,
-        model::pipeline::provenance_now(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("api-bundle-{}", uuid::Uuid::new_v4().simple()));
-    fitted.bundle.save(&dir).unwrap();
-    dir
+    test_support::train_german_bundle(&test_support::tmp("api-bundle"), trees, seed)
 }
 
 /// One bundle shared by the tests that only need "a model".
@@ -164,19 +120,7 @@ pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
     let dir = std::env::temp_dir().join(format!("api-registry-{}", uuid::Uuid::new_v4().simple()));
     let url = match db {
         Db::Sqlite => format!("sqlite://{}/r.db?mode=rwc", dir.display()),
-        Db::Postgres => {
-            use sqlx::Connection;
-            let name = format!("api_test_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = sqlx::PgConnection::connect(
-                "postgres://postgres@127.0.0.1:5432/postgres",
-            )
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 must be running (scripts/services.sh starts it)");
-            sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
+        Db::Postgres => test_support::fresh_postgres("api_test").await,
     };
     std::fs::create_dir_all(&dir).unwrap();
     let settings = model_registry::Settings::try_parse_from([
@@ -198,27 +142,9 @@ pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
     (address, handle)
 }
 
-/// Logs a bundle as a run's `model/` and registers it; moves `alias` to it. Returns the version.
+/// Registers a bundle as a new version of loan-default and moves `alias` to it.
 pub async fn register(registry: &str, bundle: &Path, alias: &str) -> String {
-    let c = mlflow_client::Client::new(registry, None).unwrap();
-    let exp = c.get_or_create_experiment("api-tests").await.unwrap();
-    let run = c.create_run(&exp, "t", &[]).await.unwrap();
-    c.upload_dir(&run.artifact_uri, "model", bundle)
-        .await
-        .unwrap();
-    c.ensure_registered_model("loan-default").await.unwrap();
-    let mv = c
-        .create_model_version(
-            "loan-default",
-            &format!("runs:/{}/model", run.run_id),
-            &run.run_id,
-        )
-        .await
-        .unwrap();
-    c.set_alias("loan-default", alias, &mv.version)
-        .await
-        .unwrap();
-    mv.version
+    test_support::register(registry, "loan-default", bundle, alias).await
 }
 
 pub async fn set_alias(registry: &str, alias: &str, version: &str) {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{register, spawn_api, spawn_registry, train_bundle, Db, REPO};
+use crate::helpers::{register, spawn_api, spawn_registry, train_bundle, Db};
+use test_support::REPO;
 
 async fn wait_done(api: &crate::helpers::TestApi, location: &str) -> Value {
     let mut v = Value::Null;

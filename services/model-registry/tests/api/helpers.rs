@@ -15,19 +15,6 @@ pub struct TestApp {
     pub dir: std::path::PathBuf,
 }
 
-/// A fresh Postgres database for one test (the local server trusts connections).
-async fn fresh_postgres() -> String {
-    use sqlx::Connection;
-    let name = format!("registry_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 must be running (scripts/services.sh starts it)");
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
 /// Starts the real application on a free port with its own database and artifact root.
 pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, &[]).await
@@ -55,7 +42,7 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
     std::fs::create_dir_all(&dir).unwrap();
     let url = match db {
         Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("registry.db").display()),
-        Db::Postgres => fresh_postgres().await,
+        Db::Postgres => test_support::fresh_postgres("registry_test").await,
     };
     // The auth files spawn_app_with_auth names (harmless when unused).
     std::fs::write(dir.join("auth-users"), "alice:wonderland\n").unwrap();

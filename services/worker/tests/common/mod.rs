@@ -5,67 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn german() -> (features::Spec, csv::StringRecord, Vec<csv::StringRecord>) {
-    let spec = features::Spec::from_json(
-        &std::fs::read_to_string(format!("{REPO}/data/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap();
-    let mut rdr = csv::Reader::from_path(format!("{REPO}/data/german_credit.csv")).unwrap();
-    let headers = rdr.headers().unwrap().clone();
-    let records = rdr.records().map(Result::unwrap).collect();
-    (spec, headers, records)
-}
-
 /// Trains `trees` trees on the German data and saves the bundle in `dir/bundle`.
 pub fn train_bundle(dir: &Path, trees: usize) -> PathBuf {
-    let (spec, headers, records) = german();
-    let cols: Vec<usize> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-        .collect();
-    let t = headers.iter().position(|h| h == "creditability").unwrap();
-    let raws: Vec<Vec<features::Raw>> = records
-        .iter()
-        .map(|r| {
-            cols.iter()
-                .map(|&c| features::Raw::from_cell(&r[c]))
-                .collect()
-        })
-        .collect();
-    let y: Vec<bool> = records.iter().map(|r| &r[t] == "bad").collect();
-    let cfg = model::pipeline::TrainConfig {
-        booster: model::train::TrainParams {
-            trees,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let fitted = model::pipeline::fit(
-        &spec,
-        &raws,
-        &y,
-        &cfg,
-        model::pipeline::provenance_now(),
-        &mut |_| {},
-    )
-    .unwrap();
-    let bundle = dir.join("bundle");
-    fitted.bundle.save(&bundle).unwrap();
-    bundle
+    test_support::train_german_bundle(&dir.join("bundle"), trees, 42)
 }
 
 /// Writes `rows` applications (the German rows, repeated) with an `application_id` column.
 pub fn write_input(dir: &Path, rows: usize) -> PathBuf {
-    let (_, headers, records) = german();
+    let (headers, records) = test_support::german_csv();
     let input = dir.join("input.csv");
     let mut w = csv::Writer::from_path(&input).unwrap();
     let mut h = vec!["application_id".to_string()];
