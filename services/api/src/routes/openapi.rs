@@ -282,7 +282,7 @@ fn serving_model_schema() -> Value {
         "model_uuid": {"type": "string"},
         "model_source": {"type": "string", "enum": ["gbdt", "xgboost"], "description": "Trained here, or imported from XGBoost"},
         "spec": {"type": "object", "description": "The feature spec (docs/feature-spec.md)"},
-        "metrics": {"type": "object", "description": "Held-out metrics from training"},
+        "metrics": {"type": "object", "nullable": true, "description": "Held-out metrics from training; null for a bundle saved without them"},
         "thresholds": {"type": "object", "required": ["approve", "decline", "rule", "review_recall"], "properties": {
             "approve": number.clone(), "decline": number.clone(), "rule": {"type": "object"}, "review_recall": number}},
         "trees": {"type": "integer", "minimum": 0}}})
