@@ -51,9 +51,15 @@ pub struct Settings {
     /// File with one API key per line.
     #[arg(long, env = "API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
-    /// Comma-separated origins allowed by CORS (none by default).
+    /// Comma-separated origins allowed by CORS (none by default); only these, and the API's
+    /// own origin, may submit jobs or reload the model from a browser.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
+    /// Comma-separated `Host` values the API answers to (DNS-rebinding protection): names,
+    /// `*.example.com`, `10.*`, `name:port`, or `*` for any. Default: localhost names, private
+    /// IPv4 ranges and the bind address. `/healthz`, `/readyz` and `/metrics` answer any Host.
+    #[arg(long, env = "API_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
     /// Redis for batch jobs (queue and job records), shared with the workers. Without it
     /// (embedded mode) the API runs batch jobs itself on an in-process queue, records in memory.
     #[arg(long, env = "REDIS_URL")]

@@ -22,6 +22,8 @@ pub enum ApiError {
     #[error("a valid API key is required")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     ReloadFailed(String),
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::InvalidBatch(_) => "invalid-batch",
             ApiError::NotReady => "model-not-ready",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::ReloadFailed(_) => "model-reload-failed",
             ApiError::Unavailable(_) => "service-unavailable",
             ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::InvalidBatch(_) => "Invalid batch",
             ApiError::NotReady => "Model not ready",
             ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::ReloadFailed(_) => "Model reload failed",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
@@ -101,6 +105,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) | ApiError::InvalidBatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ReloadFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
@@ -139,5 +144,13 @@ impl ResponseError for ApiError {
         }
         resp.content_type("application/problem+json")
             .body(body.to_string())
+    }
+}
+
+/// A request refused at the border (wrong Host, cross-site write) as a problem document.
+pub fn rejected(_: &actix_web::HttpRequest, r: &web_guard::Rejection) -> HttpResponse {
+    match r {
+        web_guard::Rejection::NotJson(_) => ApiError::UnsupportedMediaType.error_response(),
+        other => ApiError::Forbidden(other.message()).error_response(),
     }
 }

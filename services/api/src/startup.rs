@@ -47,6 +47,15 @@ impl Application {
             .filter(|o| !o.is_empty())
             .map(String::from)
             .collect();
+        let guard = web::Data::new(
+            web_guard::Guard::new(
+                web_guard::list(&settings.allowed_hosts),
+                &settings.host,
+                web_guard::list(&settings.cors_allowed_origins),
+                crate::error::rejected,
+            )
+            .any_host(&["/healthz", "/readyz", "/metrics"]),
+        );
         let shutdown = settings.shutdown_timeout;
         let batch = Arc::new(arc_swap::ArcSwapOption::empty());
         crate::batch::connect_in_background(&settings, batch.clone());
@@ -72,11 +81,14 @@ impl Application {
             }
             App::new()
                 .wrap(actix_web::middleware::from_fn(auth::require))
+                // Before the keys: a page must not start jobs or reload the model.
+                .wrap(actix_web::middleware::from_fn(web_guard::enforce))
                 .wrap(cors)
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(keys.clone())
+                .app_data(guard.clone())
                 // A query string that does not parse is a problem+json 400 like any other.
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::Malformed(format!("invalid query string: {e}")).into()

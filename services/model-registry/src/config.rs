@@ -45,17 +45,35 @@ pub struct Settings {
     /// Largest accepted artifact upload, in bytes.
     #[arg(long, env = "REGISTRY_MAX_ARTIFACT_BYTES", default_value_t = 2 << 30)]
     pub max_artifact_bytes: u64,
-    /// Users allowed in with HTTP basic auth: lines `user:password` or `user:sha256:<hex>`.
-    /// With this or the tokens file set, everything needs credentials but /health, /metrics and
-    /// the UI's sign-in page and stylesheet.
+    /// Users allowed in with HTTP basic auth: lines `user:<argon2id PHC string>` (from
+    /// `loanctl registry hash-password`; legacy `user:sha256:<hex>` and `user:password` still
+    /// work, with a warning). With this or the tokens file set, everything needs credentials
+    /// but /health, /metrics and the UI's sign-in page and stylesheet.
     #[arg(long, env = "REGISTRY_AUTH_USERS_FILE")]
     pub auth_users_file: Option<PathBuf>,
-    /// Bearer tokens allowed in (one per line), for `MLFLOW_TRACKING_TOKEN`.
+    /// Bearer tokens allowed in, for `MLFLOW_TRACKING_TOKEN`: lines `user:token`, the token
+    /// acting as that user.
     #[arg(long, env = "REGISTRY_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Permissions of users: lines `user:READ|EDIT|MANAGE|ADMIN|NO_PERMISSIONS`.
+    #[arg(long, env = "REGISTRY_AUTH_PERMISSIONS_FILE")]
+    pub auth_permissions_file: Option<PathBuf>,
+    /// Permission of users the permissions file does not name (MLflow's `default_permission`).
+    #[arg(long, env = "REGISTRY_AUTH_DEFAULT_PERMISSION", default_value = "READ")]
+    pub auth_default_permission: crate::auth::Permission,
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "REGISTRY_SHUTDOWN_TIMEOUT", default_value_t = 20)]
     pub shutdown_timeout: u64,
+    /// Comma-separated `Host` values this server answers to (DNS-rebinding protection), as
+    /// `mlflow server` has it: names, `*.example.com`, `192.168.*`, `name:port`, or `*` for any.
+    /// Default: localhost names, private IPv4 ranges and the bind address. `/health` and
+    /// `/metrics` answer whatever the Host.
+    #[arg(long, env = "MLFLOW_SERVER_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
+    /// Comma-separated origins (`https://app.example`) whose web pages may call the REST API
+    /// (CORS) and make changes; a state-changing request from any other site is refused.
+    #[arg(long, env = "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
 }
 
 impl Settings {

@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod moves;
 pub mod params;
 pub mod routes;
 pub mod search;

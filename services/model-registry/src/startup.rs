@@ -48,13 +48,27 @@ impl Application {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;
         let port = listener.local_addr()?.port();
-        let auth = web::Data::new(crate::auth::Auth::load(
-            settings.auth_users_file.as_deref(),
-            settings.auth_tokens_file.as_deref(),
-        )?);
+        let auth = web::Data::new(crate::auth::Auth::load(&crate::auth::AuthFiles {
+            users: settings.auth_users_file.as_deref(),
+            tokens: settings.auth_tokens_file.as_deref(),
+            permissions: settings.auth_permissions_file.as_deref(),
+            default_permission: Some(settings.auth_default_permission),
+        })?);
         if auth.is_some() {
             tracing::info!("authentication is on");
         }
+        let origins = web_guard::list(&settings.cors_allowed_origins);
+        let guard = web::Data::new(
+            web_guard::Guard::new(
+                web_guard::list(&settings.allowed_hosts),
+                &settings.host,
+                origins.clone(),
+                crate::error::rejected,
+            )
+            .any_host(&["/health", "/metrics"])
+            .json_only(&["/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/"]),
+        );
+        tracing::info!(hosts = guard.hosts().join(","), "allowed hosts");
         let max_json = settings.max_json_bytes;
         let shutdown = settings.shutdown_timeout;
         let state = web::Data::new(AppState {
@@ -64,13 +78,29 @@ impl Application {
             settings,
         });
         let server = HttpServer::new(move || {
+            let mut cors = actix_cors::Cors::default()
+                .allowed_methods(["GET", "POST", "PATCH", "PUT", "DELETE"])
+                .allowed_headers(["content-type", "authorization"])
+                .max_age(600);
+            for o in &origins {
+                cors = if o == "*" {
+                    cors.allow_any_origin()
+                } else {
+                    cors.allowed_origin(o)
+                };
+            }
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::params::refuse_nul))
                 .wrap(actix_web::middleware::from_fn(crate::auth::require))
+                // Before credentials are looked at: a page in a browser holding cached Basic
+                // credentials must not be able to move the champion.
+                .wrap(actix_web::middleware::from_fn(web_guard::enforce))
+                .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), cors))
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(guard.clone())
                 .app_data(web::PayloadConfig::new(max_json))
                 .service(web::scope("/api/2.0/mlflow").configure(routes::mlflow_api))
                 .service(web::scope("/ajax-api/2.0/mlflow").configure(routes::mlflow_api))

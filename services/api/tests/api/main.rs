@@ -1,5 +1,6 @@
 //! The API over HTTP: local bundles, the real registry on SQLite and Postgres, hot swaps.
 
+mod border;
 mod helpers;
 mod models;
 mod predict;

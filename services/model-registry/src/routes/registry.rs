@@ -327,7 +327,9 @@ pub async fn delete_model_version_tag(
 
 pub async fn transition_stage(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
-    let v = registry::transition_stage(
+    let v = crate::moves::transition_stage(
+        &req,
+        crate::moves::Via::Rest,
         &s.pool,
         &p.str("name")?,
         version(&p)?,
@@ -350,7 +352,15 @@ pub async fn get_latest_versions(
 
 pub async fn set_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
-    registry::set_alias(&s.pool, &p.str("name")?, &p.str("alias")?, version(&p)?).await?;
+    crate::moves::set_alias(
+        &req,
+        crate::moves::Via::Rest,
+        &s.pool,
+        &p.str("name")?,
+        &p.str("alias")?,
+        version(&p)?,
+    )
+    .await?;
     ok(json!({}))
 }
 
@@ -362,6 +372,13 @@ pub async fn get_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState
 
 pub async fn delete_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
-    registry::delete_alias(&s.pool, &p.str("name")?, &p.str("alias")?).await?;
+    crate::moves::delete_alias(
+        &req,
+        crate::moves::Via::Rest,
+        &s.pool,
+        &p.str("name")?,
+        &p.str("alias")?,
+    )
+    .await?;
     ok(json!({}))
 }

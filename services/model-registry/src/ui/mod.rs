@@ -65,6 +65,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 type Page = Result<HttpResponse, RegistryError>;
 
 /// Turns a handler's error into an HTML page with the same status the API would give.
+/// An error as a page of the UI.
+pub fn error_page(req: &HttpRequest, e: RegistryError) -> HttpResponse {
+    or_error_page(req, Err(e))
+}
+
 fn or_error_page(req: &HttpRequest, r: Page) -> HttpResponse {
     r.unwrap_or_else(|e| {
         let status = e.status_code();
@@ -292,7 +297,7 @@ async fn login(
         return see_other("/");
     };
     let token = form.token.trim();
-    if token.len() > 4096 || !auth.accepts(Some(&format!("Bearer {token}"))) {
+    if token.len() > 4096 || auth.token_user(token).is_none() {
         return page_with_status(
             &req,
             StatusCode::UNAUTHORIZED,

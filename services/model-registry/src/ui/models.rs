@@ -10,6 +10,7 @@ use super::{
     param, q, query_pairs, see_other, time, Page,
 };
 use crate::error::{invalid, Result};
+use crate::moves::{self, Via};
 use crate::startup::AppState;
 use crate::store::registry::{self, ModelVersion, STAGES};
 
@@ -394,13 +395,11 @@ async fn apply_change(req: &HttpRequest, pairs: &[(String, String)], s: &AppStat
     let back = model_url(&name);
     let next = match &action {
         Action::SetAlias { alias, version } => {
-            registry::set_alias(&s.pool, &name, alias, *version).await?;
-            tracing::info!(model.name = %name, alias = %alias, version, "alias set from the web UI");
+            moves::set_alias(req, Via::Ui, &s.pool, &name, alias, *version).await?;
             format!("{back}&done=alias&alias={}", q(alias))
         }
         Action::DeleteAlias { alias } => {
-            registry::delete_alias(&s.pool, &name, alias).await?;
-            tracing::info!(model.name = %name, alias = %alias, "alias removed from the web UI");
+            moves::delete_alias(req, Via::Ui, &s.pool, &name, alias).await?;
             format!("{back}&done=unalias&alias={}", q(alias))
         }
         Action::Stage {
@@ -408,8 +407,8 @@ async fn apply_change(req: &HttpRequest, pairs: &[(String, String)], s: &AppStat
             stage,
             archive,
         } => {
-            registry::transition_stage(&s.pool, &name, *version, stage, *archive).await?;
-            tracing::info!(model.name = %name, version, stage = %stage, "stage changed from the web UI");
+            moves::transition_stage(req, Via::Ui, &s.pool, &name, *version, stage, *archive)
+                .await?;
             format!("{back}&done=stage&version={version}")
         }
     };

@@ -20,8 +20,9 @@ pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, &[]).await
 }
 
-/// Starts the application with authentication on: user `alice` (password `wonderland`) and the
-/// bearer token `tok-abc`.
+/// Starts the application with authentication on: `alice` (password `wonderland`, MANAGE),
+/// `editor` (`ed-pass`, EDIT), `reader` (`rd-pass`, the default READ), the bearer token
+/// `tok-abc` of user `ci` (MANAGE) and `tok-read` of user `viewer` (READ).
 pub async fn spawn_app_with_auth(db: Db) -> TestApp {
     spawn_app_with(
         db,
@@ -30,9 +31,22 @@ pub async fn spawn_app_with_auth(db: Db) -> TestApp {
             "{dir}/auth-users",
             "--auth-tokens-file",
             "{dir}/auth-tokens",
+            "--auth-permissions-file",
+            "{dir}/auth-permissions",
         ],
     )
     .await
+}
+
+/// The users file of [`spawn_app_with_auth`]: argon2id strings, as `hash-password` prints.
+fn users_file() -> &'static str {
+    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        [("alice", "wonderland"), ("editor", "ed-pass"), ("reader", "rd-pass")]
+        .iter()
+            .map(|(u, p)| format!("{u}:{}\n", model_registry::auth::hash_password(p).unwrap()))
+            .collect()
+    })
 }
 
 /// Like [`spawn_app`], with extra command-line flags (`{dir}` is replaced by the test's folder).
@@ -45,8 +59,13 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
         Db::Postgres => test_support::fresh_postgres("registry_test").await,
     };
     // The auth files spawn_app_with_auth names (harmless when unused).
-    std::fs::write(dir.join("auth-users"), "alice:wonderland\n").unwrap();
-    std::fs::write(dir.join("auth-tokens"), "tok-abc\n").unwrap();
+    std::fs::write(dir.join("auth-users"), users_file()).unwrap();
+    std::fs::write(dir.join("auth-tokens"), "ci:tok-abc\nviewer:tok-read\n").unwrap();
+    std::fs::write(
+        dir.join("auth-permissions"),
+        "alice:MANAGE\nci:MANAGE\neditor:EDIT\n",
+    )
+    .unwrap();
     let extra: Vec<String> = extra
         .iter()
         .map(|a| a.replace("{dir}", dir.to_str().unwrap()))

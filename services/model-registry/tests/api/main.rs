@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod auth;
+mod border;
 mod helpers;
 mod hostile;
 mod registry;
