@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 source scripts/compat-venv.sh
 
-cargo build --release -p model-registry
+cargo build --release -p model-registry -p loanctl
 BIN=target/release/model-registry
+LOANCTL=target/release/loanctl
 PGHOST=127.0.0.1
 status=0
 
@@ -25,8 +26,9 @@ run_suite() {
   local args=(--host 127.0.0.1 --port "$port" --data-dir "$dir")
   [ -n "$url" ] && args+=(--backend-store-uri "$url" --artifacts-destination "$dir/artifacts")
   if [ "${COMPAT_AUTH:-0}" = 1 ]; then
-    printf 'ds:compat-secret\n' >"$dir/users"
-    args+=(--auth-users-file "$dir/users")
+    printf 'compat-secret\n' | "$LOANCTL" registry hash-password --user ds >"$dir/users"
+    printf 'ds:MANAGE\n' >"$dir/permissions"
+    args+=(--auth-users-file "$dir/users" --auth-permissions-file "$dir/permissions")
   fi
   "$BIN" "${args[@]}" >"$dir/server.log" 2>&1 &
   pid=$!

@@ -20,9 +20,10 @@ source scripts/compat-venv.sh
 cargo build --release -p model-registry -p loanctl
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'reviewer:ui-e2e-secret\n' >"$dir/users"
+printf 'ui-e2e-secret\n' | target/release/loanctl registry hash-password --user reviewer >"$dir/users"
+printf 'reviewer:MANAGE\n' >"$dir/permissions"
 target/release/model-registry --host 127.0.0.1 --port "$port" --data-dir "$dir/registry" \
-  --auth-users-file "$dir/users" >"$dir/registry.log" 2>&1 &
+  --auth-users-file "$dir/users" --auth-permissions-file "$dir/permissions" >"$dir/registry.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 60); do

@@ -31,6 +31,16 @@ enum Command {
     Generate(commands::generate::Args),
     /// Run the whole platform in this process: registry, a first model, API and batch worker.
     Quickstart(commands::quickstart::Args),
+    /// Model registry tools.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// Print an argon2id hash of a password for the registry's users file (the password is read
+    /// from a prompt or standard input, never from the command line).
+    HashPassword(commands::registry::HashPasswordArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::ImportXgboost(a) => commands::import::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::Registry(RegistryCommand::HashPassword(a)) => commands::registry::hash_password(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -468,3 +468,42 @@ fn generate_is_seeded() {
     assert_eq!(a, std::fs::read(dir.path().join("b.csv")).unwrap());
     assert_eq!(a.iter().filter(|b| **b == b'\n').count(), 501);
 }
+
+#[test]
+fn hash_password_reads_stdin_and_prints_a_users_line_the_registry_accepts() {
+    let out = loanctl()
+        .args(["registry", "hash-password", "--user", "ds"])
+        .write_stdin("correct horse battery\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("ds:$argon2id$"), "{line}");
+    assert!(!line.contains("correct horse"));
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, &line).unwrap();
+    let auth = model_registry::auth::Auth::load(&model_registry::auth::AuthFiles {
+        users: Some(&users),
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap();
+    use base64::Engine as _;
+    let basic = |pw: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("ds:{pw}"))
+        )
+    };
+    assert!(auth.authenticate(Some(&basic("correct horse battery"))).is_some());
+    assert!(auth.authenticate(Some(&basic("correct horse"))).is_none());
+    // No password, no hash.
+    let empty = loanctl()
+        .args(["registry", "hash-password"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(stderr_of(&empty).contains("empty"), "{}", stderr_of(&empty));
+}

@@ -4,6 +4,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod import;
 pub mod quickstart;
+pub mod registry;
 pub mod score;
 pub mod spec;
 
