@@ -13,7 +13,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$store"; }
 trap cleanup EXIT
 prefix="bench:$$:"
-common=(env MODEL_URI="$PWD/models/gc/model" ARTIFACT_ROOT="$store" JOB_KEY_PREFIX="$prefix"
+common=(env MODEL_URI="$PWD/models/gc/model" JOBS_ROOT="$store" JOB_KEY_PREFIX="$prefix"
   JOB_QUEUE="${prefix}score" TRAIN_QUEUE="${prefix}train" RUST_LOG=${RUST_LOG:-warn})
 if [ "$mode" = redis ]; then
   "${common[@]}" REDIS_URL=redis://127.0.0.1:6379 API_PORT=$port target/release/api & pids+=($!)

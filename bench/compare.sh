@@ -296,7 +296,7 @@ if [ "$SKIP_SINGLE" = 0 ]; then
   port=$(free_port)
   say "single score: Rust api on 127.0.0.1:$port"
   start rust-api env MODEL_URI="$ROOT/models/gc/model" API_HOST=127.0.0.1 API_PORT="$port" RUST_LOG=warn \
-    ARTIFACT_ROOT="$TMP/api-artifacts" MODEL_CACHE_DIR="$TMP/api-models" MLFLOW_TRACKING_URI=http://127.0.0.1:9 \
+    JOBS_ROOT="$TMP/api-artifacts" MODEL_CACHE_DIR="$TMP/api-models" MLFLOW_TRACKING_URI=http://127.0.0.1:9 \
     target/release/api
   rpid=$STARTED_PID
   R_READY=$(wait_ready rust-api "http://127.0.0.1:$port/readyz" "$rpid" 30)

@@ -8,7 +8,9 @@
 #   3. `docker compose config --quiet` on docker-compose.yml, with and without the `worker`
 #      profile (schema, interpolation, references);
 #   4. the compose stack's wiring: Dockerfiles exist, image names, health-gated dependencies only
-#      on services that have a healthcheck, published ports, the shared volume, worker replicas.
+#      on services that have a healthcheck, published ports, worker replicas, the two volumes
+#      (artifacts for the registry only, applicants' job files for the api and worker only),
+#      and the allowed Host names (docs/security.md).
 # Exits non-zero if anything fails, after a summary of every step. It builds no image: that
 # needs a Docker engine (`just images`).
 #
@@ -123,7 +125,7 @@ done
 step "compose wiring"
 if rendered=$("$COMPOSE" -f "$COMPOSE_FILE" --profile worker config --format json) \
     && "$PYTHON" - "$rendered" <<'PY'
-import json, os, sys
+import json, os, re, sys
 
 cfg = json.loads(sys.argv[1])
 services = cfg["services"]
@@ -154,19 +156,81 @@ for name, svc in services.items():
             problems.append(f"{name}: healthcheck on a distroless image (no shell or client in it)")
         env = svc.get("environment") or {}
         for key, value in env.items():
+            # Allowed-host lists name localhost on purpose (the published port); they point at
+            # nothing.
+            if key.endswith("_ALLOWED_HOSTS"):
+                continue
             if "localhost" in (value or "") or "127.0.0.1" in (value or ""):
                 problems.append(f"{name}: {key}={value} points at the container itself")
     expected_restart = "no" if name == "trainer" else "unless-stopped"
     if svc.get("restart") != expected_restart:
         problems.append(f"{name}: restart is {svc.get('restart')!r}, expected {expected_restart!r}")
 
-for name in ("model-registry", "api", "worker"):
+# Storage: the registry's artifacts and the applicants' job files on separate volumes, each
+# mounted only where it is used, at the path the service's variable names.
+STORAGE = {  # service: (variable, path, volume)
+    "model-registry": ("ARTIFACT_ROOT", "/mnt/mlflow", "mlflow-storage"),
+    "api": ("JOBS_ROOT", "/mnt/jobs", "jobs-storage"),
+    "worker": ("JOBS_ROOT", "/mnt/jobs", "jobs-storage"),
+}
+for name, (var, path, volume) in STORAGE.items():
     mounts = {(v.get("source"), v.get("target")) for v in services[name].get("volumes", [])}
-    if ("mlflow-storage", "/mnt/mlflow") not in mounts:
-        problems.append(f"{name}: volume mlflow-storage not mounted at /mnt/mlflow")
+    if (volume, path) not in mounts:
+        problems.append(f"{name}: volume {volume} not mounted at {path}")
+    env = services[name].get("environment") or {}
+    if env.get(var) != path:
+        problems.append(f"{name}: {var} is {env.get(var)!r}, expected {path}")
+for name, svc in services.items():
+    for v in svc.get("volumes", []):
+        src = v.get("source")
+        if src in ("mlflow-storage", "jobs-storage"):
+            users = {n for n, (_, _, vol) in STORAGE.items() if vol == src}
+            if name not in users:
+                problems.append(f"{name}: mounts {src}, which only {sorted(users)} may use")
 reg_env = services["model-registry"].get("environment") or {}
-if reg_env.get("ARTIFACT_ROOT") != "/mnt/mlflow":
-    problems.append("model-registry: ARTIFACT_ROOT is not /mnt/mlflow")
+if not (reg_env.get("DATABASE_URL") or "").startswith("postgres://"):
+    problems.append("model-registry: DATABASE_URL is not a postgres:// URL")
+
+# Allowed hosts (libs/web-guard's rule): every name the service is reached by, and no '*'.
+def host_allowed(patterns, host):
+    host = host.lower()
+    name = host.rsplit(":", 1)[0] if ":" in host else host
+    for p in patterns:
+        if p == "*":
+            return True
+        subject = host if ":" in p else name
+        regex = ".*".join(re.escape(x) for x in p.split("*"))
+        if re.fullmatch(regex, subject):
+            return True
+    return False
+
+uri_hosts = {}
+for name, svc in services.items():
+    for key, value in (svc.get("environment") or {}).items():
+        if key == "MLFLOW_TRACKING_URI" and value:
+            uri_hosts[re.sub(r"^https?://([^/]+).*$", r"\1", value)] = f"{name}'s {key}"
+for name, svc in services.items():
+    for c in svc.get("command") or []:
+        if re.match(r"^https?://model-registry", c or ""):
+            uri_hosts[re.sub(r"^https?://([^/]+).*$", r"\1", c)] = f"{name}'s command"
+BORDER = {"model-registry": ("MLFLOW_SERVER_ALLOWED_HOSTS", uri_hosts),
+          "api": ("API_ALLOWED_HOSTS", {})}
+for name, (var, needed) in BORDER.items():
+    raw = (services[name].get("environment") or {}).get(var) or ""
+    patterns = [x.strip().lower() for x in raw.split(",") if x.strip()]
+    if not patterns:
+        problems.append(f"{name}: {var} is not set (the default does not allow the name '{name}')")
+        continue
+    if "*" in patterns:
+        problems.append(f"{name}: {var} allows every host ('*'): no DNS-rebinding protection")
+    wanted = dict(needed)
+    wanted[name] = "the compose service name"
+    if services[name].get("ports"):
+        wanted["localhost"] = "the published port"
+        wanted["127.0.0.1"] = "the published port"
+    for host, why in wanted.items():
+        if not host_allowed(patterns, host):
+            problems.append(f"{name}: {var} does not allow {host} ({why})")
 if not (reg_env.get("DATABASE_URL") or "").startswith("postgres://"):
     problems.append("model-registry: DATABASE_URL is not a postgres:// URL")
 for name in ("api", "worker"):

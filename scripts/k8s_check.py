@@ -55,15 +55,39 @@ HPA = {
 }
 
 PVCS = {  # name: (size, access mode, workloads that mount it)
-    "mlflow-storage": ("10Gi", "ReadWriteMany", {"model-registry", "api", "worker"}),
+    # Registry artifacts only; applicants' files never share a volume with them
+    # (docs/security.md, "Where applicants' data lives").
+    "mlflow-storage": ("10Gi", "ReadWriteMany", {"model-registry"}),
+    # Batch uploads and results, training datasets: the api and the workers only.
+    "jobs-storage": ("10Gi", "ReadWriteMany", {"api", "worker"}),
     "postgres-storage": ("5Gi", "ReadWriteOnce", {"postgres"}),
 }
+
+# Where each workload keeps its files: variable -> (value, the PVC that path must be on).
+STORAGE_PATHS = {
+    "model-registry": {"ARTIFACT_ROOT": ("/mnt/mlflow", "mlflow-storage")},
+    "api": {"JOBS_ROOT": ("/mnt/jobs", "jobs-storage")},
+    "worker": {"JOBS_ROOT": ("/mnt/jobs", "jobs-storage")},
+}
+
+# The HTTP border (docs/security.md): which variable lists the Host headers a server answers
+# to and which lists the origins allowed to make changes, per workload and its Service.
+BORDER = {
+    "model-registry": {"service": "model-registry", "hosts": "MLFLOW_SERVER_ALLOWED_HOSTS",
+                       "origins": "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
+                       # k8s/README.md registers the first model through `kubectl port-forward`.
+                       "also": ("localhost",)},
+    "api": {"service": "api", "hosts": "API_ALLOWED_HOSTS", "origins": "CORS_ALLOWED_ORIGINS",
+            "also": ()},
+}
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+# ingress-nginx's cors-allow-methods when the annotation is absent.
+NGINX_DEFAULT_CORS_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
 
 CONFIG = {  # ConfigMap values fixed by DESIGN.md
     "MLFLOW_TRACKING_URI": "http://model-registry:5000",
     "MODEL_NAME": "loan-default",
     "MODEL_ALIAS": "champion",
-    "ARTIFACT_ROOT": "/mnt/mlflow",
     "REGISTRY_PORT": "5000",
     "API_PORT": "8000",
     "WORKER_PORT": "9000",
@@ -171,6 +195,35 @@ def selector_matches(selector: dict | None, labels: dict) -> bool:
     return True
 
 
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated setting, as the services split it (blanks dropped, lower case)."""
+    return [x.strip().lower() for x in (value or "").split(",") if x.strip()]
+
+
+def _split_port(host: str) -> tuple[str, str | None]:
+    if host.startswith("["):
+        i = host.find("]:")
+        return (host[:i + 1], host[i + 2:]) if i >= 0 else (host, None)
+    name, sep, port = host.rpartition(":")
+    if sep and ":" not in name and port.isdigit():
+        return name, port
+    return host, None
+
+
+def host_allowed(patterns: list[str], host: str) -> bool:
+    """libs/web-guard's rule: `*` allows all; `*` in a pattern matches any run of characters;
+    a pattern without a port matches the name on any port, one with a port the whole value."""
+    host = host.strip().lower()
+    name, _ = _split_port(host)
+    for p in patterns:
+        if p == "*":
+            return True
+        subject = host if _split_port(p)[1] is not None else name
+        if re.fullmatch(".*".join(re.escape(x) for x in p.split("*")), subject):
+            return True
+    return False
+
+
 def image_name(image: str) -> tuple[str, str | None]:
     """ghcr.io/a/b:1.0@sha256:.. -> ("ghcr.io/a/b", "1.0")."""
     ref = image.split("@", 1)[0]
@@ -273,7 +326,8 @@ class Checker:
                    self.check_config_wiring, self.topology_workloads, self.topology_probes,
                    self.topology_resources, self.topology_storage, self.topology_hpa,
                    self.topology_services, self.topology_edge, self.topology_config,
-                   self.topology_optional_components, self.topology_network_flows):
+                   self.topology_optional_components, self.topology_storage_paths,
+                   self.topology_access, self.topology_border, self.topology_network_flows):
             try:
                 fn()
             except Exception as e:  # a malformed object must be a finding, not a crash
@@ -854,6 +908,146 @@ class Checker:
             self.ok(any(self.r.pods_selected(dig(p, "spec", "selector")) == [name]
                         for p in self.r.kind("PodDisruptionBudget").values()), "topology", f"{name}: no PodDisruptionBudget")
 
+    # -- storage, credentials and the HTTP border (docs/security.md) ------------------------
+
+    def _env_of(self, workload: str) -> dict[str, str | None]:
+        """The first container's environment as the kubelet builds it: ConfigMaps loaded with
+        envFrom, then `env` entries, which win. A value from a Secret is None (set, unknown)."""
+        c = self._c(workload)
+        env: dict[str, str | None] = {}
+        for ef in c.get("envFrom") or []:
+            cm = self.r.get("ConfigMap", dig(ef, "configMapRef", "name"))
+            if cm:
+                prefix = ef.get("prefix", "")
+                env.update({prefix + k: str(v) for k, v in (cm.get("data") or {}).items()})
+        for e in c.get("env") or []:
+            env[e["name"]] = e.get("value") if "value" in e else None
+        return env
+
+    def _claim_at(self, workload: str, path: str) -> str | None:
+        """The PVC that provides `path` in the workload's first container, if any."""
+        c = self._c(workload)
+        mounts = [m for m in c.get("volumeMounts") or []
+                  if path == m["mountPath"].rstrip("/") or path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not mounts:
+            return None
+        m = max(mounts, key=lambda m: len(m["mountPath"]))
+        volumes = {v["name"]: v for v in self.r.pod_spec(self._w(workload)).get("volumes") or []}
+        return dig(volumes.get(m["name"]) or {}, "persistentVolumeClaim", "claimName")
+
+    def topology_storage_paths(self) -> None:
+        """Artifacts and applicants' files: each variable names the right path, on the right
+        volume; the api and the workers agree on JOBS_ROOT."""
+        for workload, variables in STORAGE_PATHS.items():
+            if self._w(workload) is None:
+                continue
+            env = self._env_of(workload)
+            for var, (want, claim) in variables.items():
+                have = env.get(var)
+                self.ok(have == want, "storage", f"{workload}: {var} is {have!r}, expected {want!r}")
+                if have:
+                    on = self._claim_at(workload, have)
+                    self.ok(on == claim, "storage",
+                            f"{workload}: {var} {have} is on {'PVC ' + on if on else 'no volume'}, expected PVC {claim}")
+        roots = {w: self._env_of(w).get("JOBS_ROOT") for w in ("api", "worker") if self._w(w) is not None}
+        self.ok(len(set(roots.values())) <= 1, "storage", f"the api and the worker disagree on JOBS_ROOT: {roots}")
+        # The registry may name a JOBS_ROOT (paths it refuses to serve); it must not mount one.
+        reg_jobs = self._env_of("model-registry").get("JOBS_ROOT") if self._w("model-registry") else None
+        if reg_jobs:
+            self.ok(self._claim_at("model-registry", reg_jobs) in (None, "mlflow-storage"), "storage",
+                    f"model-registry: JOBS_ROOT {reg_jobs} is on a volume other than its artifacts")
+
+    def _token_ref(self, workload: str) -> tuple[str, str] | None:
+        for e in self._c(workload).get("env") or []:
+            if e["name"] == "MLFLOW_TRACKING_TOKEN":
+                ref = dig(e, "valueFrom", "secretKeyRef") or {}
+                return ref.get("name"), ref.get("key")
+        return None
+
+    def topology_access(self) -> None:
+        """Every door has credentials: API keys on the api, permissions on the registry, and the
+        api and worker each with their own registry identity (READ vs EDIT)."""
+        if self._w("model-registry") is not None:
+            env = self._env_of("model-registry")
+            self.ok("REGISTRY_AUTH_PERMISSIONS_FILE" in env, "access",
+                    "model-registry: no permissions file (REGISTRY_AUTH_PERMISSIONS_FILE): every user gets "
+                    "the default permission, so either the worker cannot register versions and nobody can "
+                    "promote, or everyone can")
+            default = env.get("REGISTRY_AUTH_DEFAULT_PERMISSION", "READ") or "READ"
+            self.ok(default.upper() in ("READ", "NO_PERMISSIONS"), "access",
+                    f"model-registry: REGISTRY_AUTH_DEFAULT_PERMISSION is {default}; above READ, every "
+                    "user the permissions file forgets could change models")
+        if self._w("api") is not None:
+            env = self._env_of("api")
+            self.ok("API_KEYS_FILE" in env or "API_KEYS" in env, "access",
+                    "api: authentication is off (no API_KEYS_FILE / API_KEYS)")
+        for w in ("api", "worker"):
+            if self._w(w) is None:
+                continue
+            env = self._env_of(w)
+            self.ok("MLFLOW_TRACKING_TOKEN" in env or "MLFLOW_TRACKING_USERNAME" in env, "access",
+                    f"{w}: sends no registry credentials (MLFLOW_TRACKING_TOKEN)")
+            self.ok(env.get("MLFLOW_TRACKING_TOKEN", None) is None and env.get("MLFLOW_TRACKING_PASSWORD") is None,
+                    "access", f"{w}: registry credentials written into the manifest instead of a Secret")
+        api, worker = self._token_ref("api"), self._token_ref("worker")
+        if api and worker:
+            self.ok(api != worker, "access", f"the api and the worker use the same registry credentials {api}: "
+                    "the api would get the worker's EDIT permission")
+
+    def _edge(self, service: str) -> list[tuple[str, str, dict]]:
+        """(kind/name, host, annotations) for each Ingress rule and HTTPRoute hostname that routes
+        to `service`."""
+        out = []
+        for n, ing in self.r.kind("Ingress").items():
+            ann = dig(ing, "metadata", "annotations", default={}) or {}
+            for rule in dig(ing, "spec", "rules") or []:
+                if any(dig(p, "backend", "service", "name") == service for p in dig(rule, "http", "paths") or []):
+                    out.append((f"Ingress {n}", rule.get("host") or "", ann))
+        for n, route in self.r.kind("HTTPRoute").items():
+            if any(b.get("name") == service for r in dig(route, "spec", "rules") or [] for b in r.get("backendRefs") or []):
+                out += [(f"HTTPRoute {n}", h, {}) for h in dig(route, "spec", "hostnames") or []]
+        return out
+
+    def topology_border(self) -> None:
+        """Allowed hosts name every way the server is reached (Service names, edge hosts) and
+        nothing wildcard; allowed origins cover what the edge's CORS lets browsers send."""
+        uri_host = re.sub(r"^https?://([^/]+).*$", r"\1", (self._env_of("api") or {}).get("MLFLOW_TRACKING_URI") or "")
+        for workload, b in BORDER.items():
+            if self._w(workload) is None:
+                continue
+            env = self._env_of(workload)
+            raw = env.get(b["hosts"])
+            if not self.ok(bool(raw), "border", f"{workload}: {b['hosts']} is not set (the default allows only "
+                           "localhost and private addresses, never the Service or edge names)"):
+                continue
+            patterns = split_list(raw)
+            self.ok("*" not in patterns, "border", f"{workload}: {b['hosts']} allows every host ('*'): "
+                    "no DNS-rebinding protection")
+            svc = b["service"]
+            needed = {svc: "its Service", f"{svc}.{NAMESPACE}.svc": "its Service",
+                      f"{svc}.{NAMESPACE}.svc.cluster.local": "its Service"}
+            needed.update({h: "k8s/README.md" for h in b["also"]})
+            if workload == "model-registry" and uri_host:
+                needed[uri_host] = "MLFLOW_TRACKING_URI"
+            for where, host, _ in self._edge(svc):
+                needed[host] = where
+            for host, why in needed.items():
+                self.ok(host_allowed(patterns, host), "border",
+                        f"{workload}: {b['hosts']} does not allow {host} ({why}): those requests would get 403")
+            origins = split_list(env.get(b["origins"]))
+            self.ok("*" not in origins, "border", f"{workload}: {b['origins']} lets every origin make changes ('*')")
+            for where, _, ann in self._edge(svc):
+                if str(ann.get("nginx.ingress.kubernetes.io/enable-cors")) != "true":
+                    continue
+                methods = {m.strip().upper() for m in str(ann.get("nginx.ingress.kubernetes.io/cors-allow-methods",
+                                                                  NGINX_DEFAULT_CORS_METHODS)).split(",")}
+                if not methods & STATE_CHANGING:
+                    continue
+                for origin in split_list(ann.get("nginx.ingress.kubernetes.io/cors-allow-origin", "*")):
+                    self.ok(origin in origins or "*" in origins, "border",
+                            f"{where} lets {origin} send {sorted(methods & STATE_CHANGING)} cross-origin, but "
+                            f"{workload}'s {b['origins']} does not list it: those requests would get 403")
+
     # -- network flows ---------------------------------------------------------------------
 
     def _pod(self, name: str) -> dict:
@@ -1065,10 +1259,53 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
      lambda d: _set(["spec", "scaleTargetRef", "name"], "scoring-api")(_find(d, "HorizontalPodAutoscaler", "api"))),
     ("registry users file renamed to a key the Secret lacks", "no such key",
      lambda d: _set(["value"], "/etc/model-registry/auth/user")(_env(_container(d, "model-registry"), "REGISTRY_AUTH_USERS_FILE"))),
-    ("registry authentication turned off", "authentication is off",
-     lambda d: _container(d, "model-registry")["env"].remove(_env(_container(d, "model-registry"), "REGISTRY_AUTH_USERS_FILE"))),
+    ("registry authentication turned off (no users or tokens file)", "authentication is off", lambda d: [
+        _container(d, "model-registry")["env"].remove(_env(_container(d, "model-registry"), v))
+        for v in ("REGISTRY_AUTH_USERS_FILE", "REGISTRY_AUTH_TOKENS_FILE")]),
     ("redis probe no longer redis-cli ping", "redis-cli",
      lambda d: _set(["livenessProbe", "exec", "command"], ["true"])(_container(d, "redis"))),
+    # Applicants' files stay off the registry's volume, and the registry off theirs.
+    ("registry mounts jobs-storage", "PVC jobs-storage is mounted by", lambda d: (
+        _find(d, "Deployment", "model-registry")["spec"]["template"]["spec"]["volumes"].append(
+            {"name": "jobs", "persistentVolumeClaim": {"claimName": "jobs-storage"}}),
+        _container(d, "model-registry")["volumeMounts"].append({"name": "jobs", "mountPath": "/mnt/jobs"}))),
+    ("api mounts mlflow-storage again", "PVC mlflow-storage is mounted by",
+     lambda d: _set(["spec", "template", "spec", "volumes", 0, "persistentVolumeClaim", "claimName"], "mlflow-storage")(
+         _find(d, "Deployment", "api"))),
+    ("worker JOBS_ROOT moved to another path", "worker: JOBS_ROOT",
+     lambda d: _set(["value"], "/tmp/jobs")(_env(_container(d, "worker"), "JOBS_ROOT"))),
+    ("registry ARTIFACT_ROOT off its volume", "model-registry: ARTIFACT_ROOT",
+     lambda d: _set(["value"], "/tmp/artifacts")(_env(_container(d, "model-registry"), "ARTIFACT_ROOT"))),
+    # Credentials and permissions.
+    ("registry permissions file dropped", "no permissions file",
+     lambda d: _container(d, "model-registry")["env"].remove(
+         _env(_container(d, "model-registry"), "REGISTRY_AUTH_PERMISSIONS_FILE"))),
+    ("registry default permission EDIT", "REGISTRY_AUTH_DEFAULT_PERMISSION is EDIT",
+     lambda d: _set(["value"], "EDIT")(_env(_container(d, "model-registry"), "REGISTRY_AUTH_DEFAULT_PERMISSION"))),
+    ("api keys file dropped", "api: authentication is off",
+     lambda d: _container(d, "api")["env"].remove(_env(_container(d, "api"), "API_KEYS_FILE"))),
+    ("api keys file renamed to a key the Secret lacks", "no such key",
+     lambda d: _set(["value"], "/etc/api/auth/key")(_env(_container(d, "api"), "API_KEYS_FILE"))),
+    ("worker sends the api's registry token", "same registry credentials",
+     lambda d: _set(["valueFrom", "secretKeyRef", "key"], "API_MLFLOW_TRACKING_TOKEN")(
+         _env(_container(d, "worker"), "MLFLOW_TRACKING_TOKEN"))),
+    ("worker registry token dropped", "worker: sends no registry credentials",
+     lambda d: _container(d, "worker")["env"].remove(_env(_container(d, "worker"), "MLFLOW_TRACKING_TOKEN"))),
+    # Allowed hosts and origins.
+    ("registry Ingress host changed, allowed hosts not", "does not allow mlflow.bank.example",
+     lambda d: _set(["spec", "rules", 0, "host"], "mlflow.bank.example")(_find(d, "Ingress", "model-registry"))),
+    ("API_ALLOWED_HOSTS set to *", "allows every host",
+     lambda d: _set(["data", "API_ALLOWED_HOSTS"], "*")(_find(d, "ConfigMap", "loan-scoring-config"))),
+    ("MLFLOW_SERVER_ALLOWED_HOSTS unset", "MLFLOW_SERVER_ALLOWED_HOSTS is not set",
+     lambda d: _find(d, "ConfigMap", "loan-scoring-config")["data"].pop("MLFLOW_SERVER_ALLOWED_HOSTS")),
+    ("registry Service name missing from its allowed hosts", "does not allow model-registry:5000",
+     lambda d: _set(["data", "MLFLOW_SERVER_ALLOWED_HOSTS"], "registry.loan-scoring.example.com,localhost")(
+         _find(d, "ConfigMap", "loan-scoring-config"))),
+    ("api CORS origins emptied", "CORS_ALLOWED_ORIGINS does not list",
+     lambda d: _set(["data", "CORS_ALLOWED_ORIGINS"], "")(_find(d, "ConfigMap", "loan-scoring-config"))),
+    ("registry Ingress CORS opened to writes", "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS does not list",
+     lambda d: _set(["metadata", "annotations", "nginx.ingress.kubernetes.io/cors-allow-methods"], "GET, POST, OPTIONS")(
+         _find(d, "Ingress", "model-registry"))),
 ]
 
 

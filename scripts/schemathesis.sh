@@ -106,7 +106,7 @@ wait_for() {
 }
 
 # Servers take nothing from the caller's environment that could point them elsewhere.
-clean_env=(env -u REDIS_URL -u DATABASE_URL -u ARTIFACT_ROOT -u API_KEYS -u API_KEYS_FILE
+clean_env=(env -u REDIS_URL -u DATABASE_URL -u ARTIFACT_ROOT -u JOBS_ROOT -u API_KEYS -u API_KEYS_FILE
   -u REGISTRY_AUTH_USERS_FILE -u REGISTRY_AUTH_TOKENS_FILE -u MLFLOW_TRACKING_TOKEN
   -u MLFLOW_TRACKING_USERNAME -u MLFLOW_TRACKING_PASSWORD -u OTEL_EXPORTER_OTLP_ENDPOINT
   -u MODEL_NAME RUST_LOG=warn)
@@ -130,7 +130,7 @@ wait_for "$REG_URL/health" "${pids[-1]}" model-registry "$REPORT_DIR/registry.lo
 API_PORT=$(free_port)
 API_URL="http://127.0.0.1:$API_PORT"
 "${clean_env[@]}" MODEL_URI="$WORK/gc/model" API_HOST=127.0.0.1 API_PORT="$API_PORT" \
-  ARTIFACT_ROOT="$WORK/store" MODEL_CACHE_DIR="$WORK/api-models" MLFLOW_TRACKING_URI="$REG_URL" \
+  JOBS_ROOT="$WORK/store" MODEL_CACHE_DIR="$WORK/api-models" MLFLOW_TRACKING_URI="$REG_URL" \
   "$WORK/bin/api" >"$REPORT_DIR/api.log" 2>&1 &
 pids+=($!)
 wait_for "$API_URL/readyz" "${pids[-1]}" api "$REPORT_DIR/api.log"

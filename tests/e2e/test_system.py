@@ -186,7 +186,7 @@ class System:
         prefix = f"e2e:{uuid.uuid4().hex[:8]}:"
         self.common = {
             "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
-            "ARTIFACT_ROOT": str(self.store),
+            "JOBS_ROOT": str(self.store),
             "JOB_QUEUE": prefix + "score",
             "TRAIN_QUEUE": prefix + "train",
             "JOB_KEY_PREFIX": prefix,

@@ -216,6 +216,10 @@ pub struct JobRecord {
     /// What the job produced beyond result files (the training run and registered version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// The id of the API key that created the job (never the key); only it, or an admin key,
+    /// may see the job. `None` when the API runs without keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A new job id: sortable by creation time, safe in paths and keys.

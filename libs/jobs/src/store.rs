@@ -420,6 +420,7 @@ mod tests {
             error: None,
             params: None,
             output: None,
+            owner: None,
         }
     }
 

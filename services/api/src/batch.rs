@@ -26,7 +26,7 @@ pub fn connect_in_background(
     slot: Arc<arc_swap::ArcSwapOption<Batch>>,
 ) {
     let retention = Duration::from_secs(settings.job_retention_seconds);
-    let layout = Layout::new(&settings.artifact_root);
+    let layout = Layout::new(&settings.jobs_root);
     spawn_sweeper(layout.clone(), retention);
     let Some(url) = settings.redis_url.clone().filter(|u| !u.is_empty()) else {
         start_embedded(settings, &slot, layout, retention);

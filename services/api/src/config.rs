@@ -72,9 +72,10 @@ pub struct Settings {
         default_value_t = 2
     )]
     pub embedded_workers: usize,
-    /// Shared storage for batch files (the RWX volume in Kubernetes).
-    #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]
-    pub artifact_root: PathBuf,
+    /// Storage for batch files and training datasets, shared with the workers (the jobs
+    /// volume in Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.
+    #[arg(long, env = "JOBS_ROOT", default_value = "loanctl-data/jobs")]
+    pub jobs_root: PathBuf,
     /// The apalis queue the workers read.
     #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
     pub job_queue: String,

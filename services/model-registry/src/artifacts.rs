@@ -20,6 +20,9 @@ pub const SCHEME: &str = "mlflow-artifacts:";
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// The jobs' folder (applicants' uploads and results) when it lies inside the root: never
+    /// served, listed or written, whatever path leads there.
+    excluded: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +69,28 @@ pub fn check_relative(path: &str) -> Result<String> {
     Ok(trimmed.to_string())
 }
 
+/// The real path of `p`, which may not exist yet: its deepest existing ancestor resolved
+/// (symlinks and all), with the rest appended.
+fn real_path(p: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(p)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = existing.canonicalize()?;
+    for part in rest.iter().rev() {
+        real.push(part);
+    }
+    Ok(real)
+}
+
 /// The relative path of an `mlflow-artifacts:/…` URI on this server.
 pub fn uri_to_relative(uri: &str) -> Result<String> {
     let Some(rest) = uri.strip_prefix(SCHEME) else {
@@ -86,7 +111,28 @@ impl ArtifactStore {
         std::fs::create_dir_all(root)?;
         Ok(ArtifactStore {
             root: root.canonicalize()?,
+            excluded: None,
         })
+    }
+
+    /// Keeps `jobs_root` out of reach when it is inside the artifact root (a setup where the
+    /// API's JOBS_ROOT was nested in the registry's volume). It need not exist yet.
+    pub fn excluding(mut self, jobs_root: &Path) -> anyhow::Result<ArtifactStore> {
+        let real = real_path(jobs_root)?;
+        if self.root.starts_with(&real) {
+            anyhow::bail!(
+                "the artifact root {} is inside JOBS_ROOT {}: applicants' files would be served; \
+                 give the registry its own folder",
+                self.root.display(),
+                real.display()
+            );
+        }
+        self.excluded = Some(real);
+        Ok(self)
+    }
+
+    fn is_excluded(&self, p: &Path) -> bool {
+        self.excluded.as_ref().is_some_and(|e| p.starts_with(e))
     }
 
     pub fn root(&self) -> &Path {
@@ -111,7 +157,7 @@ impl ArtifactStore {
                 existing.display()
             ))
         })?;
-        if !real.starts_with(&self.root) {
+        if !real.starts_with(&self.root) || self.is_excluded(&real) || self.is_excluded(&full) {
             return invalid(format!("Invalid path: '{rel}'"));
         }
         Ok(full)
@@ -193,7 +239,7 @@ impl ArtifactStore {
             let Ok(meta) = tokio::fs::symlink_metadata(entry.path()).await else {
                 continue;
             };
-            if meta.file_type().is_symlink() {
+            if meta.file_type().is_symlink() || self.is_excluded(&entry.path()) {
                 continue;
             }
             out.push(FileInfo {
@@ -288,6 +334,40 @@ mod tests {
         assert!(uri_to_relative("mlflow-artifacts://other-host/1").is_err());
         assert!(uri_to_relative("file:///tmp").is_err());
         assert!(uri_to_relative("mlflow-artifacts:/1/../../x").is_err());
+    }
+
+    #[test]
+    fn a_jobs_root_nested_in_the_artifact_root_is_out_of_reach() {
+        let root = std::env::temp_dir().join(format!("art-{}", uuid::Uuid::new_v4().simple()));
+        let store = ArtifactStore::new(&root)
+            .unwrap()
+            .excluding(&root.join("jobs"))
+            .unwrap();
+        std::fs::create_dir_all(root.join("jobs/j1")).unwrap();
+        std::fs::write(root.join("jobs/j1/input.csv"), "applicant").unwrap();
+        std::fs::create_dir_all(root.join("1/r/artifacts")).unwrap();
+        // Directly, and through a symlink elsewhere in the root.
+        std::os::unix::fs::symlink(root.join("jobs"), root.join("1/r/artifacts/j")).unwrap();
+        for p in ["jobs", "jobs/j1/input.csv", "jobs/new.csv", "1/r/artifacts/j/j1/input.csv"] {
+            assert!(store.resolve(p).is_err(), "{p}");
+        }
+        assert!(store.file("jobs/j1/input.csv").is_err());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listed = rt.block_on(store.list("")).unwrap();
+        assert_eq!(
+            listed.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            vec!["1"]
+        );
+        assert!(store.resolve("1/r/artifacts").is_ok());
+        // A registry root inside the jobs folder is refused at start.
+        assert!(ArtifactStore::new(&root.join("jobs/reg"))
+            .unwrap()
+            .excluding(&root.join("jobs"))
+            .is_err());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

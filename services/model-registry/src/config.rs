@@ -64,6 +64,10 @@ pub struct Settings {
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "REGISTRY_SHUTDOWN_TIMEOUT", default_value_t = 20)]
     pub shutdown_timeout: u64,
+    /// The API's and workers' JOBS_ROOT (applicants' uploads and results) when it lies inside
+    /// the artifact root: nothing under it is ever served, listed or written.
+    #[arg(long, env = "JOBS_ROOT")]
+    pub jobs_root: Option<PathBuf>,
     /// Comma-separated `Host` values this server answers to (DNS-rebinding protection), as
     /// `mlflow server` has it: names, `*.example.com`, `192.168.*`, `name:port`, or `*` for any.
     /// Default: localhost names, private IPv4 ranges and the bind address. `/health` and

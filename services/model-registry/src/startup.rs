@@ -38,12 +38,15 @@ impl Application {
         pool: Pool,
         backend: Backend,
     ) -> anyhow::Result<Application> {
-        let artifacts = ArtifactStore::new(&settings.artifact_root()).map_err(|e| {
+        let mut artifacts = ArtifactStore::new(&settings.artifact_root()).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the artifact root {}: {e}",
                 settings.artifact_root().display()
             )
         })?;
+        if let Some(jobs) = &settings.jobs_root {
+            artifacts = artifacts.excluding(jobs)?;
+        }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;

@@ -15,9 +15,10 @@ pub struct Settings {
     /// Redis holding the queue and the job records.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// Shared storage for batch files (the RWX volume in Kubernetes).
-    #[arg(long, env = "ARTIFACT_ROOT", default_value = "loanctl-data/artifacts")]
-    pub artifact_root: PathBuf,
+    /// Storage for batch files and training datasets, shared with the API (the jobs volume in
+    /// Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.
+    #[arg(long, env = "JOBS_ROOT", default_value = "loanctl-data/jobs")]
+    pub jobs_root: PathBuf,
     /// Where the registry is, for jobs pinned to a registered model version.
     #[arg(
         long,

@@ -149,7 +149,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
                 let mut state = WorkerState::new(
                     store,
-                    jobs::Layout::new(&settings.artifact_root),
+                    jobs::Layout::new(&settings.jobs_root),
                     registry,
                     settings.model_cache_dir.clone(),
                 );

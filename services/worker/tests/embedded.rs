@@ -38,7 +38,7 @@ async fn without_redis_the_api_runs_batch_jobs_in_process() {
         "0",
         "--model-uri",
         bundle.to_str().unwrap(),
-        "--artifact-root",
+        "--jobs-root",
         storage.to_str().unwrap(),
         "--batch-chunk-rows",
         "300",

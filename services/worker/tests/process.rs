@@ -66,6 +66,7 @@ async fn recorded_job() -> Job {
         error: None,
         params: None,
         output: None,
+        owner: None,
     };
     store.create(&record, None).await.unwrap();
     Job {
@@ -113,7 +114,7 @@ fn spawn_worker_on(job: &Job, port: u16) -> Child {
         .env("REDIS_URL", "redis://127.0.0.1:6379")
         .env("JOB_QUEUE", &job.queue)
         .env("JOB_KEY_PREFIX", &job.prefix)
-        .env("ARTIFACT_ROOT", job.dir.join("storage"))
+        .env("JOBS_ROOT", job.dir.join("storage"))
         .env("WORKER_PORT", port.to_string())
         .env("WORKER_CONCURRENCY", "1")
         .env("WORKER_HEARTBEAT_SECONDS", "1")

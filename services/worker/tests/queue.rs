@@ -52,6 +52,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         error: None,
         params: None,
         output: None,
+        owner: None,
     };
     store.create(&record, None).await.unwrap();
     let mut queue = worker::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
@@ -187,6 +188,7 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         error: None,
         params: None,
         output: None,
+        owner: None,
     };
     store.create(&record, None).await.unwrap();
     let mut state = worker::WorkerState::new(store, layout, None, dir.join("models"));

@@ -133,7 +133,7 @@ async fn redis_outages_leave_single_scoring_alone_and_batch_recovers() {
         bundle.to_str().unwrap(),
         "--redis-url",
         &url,
-        "--artifact-root",
+        "--jobs-root",
         storage.to_str().unwrap(),
     ])
     .unwrap();
@@ -158,7 +158,7 @@ async fn redis_outages_leave_single_scoring_alone_and_batch_recovers() {
     let worker_port = free_port();
     let mut worker = Command::new(env!("CARGO_BIN_EXE_worker"))
         .env("REDIS_URL", &url)
-        .env("ARTIFACT_ROOT", &storage)
+        .env("JOBS_ROOT", &storage)
         .env("WORKER_PORT", worker_port.to_string())
         .env("WORKER_HEARTBEAT_SECONDS", "1")
         .env("MODEL_CACHE_DIR", dir.join("models"))

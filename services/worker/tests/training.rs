@@ -47,7 +47,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
         dir.join("api-models").to_str().unwrap(),
         "--redis-url",
         "redis://127.0.0.1:6379",
-        "--artifact-root",
+        "--jobs-root",
         storage.to_str().unwrap(),
         "--job-queue",
         &score_q,
@@ -70,7 +70,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
         .env("JOB_QUEUE", &score_q)
         .env("TRAIN_QUEUE", &train_q)
         .env("JOB_KEY_PREFIX", &prefix)
-        .env("ARTIFACT_ROOT", &storage)
+        .env("JOBS_ROOT", &storage)
         .env("WORKER_PORT", port.to_string())
         .env("MLFLOW_TRACKING_URI", &registry)
         .env("MODEL_CACHE_DIR", dir.join("worker-models"))

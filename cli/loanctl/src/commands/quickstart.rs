@@ -145,7 +145,7 @@ async fn run_async(a: Args) -> Result<()> {
         "5".into(),
         "--model-cache-dir".into(),
         dir.join("api-models").display().to_string(),
-        "--artifact-root".into(),
+        "--jobs-root".into(),
         dir.join("batch").display().to_string(),
     ])?;
     if settings.redis_url.is_some() {

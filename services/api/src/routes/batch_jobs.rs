@@ -76,6 +76,9 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
 
 fn job_json(r: &JobRecord) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("owner");
+    }
     v["links"] = json!({"self": format!("/v1/batch-jobs/{}", r.id), "results": format!("/v1/batch-jobs/{}/results", r.id), "errors": format!("/v1/batch-jobs/{}/errors", r.id)});
     v
 }
@@ -119,6 +122,13 @@ pub async fn create(
         }
         other => other.map(String::from),
     };
+    let caller = crate::auth::caller(&req);
+    let owner = caller.as_ref().map(|c| c.id.clone());
+    // One key's Idempotency-Key never names another key's job.
+    let key = key.map(|k| match &owner {
+        Some(o) => format!("{o}:{k}"),
+        None => k,
+    });
     let b = batch(&state)?;
     let model = state.models.current().ok_or(ApiError::NotReady)?;
     let id = jobs::new_job_id();
@@ -187,6 +197,7 @@ pub async fn create(
         error: None,
         params: None,
         output: None,
+        owner,
     };
     let created = b
         .store
@@ -236,6 +247,7 @@ pub async fn create(
 }
 
 pub async fn get(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -247,20 +259,24 @@ pub async fn get(
             id.chars().take(64).collect::<String>()
         )));
     }
-    let r = scoring_job(&b, &id).await?;
+    let r = scoring_job(&req, &b, &id).await?;
     Ok(HttpResponse::Ok().json(job_json(&r)))
 }
 
-/// A batch-scoring job's record (training jobs have their own endpoints).
-async fn scoring_job(b: &Batch, id: &str) -> Result<JobRecord, ApiError> {
+/// A batch-scoring job's record (training jobs have their own endpoints), if the caller may see
+/// it: another key's job is "not found", as one that does not exist.
+async fn scoring_job(req: &HttpRequest, b: &Batch, id: &str) -> Result<JobRecord, ApiError> {
     let r = b.store.get(id).await.map_err(store_error)?;
-    if r.kind != jobs::JobKind::Score {
+    let caller = crate::auth::caller(req);
+    if r.kind != jobs::JobKind::Score || !crate::auth::may_see(caller.as_ref(), r.owner.as_deref())
+    {
         return Err(ApiError::NotFound(format!("batch job '{id}' not found")));
     }
     Ok(r)
 }
 
 pub async fn cancel(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -269,7 +285,7 @@ pub async fn cancel(
     if !jobs::is_valid_job_id(&id) {
         return Err(ApiError::NotFound("batch job not found".into()));
     }
-    scoring_job(&b, &id).await?;
+    scoring_job(&req, &b, &id).await?;
     b.store
         .finish(&id, JobState::Cancelled, "cancelled by the client")
         .await
@@ -351,7 +367,7 @@ async fn parts(
     if !jobs::is_valid_job_id(&id) {
         return Err(ApiError::NotFound("batch job not found".into()));
     }
-    let r = scoring_job(&b, &id).await?;
+    let r = scoring_job(req, &b, &id).await?;
     if r.state != JobState::Succeeded {
         return Err(ApiError::NotFinished(format!(
             "batch job '{id}' is {}; results are available once it has succeeded",

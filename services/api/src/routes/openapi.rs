@@ -231,7 +231,7 @@ fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
                 "text/csv": {"schema": {"type": "string", "format": "binary"}},
                 "application/json": {"schema": {"type": "object", "required": ["dataset_path"], "additionalProperties": false,
                     "properties": {"dataset_path": {"type": "string", "minLength": 1, "maxLength": 1024,
-                        "description": "Relative to ARTIFACT_ROOT, without '..'"}}}}}},
+                        "description": "Relative to JOBS_ROOT, without '..'"}}}}}},
         "responses": {
             "202": {"description": "Accepted and queued", "headers": location, "content": job.clone()},
             "400": problem_resp("Malformed JSON body, upload interrupted, or an unknown or unparsable query parameter"),

@@ -237,6 +237,7 @@ pub async fn create(
         error: None,
         params: Some(serde_json::to_value(&settings).unwrap_or_default()),
         output: None,
+        owner: crate::auth::caller(&req).map(|c| c.id),
     };
     b.store.create(&record, None).await.map_err(store_error)?;
     let trace_context = telemetry::current_trace_context();
@@ -260,7 +261,7 @@ pub async fn create(
         .json(job_json(&record)))
 }
 
-async fn training_job(state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+async fn training_job(req: &HttpRequest, state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
     let b = batch(state)?;
     let not_found = || {
         ApiError::NotFound(format!(
@@ -275,31 +276,34 @@ async fn training_job(state: &AppState, id: &str) -> Result<JobRecord, ApiError>
         jobs::StoreError::NotFound(_) => not_found(),
         other => store_error(other),
     })?;
-    if r.kind != JobKind::Train {
+    let caller = crate::auth::caller(req);
+    if r.kind != JobKind::Train || !crate::auth::may_see(caller.as_ref(), r.owner.as_deref()) {
         return Err(not_found());
     }
     Ok(r)
 }
 
 pub async fn get(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = training_job(&state, &path.into_inner()).await?;
+    let r = training_job(&req, &state, &path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(job_json(&r)))
 }
 
 pub async fn cancel(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    training_job(&state, &id).await?;
+    training_job(&req, &state, &id).await?;
     let b = batch(&state)?;
     b.store
         .finish(&id, JobState::Cancelled, "cancelled by the client")
         .await
         .map_err(store_error)?;
-    let r = training_job(&state, &id).await?;
+    let r = training_job(&req, &state, &id).await?;
     Ok(HttpResponse::Ok().json(job_json(&r)))
 }

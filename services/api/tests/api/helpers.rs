@@ -117,23 +117,33 @@ pub enum Db {
 
 /// A real registry on its own database; returns its URL and a handle to stop it.
 pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
+    spawn_registry_with(db, &[]).await
+}
+
+/// Like [`spawn_registry`], with more flags (later flags win).
+pub async fn spawn_registry_with(
+    db: Db,
+    extra: &[&str],
+) -> (String, actix_web::dev::ServerHandle) {
     let dir = std::env::temp_dir().join(format!("api-registry-{}", uuid::Uuid::new_v4().simple()));
     let url = match db {
         Db::Sqlite => format!("sqlite://{}/r.db?mode=rwc", dir.display()),
         Db::Postgres => test_support::fresh_postgres("api_test").await,
     };
     std::fs::create_dir_all(&dir).unwrap();
-    let settings = model_registry::Settings::try_parse_from([
-        "model-registry",
-        "--port",
-        "0",
-        "--backend-store-uri",
-        &url,
+    let own_root = extra.contains(&"--artifacts-destination");
+    let default_root = dir.join("a");
+    let defaults = [
         "--artifacts-destination",
-        dir.join("a").to_str().unwrap(),
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
+        default_root.to_str().unwrap(),
+    ];
+    let settings = model_registry::Settings::try_parse_from(
+        ["model-registry", "--port", "0", "--backend-store-uri", &url, "--data-dir"]
+            .into_iter()
+            .chain([dir.to_str().unwrap()])
+            .chain(defaults.into_iter().filter(|_| !own_root))
+            .chain(extra.iter().copied()),
+    )
     .unwrap();
     let app = model_registry::Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());

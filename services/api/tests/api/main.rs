@@ -2,6 +2,7 @@
 
 mod border;
 mod helpers;
+mod keys;
 mod models;
 mod predict;
 mod training;

@@ -53,7 +53,7 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
     let api = spawn_api(&[
         "--tracking-uri",
         &registry,
-        "--artifact-root",
+        "--jobs-root",
         storage.to_str().unwrap(),
     ])
     .await;

@@ -54,7 +54,7 @@ pub async fn spawn_stack(dir: &Path, bundle: &Path, extra: &[&str]) -> Running {
         bundle.to_str().unwrap(),
         "--redis-url",
         "redis://127.0.0.1:6379",
-        "--artifact-root",
+        "--jobs-root",
         storage.to_str().unwrap(),
         "--job-queue",
         &queue_name,
