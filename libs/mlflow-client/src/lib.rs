@@ -19,12 +19,28 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("request to the registry failed: {0}")]
+    /// With the causes (a certificate the client does not trust, a refused connection).
+    #[error("request to the registry failed: {}", causes(.0))]
     Http(#[from] reqwest::Error),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
     Io(String),
+}
+
+/// An error and its sources, joined: reqwest's own message hides why a connection failed.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl ClientError {
@@ -38,6 +54,59 @@ impl ClientError {
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// How the client checks the registry's certificate on `https://` URIs: the system's CAs
+/// (rustls with the native store), plus CA bundles from `SSL_CERT_FILE` and MLflow's
+/// `MLFLOW_TRACKING_SERVER_CERT_PATH`; `MLFLOW_TRACKING_INSECURE_TLS=true` turns checking off
+/// (tests only), as in the Python client.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// PEM files of extra CAs to trust.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Accept any certificate.
+    pub insecure: bool,
+}
+
+impl TlsSettings {
+    pub fn from_env() -> TlsSettings {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        TlsSettings {
+            ca_files: ["SSL_CERT_FILE", "MLFLOW_TRACKING_SERVER_CERT_PATH"]
+                .iter()
+                .filter_map(|k| var(k).map(std::path::PathBuf::from))
+                .collect(),
+            insecure: var("MLFLOW_TRACKING_INSECURE_TLS")
+                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")),
+        }
+    }
+
+    fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        for f in &self.ca_files {
+            let pem = std::fs::read(f).map_err(|e| {
+                ClientError::Invalid(format!("cannot read CA file {}: {e}", f.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Invalid(format!(
+                    "{} is not a PEM certificate bundle: {e}",
+                    f.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Invalid(format!(
+                    "{} has no PEM certificates",
+                    f.display()
+                )));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if self.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        Ok(b)
+    }
+}
 
 /// Credentials, as the Python client takes them from the environment.
 #[derive(Clone)]
@@ -153,8 +222,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `tracking_uri` (e.g. `http://localhost:5000`).
+    /// A client of the server at `tracking_uri` (e.g. `http://localhost:5000`), checking
+    /// certificates as [`TlsSettings::from_env`] says.
     pub fn new(tracking_uri: &str, credentials: Option<Credentials>) -> Result<Client> {
+        Client::with_tls(tracking_uri, credentials, &TlsSettings::from_env())
+    }
+
+    /// A client with the given certificate settings.
+    pub fn with_tls(
+        tracking_uri: &str,
+        credentials: Option<Credentials>,
+        tls: &TlsSettings,
+    ) -> Result<Client> {
         let mut base = url::Url::parse(tracking_uri).map_err(|e| {
             ClientError::Invalid(format!("invalid tracking URI '{tracking_uri}': {e}"))
         })?;
@@ -167,8 +246,8 @@ impl Client {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
+        let http = tls
+            .apply(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10)))?
             .build()?;
         Ok(Client {
             base,

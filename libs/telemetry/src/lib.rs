@@ -2,7 +2,7 @@
 //! JSON logs on stderr, and one Prometheus registry with the HTTP metrics every service shares.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -54,6 +54,7 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Guard {
         let built = std::thread::spawn(move || -> Result<SdkTracerProvider, String> {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(otlp_http_client()?)
                 .with_endpoint(url)
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -96,6 +97,30 @@ pub fn init_with(service: &str, otlp_endpoint: Option<&str>) -> Guard {
         .try_init();
     tracing::info!(service, otlp = provider.is_some(), "telemetry started");
     Guard { provider }
+}
+
+/// The exporter's HTTP client: https:// collectors are checked against the system's CAs plus
+/// the PEM bundles in `SSL_CERT_FILE` and `OTEL_EXPORTER_OTLP_CERTIFICATE` (the OpenTelemetry
+/// variable). Built on a plain thread (blocking client).
+fn otlp_http_client() -> Result<reqwest_otlp::blocking::Client, String> {
+    // ring, as the rest of the workspace; a provider another part installed first is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut certs = Vec::new();
+    for var in ["SSL_CERT_FILE", "OTEL_EXPORTER_OTLP_CERTIFICATE"] {
+        let Some(path) = std::env::var(var).ok().filter(|p| !p.trim().is_empty()) else {
+            continue;
+        };
+        let pem = std::fs::read(&path).map_err(|e| format!("{var}={path}: {e}"))?;
+        certs.extend(
+            reqwest_otlp::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{var}={path}: not a PEM bundle: {e}"))?,
+        );
+    }
+    reqwest_otlp::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .tls_certs_merge(certs)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Logs for a command-line tool (`loanctl`, whose `quickstart` runs the services in-process):

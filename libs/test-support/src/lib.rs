@@ -101,6 +101,63 @@ pub async fn register(registry: &str, model: &str, bundle: &Path, alias: &str) -
     mv.version
 }
 
+/// A TLS front for a plain-HTTP server on loopback, with a new self-signed certificate for
+/// `127.0.0.1` and `localhost`.
+pub struct TlsProxy {
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The certificate, PEM: the CA a client must trust.
+    pub ca_pem: PathBuf,
+}
+
+/// Starts a TLS-terminating proxy in front of `upstream` (`http://127.0.0.1:<port>`) on the
+/// current Tokio runtime.
+pub fn tls_proxy(upstream: &str) -> TlsProxy {
+    use std::sync::Arc;
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let dir = tmp("tls-proxy");
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, cert.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        std_listener.local_addr().unwrap().port()
+    );
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate fails here; nothing to do.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    TlsProxy { url, ca_pem }
+}
+
 /// The bodies an OTLP/HTTP receiver was sent, in order.
 pub type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 

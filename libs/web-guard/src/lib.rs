@@ -43,9 +43,9 @@ impl Rejection {
                 "Cross-site request refused (origin '{o}'): state-changing requests must come \
                  from this origin or one listed in --cors-allowed-origins"
             ),
-            Rejection::NotJson(ct) => format!(
-                "Unsupported Content-Type '{ct}': this endpoint takes application/json"
-            ),
+            Rejection::NotJson(ct) => {
+                format!("Unsupported Content-Type '{ct}': this endpoint takes application/json")
+            }
         }
     }
 }
@@ -190,11 +190,17 @@ impl Guard {
                     .unwrap_or("");
                 if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site")
                 {
-                    return Some(Rejection::CrossSite(format!("(none; Sec-Fetch-Site: {site})")));
+                    return Some(Rejection::CrossSite(format!(
+                        "(none; Sec-Fetch-Site: {site})"
+                    )));
                 }
             }
         }
-        if self.json_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        if self
+            .json_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
             let ct = get(header::CONTENT_TYPE).unwrap_or("");
             let essence = ct.split(';').next().unwrap_or("").trim();
             if !essence.eq_ignore_ascii_case("application/json") {
@@ -213,8 +219,7 @@ pub async fn enforce(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if let Some(guard) = req.app_data::<web::Data<Guard>>() {
         let uri_host = req.uri().authority().map(|a| a.as_str().to_string());
-        if let Some(r) = guard.check(req.method(), req.path(), req.headers(), uri_host.as_deref())
-        {
+        if let Some(r) = guard.check(req.method(), req.path(), req.headers(), uri_host.as_deref()) {
             let resp = (guard.render)(req.request(), &r);
             return Ok(req.into_response(resp));
         }
@@ -317,14 +322,19 @@ mod tests {
         ] {
             assert!(g.host_allowed(ok), "{ok}");
         }
-        for bad in ["evil.example", "172.32.0.1", "localhost.evil.example", "11.0.0.1"] {
+        for bad in [
+            "evil.example",
+            "172.32.0.1",
+            "localhost.evil.example",
+            "11.0.0.1",
+        ] {
             assert!(!g.host_allowed(bad), "{bad}");
         }
         assert!(Guard::new(vec![], "10.0.0.7", vec![], |_, _| {
             HttpResponse::Ok().finish()
         })
-            .hosts()
-            .contains(&"10.0.0.7".to_string()));
+        .hosts()
+        .contains(&"10.0.0.7".to_string()));
     }
 
     #[test]
@@ -389,7 +399,11 @@ mod tests {
             json,
         ]);
         assert!(g.check(&Method::POST, path, &other_port, None).is_some());
-        let listed = headers(&[("host", "r.example"), ("origin", "https://app.example"), json]);
+        let listed = headers(&[
+            ("host", "r.example"),
+            ("origin", "https://app.example"),
+            json,
+        ]);
         assert_eq!(g.check(&Method::POST, path, &listed, None), None);
         let client = headers(&[("host", "r.example"), json]);
         assert_eq!(g.check(&Method::POST, path, &client, None), None);
@@ -413,7 +427,9 @@ mod tests {
             Some(Rejection::BadHost(_))
         ));
         assert_eq!(g.check(&Method::GET, "/health", &rebound, None), None);
-        assert!(g.check(&Method::GET, "/x", &HeaderMap::new(), None).is_some());
+        assert!(g
+            .check(&Method::GET, "/x", &HeaderMap::new(), None)
+            .is_some());
         assert_eq!(
             g.check(&Method::GET, "/x", &HeaderMap::new(), Some("localhost:1")),
             None

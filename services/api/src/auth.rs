@@ -172,7 +172,12 @@ impl ApiKeys {
         let d = digest(key);
         let mut found = None;
         for k in &self.0 {
-            let same = k.digest.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            let same = k
+                .digest
+                .iter()
+                .zip(&d)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
             if same {
                 found = Some(k);
             }
@@ -211,11 +216,14 @@ pub async fn require(
         let open = OPEN.contains(&req.path()) || req.method() == Method::OPTIONS;
         if !open {
             let h = req.headers();
-            let key = h.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
-                h.get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            });
+            let key = h
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| {
+                    h.get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                });
             let Some(caller) = key.and_then(|k| keys.find(k)) else {
                 return Ok(req.into_response(ApiError::Unauthorized.error_response()));
             };
@@ -248,9 +256,14 @@ mod tests {
             "# id:key:scopes\nlender-a:k-a:score\nops:k-ops:admin\nold-style-key\n",
         )
         .unwrap();
-        let keys = ApiKeys::load(Some("inline-key"), Some(&f)).unwrap().unwrap();
+        let keys = ApiKeys::load(Some("inline-key"), Some(&f))
+            .unwrap()
+            .unwrap();
         let a = keys.find("k-a").unwrap();
-        assert_eq!((a.id.as_str(), a.scopes.as_slice()), ("lender-a", &[Scope::Score][..]));
+        assert_eq!(
+            (a.id.as_str(), a.scopes.as_slice()),
+            ("lender-a", &[Scope::Score][..])
+        );
         assert!(keys.find("k-ops").unwrap().is_admin());
         let old = keys.find("old-style-key").unwrap();
         assert!(old.id.starts_with("key-") && old.scopes == LEGACY);
@@ -267,9 +280,18 @@ mod tests {
     fn each_endpoint_needs_its_scope_and_jobs_are_their_owners() {
         assert_eq!(required_scope(&Method::POST, "/v1/predict"), Scope::Score);
         assert_eq!(required_scope(&Method::GET, "/v1/model"), Scope::Score);
-        assert_eq!(required_scope(&Method::POST, "/v1/model/reload"), Scope::Admin);
-        assert_eq!(required_scope(&Method::GET, "/v1/batch-jobs/x/results"), Scope::Batch);
-        assert_eq!(required_scope(&Method::POST, "/v1/training-jobs"), Scope::Train);
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/model/reload"),
+            Scope::Admin
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/batch-jobs/x/results"),
+            Scope::Batch
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/training-jobs"),
+            Scope::Train
+        );
         let a = Caller {
             id: "a".into(),
             scopes: vec![Scope::Batch],

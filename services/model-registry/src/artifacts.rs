@@ -348,7 +348,12 @@ mod tests {
         std::fs::create_dir_all(root.join("1/r/artifacts")).unwrap();
         // Directly, and through a symlink elsewhere in the root.
         std::os::unix::fs::symlink(root.join("jobs"), root.join("1/r/artifacts/j")).unwrap();
-        for p in ["jobs", "jobs/j1/input.csv", "jobs/new.csv", "1/r/artifacts/j/j1/input.csv"] {
+        for p in [
+            "jobs",
+            "jobs/j1/input.csv",
+            "jobs/new.csv",
+            "1/r/artifacts/j/j1/input.csv",
+        ] {
             assert!(store.resolve(p).is_err(), "{p}");
         }
         assert!(store.file("jobs/j1/input.csv").is_err());

@@ -378,8 +378,15 @@ pub fn throttle_delay(n: u32) -> Duration {
 /// What a request needs: reading is `READ`; writing `EDIT`; moving aliases and stages and
 /// deleting `MANAGE` (as the issue of roles sets it; MLflow itself lets `EDIT` move aliases).
 pub fn required_permission(method: &Method, path: &str) -> Permission {
-    const API: [&str; 3] = ["/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/"];
-    const ARTIFACTS: [&str; 2] = ["/api/2.0/mlflow-artifacts/", "/ajax-api/2.0/mlflow-artifacts/"];
+    const API: [&str; 3] = [
+        "/api/2.0/mlflow/",
+        "/ajax-api/2.0/mlflow/",
+        "/api/3.0/mlflow/",
+    ];
+    const ARTIFACTS: [&str; 2] = [
+        "/api/2.0/mlflow-artifacts/",
+        "/ajax-api/2.0/mlflow-artifacts/",
+    ];
     const READ_POSTS: [&str; 4] = [
         "experiments/search",
         "runs/search",
@@ -413,7 +420,9 @@ pub fn required_permission(method: &Method, path: &str) -> Permission {
         if MANAGE.contains(&rest) {
             return Permission::Manage;
         }
-        if rest.starts_with("logged-models/") && *method == Method::DELETE && !rest.contains("/tags")
+        if rest.starts_with("logged-models/")
+            && *method == Method::DELETE
+            && !rest.contains("/tags")
         {
             return Permission::Manage;
         }
@@ -546,8 +555,14 @@ mod tests {
             "carol:MANAGE\nci:edit\n",
         );
         let who = |h: &str| auth.authenticate(Some(h)).map(|p| (p.user, p.permission));
-        assert_eq!(who(&basic("alice", "wonderland")), Some(("alice".into(), Permission::Read)));
-        assert_eq!(who(&basic("bob", "s3cret")).map(|p| p.0), Some("bob".into()));
+        assert_eq!(
+            who(&basic("alice", "wonderland")),
+            Some(("alice".into(), Permission::Read))
+        );
+        assert_eq!(
+            who(&basic("bob", "s3cret")).map(|p| p.0),
+            Some("bob".into())
+        );
         assert_eq!(
             who(&basic("carol", "correct horse")),
             Some(("carol".into(), Permission::Manage))
@@ -571,7 +586,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(err.to_string().contains("unknown permission 'OWNER'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown permission 'OWNER'"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -639,14 +657,38 @@ mod tests {
             (Method::POST, "/api/2.0/mlflow/runs/search", Read),
             (Method::POST, "/api/2.0/mlflow/runs/log-batch", Edit),
             (Method::POST, "/api/2.0/mlflow/model-versions/create", Edit),
-            (Method::POST, "/api/2.0/mlflow/registered-models/alias", Manage),
-            (Method::DELETE, "/ajax-api/2.0/mlflow/registered-models/alias", Manage),
-            (Method::POST, "/api/2.0/mlflow/model-versions/transition-stage", Manage),
-            (Method::DELETE, "/api/2.0/mlflow/registered-models/delete", Manage),
+            (
+                Method::POST,
+                "/api/2.0/mlflow/registered-models/alias",
+                Manage,
+            ),
+            (
+                Method::DELETE,
+                "/ajax-api/2.0/mlflow/registered-models/alias",
+                Manage,
+            ),
+            (
+                Method::POST,
+                "/api/2.0/mlflow/model-versions/transition-stage",
+                Manage,
+            ),
+            (
+                Method::DELETE,
+                "/api/2.0/mlflow/registered-models/delete",
+                Manage,
+            ),
             (Method::DELETE, "/api/2.0/mlflow/logged-models/m-1", Manage),
-            (Method::DELETE, "/api/2.0/mlflow/logged-models/m-1/tags/k", Edit),
+            (
+                Method::DELETE,
+                "/api/2.0/mlflow/logged-models/m-1/tags/k",
+                Edit,
+            ),
             (Method::PUT, "/api/2.0/mlflow-artifacts/artifacts/a/b", Edit),
-            (Method::DELETE, "/api/2.0/mlflow-artifacts/artifacts/a/b", Manage),
+            (
+                Method::DELETE,
+                "/api/2.0/mlflow-artifacts/artifacts/a/b",
+                Manage,
+            ),
             (Method::GET, "/api/2.0/mlflow-artifacts/artifacts/a/b", Read),
             (Method::POST, "/models/alias", Manage),
             (Method::GET, "/models", Read),

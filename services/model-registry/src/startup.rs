@@ -69,7 +69,11 @@ impl Application {
                 crate::error::rejected,
             )
             .any_host(&["/health", "/metrics"])
-            .json_only(&["/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/3.0/mlflow/"]),
+            .json_only(&[
+                "/api/2.0/mlflow/",
+                "/ajax-api/2.0/mlflow/",
+                "/api/3.0/mlflow/",
+            ]),
         );
         tracing::info!(hosts = guard.hosts().join(","), "allowed hosts");
         let max_json = settings.max_json_bytes;
@@ -98,7 +102,10 @@ impl Application {
                 // Before credentials are looked at: a page in a browser holding cached Basic
                 // credentials must not be able to move the champion.
                 .wrap(actix_web::middleware::from_fn(web_guard::enforce))
-                .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), cors))
+                .wrap(actix_web::middleware::Condition::new(
+                    !origins.is_empty(),
+                    cors,
+                ))
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())

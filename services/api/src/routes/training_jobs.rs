@@ -261,7 +261,11 @@ pub async fn create(
         .json(job_json(&record)))
 }
 
-async fn training_job(req: &HttpRequest, state: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+async fn training_job(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+) -> Result<JobRecord, ApiError> {
     let b = batch(state)?;
     let not_found = || {
         ApiError::NotFound(format!(

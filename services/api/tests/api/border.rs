@@ -64,7 +64,12 @@ async fn cross_site_writes_and_foreign_hosts_are_refused() {
         .await
         .unwrap();
     assert_eq!(same.status(), StatusCode::OK);
-    let client = api.client.post(url("/v1/model/reload")).send().await.unwrap();
+    let client = api
+        .client
+        .post(url("/v1/model/reload"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(client.status(), StatusCode::OK);
 }
 
@@ -83,6 +88,12 @@ async fn configured_hosts_replace_the_defaults() {
             .header("host", host)
             .send()
     };
-    assert_eq!(get("scoring.example.com").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(get("127.0.0.1").await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get("scoring.example.com").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get("127.0.0.1").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 }

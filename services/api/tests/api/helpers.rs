@@ -121,10 +121,7 @@ pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
 }
 
 /// Like [`spawn_registry`], with more flags (later flags win).
-pub async fn spawn_registry_with(
-    db: Db,
-    extra: &[&str],
-) -> (String, actix_web::dev::ServerHandle) {
+pub async fn spawn_registry_with(db: Db, extra: &[&str]) -> (String, actix_web::dev::ServerHandle) {
     let dir = std::env::temp_dir().join(format!("api-registry-{}", uuid::Uuid::new_v4().simple()));
     let url = match db {
         Db::Sqlite => format!("sqlite://{}/r.db?mode=rwc", dir.display()),
@@ -133,16 +130,20 @@ pub async fn spawn_registry_with(
     std::fs::create_dir_all(&dir).unwrap();
     let own_root = extra.contains(&"--artifacts-destination");
     let default_root = dir.join("a");
-    let defaults = [
-        "--artifacts-destination",
-        default_root.to_str().unwrap(),
-    ];
+    let defaults = ["--artifacts-destination", default_root.to_str().unwrap()];
     let settings = model_registry::Settings::try_parse_from(
-        ["model-registry", "--port", "0", "--backend-store-uri", &url, "--data-dir"]
-            .into_iter()
-            .chain([dir.to_str().unwrap()])
-            .chain(defaults.into_iter().filter(|_| !own_root))
-            .chain(extra.iter().copied()),
+        [
+            "model-registry",
+            "--port",
+            "0",
+            "--backend-store-uri",
+            &url,
+            "--data-dir",
+        ]
+        .into_iter()
+        .chain([dir.to_str().unwrap()])
+        .chain(defaults.into_iter().filter(|_| !own_root))
+        .chain(extra.iter().copied()),
     )
     .unwrap();
     let app = model_registry::Application::build(settings).await.unwrap();

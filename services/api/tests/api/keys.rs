@@ -58,7 +58,14 @@ async fn api_with_keys(jobs_root: &std::path::Path) -> TestApi {
     ])
     .await;
     for _ in 0..100 {
-        let (s, _) = send(&api, reqwest::Method::GET, "/v1/batch-jobs/19700101000000-x", "k-a", None).await;
+        let (s, _) = send(
+            &api,
+            reqwest::Method::GET,
+            "/v1/batch-jobs/19700101000000-x",
+            "k-a",
+            None,
+        )
+        .await;
         let (ready, _) = api.get("/readyz").await;
         if s == StatusCode::NOT_FOUND && ready == 200 {
             break;
@@ -75,13 +82,37 @@ async fn each_key_does_what_its_scopes_allow_and_sees_only_its_jobs() {
     let one = serde_json::to_vec(&german()[0].1).unwrap();
     use reqwest::Method as M;
     // Scoring: score keys yes.
-    let (s, _) = send(&api, M::POST, "/v1/predict", "k-score", Some(("application/json", one.clone()))).await;
+    let (s, _) = send(
+        &api,
+        M::POST,
+        "/v1/predict",
+        "k-score",
+        Some(("application/json", one.clone())),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     // A scoring key cannot start training or batch jobs, or reload the model.
-    let (s, v) = send(&api, M::POST, "/v1/training-jobs", "k-score", Some(("text/csv", b"a\n1\n".to_vec()))).await;
+    let (s, v) = send(
+        &api,
+        M::POST,
+        "/v1/training-jobs",
+        "k-score",
+        Some(("text/csv", b"a\n1\n".to_vec())),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("'train' scope"), "{v}");
-    let (s, _) = send(&api, M::POST, "/v1/batch-jobs", "k-score", Some(("text/csv", applications_csv(3)))).await;
+    assert!(
+        v["detail"].as_str().unwrap().contains("'train' scope"),
+        "{v}"
+    );
+    let (s, _) = send(
+        &api,
+        M::POST,
+        "/v1/batch-jobs",
+        "k-score",
+        Some(("text/csv", applications_csv(3))),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = send(&api, M::POST, "/v1/model/reload", "k-a", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -89,9 +120,19 @@ async fn each_key_does_what_its_scopes_allow_and_sees_only_its_jobs() {
     assert_eq!(s, StatusCode::OK);
 
     // lender-a's job: lender-b cannot read, fetch results of, or cancel it; ops can.
-    let (s, job) = send(&api, M::POST, "/v1/batch-jobs", "k-a", Some(("text/csv", applications_csv(20)))).await;
+    let (s, job) = send(
+        &api,
+        M::POST,
+        "/v1/batch-jobs",
+        "k-a",
+        Some(("text/csv", applications_csv(20))),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    assert!(job.get("owner").is_none(), "the key id is not echoed: {job}");
+    assert!(
+        job.get("owner").is_none(),
+        "the key id is not echoed: {job}"
+    );
     let path = format!("/v1/batch-jobs/{}", job["id"].as_str().unwrap());
     for (m, p) in [
         (M::GET, path.clone()),
@@ -130,27 +171,58 @@ async fn applicants_files_are_not_reachable_through_the_registry() {
     for nested in [false, true] {
         let base = test_support::tmp("api-jobs-apart");
         let artifacts = base.join("artifacts");
-        let jobs = if nested { artifacts.join("jobs") } else { base.join("jobs") };
+        let jobs = if nested {
+            artifacts.join("jobs")
+        } else {
+            base.join("jobs")
+        };
         let (registry, _h) = crate::helpers::spawn_registry_with(
             crate::helpers::Db::Sqlite,
-            &["--artifacts-destination", artifacts.to_str().unwrap(), "--jobs-root", jobs.to_str().unwrap()],
+            &[
+                "--artifacts-destination",
+                artifacts.to_str().unwrap(),
+                "--jobs-root",
+                jobs.to_str().unwrap(),
+            ],
         )
         .await;
         let api = api_with_keys(&jobs).await;
-        let (s, job) = send(&api, reqwest::Method::POST, "/v1/batch-jobs", "k-a", Some(("text/csv", applications_csv(10)))).await;
+        let (s, job) = send(
+            &api,
+            reqwest::Method::POST,
+            "/v1/batch-jobs",
+            "k-a",
+            Some(("text/csv", applications_csv(10))),
+        )
+        .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{job}");
         let id = job["id"].as_str().unwrap().to_string();
         let upload = jobs.join("jobs").join(&id).join("input.csv");
-        assert!(upload.is_file(), "the upload is under JOBS_ROOT: {}", upload.display());
-        let rel = if nested { format!("jobs/jobs/{id}/input.csv") } else { format!("../jobs/jobs/{id}/input.csv") };
+        assert!(
+            upload.is_file(),
+            "the upload is under JOBS_ROOT: {}",
+            upload.display()
+        );
+        let rel = if nested {
+            format!("jobs/jobs/{id}/input.csv")
+        } else {
+            format!("../jobs/jobs/{id}/input.csv")
+        };
         let client = reqwest::Client::new();
         for path in [
             format!("/api/2.0/mlflow-artifacts/artifacts/{rel}"),
             format!("/ajax-api/2.0/mlflow-artifacts/artifacts/{rel}"),
-            format!("/api/2.0/mlflow-artifacts/artifacts?path={}", rel.trim_end_matches("/input.csv")),
+            format!(
+                "/api/2.0/mlflow-artifacts/artifacts?path={}",
+                rel.trim_end_matches("/input.csv")
+            ),
             format!("/api/2.0/mlflow-artifacts/artifacts/jobs%2Fjobs%2F{id}%2Finput.csv"),
         ] {
-            let r = client.get(format!("{registry}{path}")).send().await.unwrap();
+            let r = client
+                .get(format!("{registry}{path}"))
+                .send()
+                .await
+                .unwrap();
             let s = r.status();
             let body = r.text().await.unwrap();
             assert!(s.is_client_error(), "{path}: {s} {body}");
@@ -158,7 +230,9 @@ async fn applicants_files_are_not_reachable_through_the_registry() {
         }
         // The root listing does not show the jobs folder.
         let listing = client
-            .get(format!("{registry}/api/2.0/mlflow-artifacts/artifacts?path="))
+            .get(format!(
+                "{registry}/api/2.0/mlflow-artifacts/artifacts?path="
+            ))
             .send()
             .await
             .unwrap()
@@ -172,7 +246,10 @@ async fn applicants_files_are_not_reachable_through_the_registry() {
         let run = c.create_run(&exp, "probe", &[]).await.unwrap();
         let listed = client
             .get(format!("{registry}/api/2.0/mlflow/artifacts/list"))
-            .query(&[("run_id", run.run_id.as_str()), ("path", &format!("../../{rel}"))])
+            .query(&[
+                ("run_id", run.run_id.as_str()),
+                ("path", &format!("../../{rel}")),
+            ])
             .send()
             .await
             .unwrap();

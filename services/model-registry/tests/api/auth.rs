@@ -71,15 +71,23 @@ async fn model_with_two_versions(app: &crate::helpers::TestApp) {
             .send()
     };
     let ok = |r: reqwest::Response| assert_eq!(r.status(), StatusCode::OK);
-    ok(post("/registered-models/create", json!({"name": "m"})).await.unwrap());
-    for _ in 0..2 {
-        ok(post("/model-versions/create", json!({"name": "m", "source": "mlflow-artifacts:/x"}))
-            .await
-            .unwrap());
-    }
-    ok(post("/registered-models/alias", json!({"name": "m", "alias": "champion", "version": "1"}))
+    ok(post("/registered-models/create", json!({"name": "m"}))
         .await
         .unwrap());
+    for _ in 0..2 {
+        ok(post(
+            "/model-versions/create",
+            json!({"name": "m", "source": "mlflow-artifacts:/x"}),
+        )
+        .await
+        .unwrap());
+    }
+    ok(post(
+        "/registered-models/alias",
+        json!({"name": "m", "alias": "champion", "version": "1"}),
+    )
+    .await
+    .unwrap());
 }
 
 async fn champion_of(app: &crate::helpers::TestApp) -> String {
@@ -218,7 +226,8 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
 #[test]
 fn alias_and_stage_moves_are_logged_with_user_and_versions() {
     use std::io::{BufRead, BufReader};
-    let dir = std::env::temp_dir().join(format!("registry-moves-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("registry-moves-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let phc = model_registry::auth::hash_password("pw").unwrap();
     std::fs::write(dir.join("users"), format!("ops:{phc}\n")).unwrap();
@@ -229,9 +238,17 @@ fn alias_and_stage_moves_are_logged_with_user_and_versions() {
         .unwrap()
         .port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_model-registry"))
-        .args(["--port", &port.to_string(), "--data-dir", dir.to_str().unwrap()])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
         .args(["--auth-users-file", dir.join("users").to_str().unwrap()])
-        .args(["--auth-permissions-file", dir.join("perms").to_str().unwrap()])
+        .args([
+            "--auth-permissions-file",
+            dir.join("perms").to_str().unwrap(),
+        ])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -71,7 +71,10 @@ async fn cross_site_writes_are_refused(db: Db) {
     // A no-cors fetch() sends no body and no type, but says where it comes from.
     let fetch = app
         .client
-        .request(Method::DELETE, app.url("/api/2.0/mlflow/registered-models/alias?name=m&alias=champion"))
+        .request(
+            Method::DELETE,
+            app.url("/api/2.0/mlflow/registered-models/alias?name=m&alias=champion"),
+        )
         .header("sec-fetch-site", "cross-site")
         .send()
         .await
@@ -165,8 +168,14 @@ async fn only_allowed_hosts_and_origins_get_in(db: Db) {
             .header("host", host)
             .send()
     };
-    assert_eq!(named("registry.example.com").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(named("localhost").await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        named("registry.example.com").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        named("localhost").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     let listed = app
         .client
         .post(app.url("/api/2.0/mlflow/experiments/create"))

@@ -42,10 +42,14 @@ pub async fn spawn_app_with_auth(db: Db) -> TestApp {
 fn users_file() -> &'static str {
     static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
-        [("alice", "wonderland"), ("editor", "ed-pass"), ("reader", "rd-pass")]
+        [
+            ("alice", "wonderland"),
+            ("editor", "ed-pass"),
+            ("reader", "rd-pass"),
+        ]
         .iter()
-            .map(|(u, p)| format!("{u}:{}\n", model_registry::auth::hash_password(p).unwrap()))
-            .collect()
+        .map(|(u, p)| format!("{u}:{}\n", model_registry::auth::hash_password(p).unwrap()))
+        .collect()
     })
 }
 
