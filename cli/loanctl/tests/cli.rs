@@ -496,7 +496,9 @@ fn hash_password_reads_stdin_and_prints_a_users_line_the_registry_accepts() {
             base64::engine::general_purpose::STANDARD.encode(format!("ds:{pw}"))
         )
     };
-    assert!(auth.authenticate(Some(&basic("correct horse battery"))).is_some());
+    assert!(auth
+        .authenticate(Some(&basic("correct horse battery")))
+        .is_some());
     assert!(auth.authenticate(Some(&basic("correct horse"))).is_none());
     // No password, no hash.
     let empty = loanctl()
