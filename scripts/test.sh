@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --release "$@"
 scripts/mlflow-compat.sh
+scripts/mlflow-peer.sh
 scripts/ui-e2e.sh
 scripts/e2e.sh
 # Contract fuzzing: the API and the registry on SQLite, then the registry on PostgreSQL.

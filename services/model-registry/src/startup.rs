@@ -47,6 +47,9 @@ impl Application {
         if let Some(jobs) = &settings.jobs_root {
             artifacts = artifacts.excluding(jobs)?;
         }
+        crate::store::experiments::ensure_default(&pool, &settings.experiment_artifact_root())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the Default experiment: {e:#}"))?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;

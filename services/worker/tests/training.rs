@@ -19,7 +19,7 @@ async fn a_worker_process_trains_and_registers_a_new_version() {
         "--data-dir",
         dir.join("registry").to_str().unwrap(),
         "--backend-store-uri",
-        &format!("sqlite://{}/registry/r.db?mode=rwc", dir.display()),
+        &model_registry::store::sqlite_url(&dir.join("registry/r.db")),
         "--artifacts-destination",
         dir.join("registry/artifacts").to_str().unwrap(),
     ])

@@ -61,7 +61,7 @@ async fn run_async(a: Args) -> Result<()> {
         "--data-dir".into(),
         registry_dir.display().to_string(),
         "--backend-store-uri".into(),
-        format!("sqlite://{}/registry.db?mode=rwc", registry_dir.display()),
+        model_registry::store::sqlite_url(&registry_dir.join("registry.db")),
         "--artifacts-destination".into(),
         registry_dir.join("artifacts").display().to_string(),
     ])?;

@@ -124,7 +124,7 @@ pub async fn spawn_registry(db: Db) -> (String, actix_web::dev::ServerHandle) {
 pub async fn spawn_registry_with(db: Db, extra: &[&str]) -> (String, actix_web::dev::ServerHandle) {
     let dir = std::env::temp_dir().join(format!("api-registry-{}", uuid::Uuid::new_v4().simple()));
     let url = match db {
-        Db::Sqlite => format!("sqlite://{}/r.db?mode=rwc", dir.display()),
+        Db::Sqlite => model_registry::store::sqlite_url(&dir.join("r.db")),
         Db::Postgres => test_support::fresh_postgres("api_test").await,
     };
     std::fs::create_dir_all(&dir).unwrap();

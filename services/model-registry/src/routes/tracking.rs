@@ -35,7 +35,9 @@ pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<
         None => None,
     };
     let tags = p.key_values("tags", params::MAX_EXPERIMENT_TAG_VALUE)?;
-    let id = experiments::insert_experiment(&s.pool, &name, location.as_deref(), &tags).await?;
+    let root = s.settings.experiment_artifact_root();
+    let id =
+        experiments::insert_experiment(&s.pool, &name, location.as_deref(), &root, &tags).await?;
     ok(json!({"experiment_id": id.to_string()}))
 }
 

@@ -59,13 +59,15 @@ impl Searchable for Experiment {
     }
 }
 
-/// MLflow always has experiment 0, "Default".
-pub async fn ensure_default(pool: &Pool) -> anyhow::Result<()> {
+/// MLflow always has experiment 0, "Default", its artifacts under `root` (see
+/// [`crate::Settings::experiment_artifact_root`]).
+pub async fn ensure_default(pool: &Pool, root: &str) -> anyhow::Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
-         VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', $1, $2) ON CONFLICT DO NOTHING",
+         VALUES (0, 'Default', $1, 'active', $2, $3) ON CONFLICT DO NOTHING",
     )
+    .bind(format!("{root}/0"))
     .bind(now)
     .bind(now)
     .execute(pool)
@@ -73,11 +75,13 @@ pub async fn ensure_default(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates an experiment; the artifact location defaults to `mlflow-artifacts:/<id>`.
+/// Creates an experiment; the artifact location defaults to `<root>/<id>` (`root` from
+/// [`crate::Settings::experiment_artifact_root`], `mlflow-artifacts:` unless configured).
 pub async fn insert_experiment(
     pool: &Pool,
     name: &str,
     artifact_location: Option<&str>,
+    root: &str,
     tags: &[(String, String)],
 ) -> Result<i64> {
     let now = now_ms();
@@ -93,8 +97,7 @@ pub async fn insert_experiment(
     .await
     .map_err(super::already_exists(format!("Experiment '{name}' already exists.")))?;
     let id = get_i64(&row, "experiment_id")?;
-    let location =
-        artifact_location.map_or_else(|| format!("mlflow-artifacts:/{id}"), str::to_string);
+    let location = artifact_location.map_or_else(|| format!("{root}/{id}"), str::to_string);
     sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
         .bind(&location)
         .bind(id)

@@ -55,28 +55,60 @@ pub enum Backend {
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The URL, in SQLAlchemy's form as MLflow writes it, of a SQLite file at `path`:
+/// `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite:///{}", path.display())
+}
+
+/// A database URL as `mlflow server` takes it, in the form sqlx connects to, with the backend
+/// and, for SQLite, the file. SQLite URIs are read as SQLAlchemy reads them: after `sqlite:///`
+/// comes the path, relative to the working directory unless it starts with `/` (so
+/// `sqlite:////abs.db` is absolute); `sqlite://` alone or `sqlite:///:memory:` is in memory; a
+/// missing file is created. (`sqlite://rel/path.db` and `sqlite:rel/path.db`, sqlx's forms, are
+/// relative paths too.) `postgresql://`, `postgresql+psycopg2://` and `postgres://` are
+/// PostgreSQL.
+pub fn normalise_url(url: &str) -> anyhow::Result<(String, Backend, Option<std::path::PathBuf>)> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let driver = scheme.split('+').next().unwrap_or(scheme);
+        if matches!(driver, "postgres" | "postgresql") {
+            return Ok((format!("postgres://{rest}"), Backend::Postgres, None));
+        }
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        anyhow::bail!("unsupported database URL (use postgresql://… or sqlite:///path/to/file.db)");
+    };
+    let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = match target.strip_prefix("///") {
+        Some(p) => p,
+        None => target.strip_prefix("//").unwrap_or(target),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Ok(("sqlite::memory:".into(), Backend::Sqlite, None));
+    }
+    let mut params: Vec<&str> = query.split('&').filter(|q| !q.is_empty()).collect();
+    if !params.iter().any(|q| q.starts_with("mode=")) {
+        params.push("mode=rwc");
+    }
+    let file = std::path::PathBuf::from(path);
+    Ok((
+        format!("sqlite://{path}?{}", params.join("&")),
+        Backend::Sqlite,
+        Some(file),
+    ))
+}
+
 /// Connects and applies migrations.
 pub async fn connect(url: &str) -> anyhow::Result<(Pool, Backend)> {
     sqlx::any::install_default_drivers();
-    let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Backend::Postgres
-    } else if url.starts_with("sqlite:") {
-        Backend::Sqlite
-    } else {
-        anyhow::bail!("unsupported database URL (use postgres://… or sqlite:…)");
-    };
-    if backend == Backend::Sqlite {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .and_then(|p| p.split('?').next())
-        {
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
+    let (url, backend, file) = normalise_url(url)?;
+    let url = url.as_str();
+    if let Some(dir) = file
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)?;
     }
     // SQLite allows one writer: a single connection serialises writes instead of failing them
     // with SQLITE_BUSY under concurrent clients.
@@ -98,7 +130,7 @@ pub async fn connect(url: &str) -> anyhow::Result<(Pool, Backend)> {
             SQLITE_MIGRATIONS.run(&pool).await?
         }
     }
-    experiments::ensure_default(&pool).await?;
+
     Ok((pool, backend))
 }
 
@@ -177,5 +209,50 @@ pub fn metric_value_json(value: f64, is_nan: bool) -> Value {
         json!("-Infinity")
     } else {
         json!(value)
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_read_as_mlflow_reads_them() {
+        let n = |u: &str| normalise_url(u).unwrap();
+        assert_eq!(
+            n("sqlite:///mlflow.db"),
+            (
+                "sqlite://mlflow.db?mode=rwc".into(),
+                Backend::Sqlite,
+                Some("mlflow.db".into())
+            )
+        );
+        assert_eq!(
+            n("sqlite:////srv/m/mlflow.db").0,
+            "sqlite:///srv/m/mlflow.db?mode=rwc"
+        );
+        assert_eq!(n("sqlite:///a/b.db?mode=ro").0, "sqlite://a/b.db?mode=ro");
+        assert_eq!(
+            n("sqlite://loanctl-data/r.db?mode=rwc").0,
+            "sqlite://loanctl-data/r.db?mode=rwc"
+        );
+        assert_eq!(n("sqlite://").0, "sqlite::memory:");
+        assert_eq!(n("sqlite:///:memory:").0, "sqlite::memory:");
+        for pg in [
+            "postgresql://u@h/db",
+            "postgresql+psycopg2://u@h/db",
+            "postgres://u@h/db",
+        ] {
+            assert_eq!(n(pg), ("postgres://u@h/db".into(), Backend::Postgres, None));
+        }
+        assert!(normalise_url("mysql://x").is_err());
+        assert_eq!(
+            sqlite_url(std::path::Path::new("/a/b.db")),
+            "sqlite:////a/b.db"
+        );
+        assert_eq!(
+            n(&sqlite_url(std::path::Path::new("/a/b.db"))).2,
+            Some("/a/b.db".into())
+        );
     }
 }

@@ -59,7 +59,7 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
     let dir = std::env::temp_dir().join(format!("registry-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = match db {
-        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("registry.db").display()),
+        Db::Sqlite => model_registry::store::sqlite_url(&dir.join("registry.db")),
         Db::Postgres => test_support::fresh_postgres("registry_test").await,
     };
     // The auth files spawn_app_with_auth names (harmless when unused).

@@ -3,6 +3,7 @@
 mod artifacts;
 mod auth;
 mod border;
+mod cli;
 mod helpers;
 mod hostile;
 mod registry;
