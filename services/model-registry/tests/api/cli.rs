@@ -48,6 +48,7 @@ fn start(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the registry did not start: {:?}", lines.join().unwrap());
 }
 
