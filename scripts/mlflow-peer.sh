@@ -22,7 +22,7 @@ cargo build --release -p model-registry
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 set +e
-PY="$PWD/$PY" PEER_WORK="$work" \
+PY="$PWD/$PY" PEER_WORK="$work/run" \
 PEER_SERVER_CMD="$PWD/target/release/model-registry --host 127.0.0.1 --port {port} --backend-store-uri {backend_uri} --default-artifact-root {artifact_root} --artifacts-destination {artifacts_destination}" \
   "$PEER_DIR/run_peer_tests.sh" cmd | tee "$work/summary.txt"
 set -e

@@ -9,19 +9,7 @@ use crate::on_both_backends;
 
 /// A model `m` with versions 1 and 2 and `champion` on version 2.
 async fn model_with_champion_on_2(app: &TestApp) {
-    app.post("/registered-models/create", json!({"name": "m"}))
-        .await;
-    let exp = app.create_experiment("e").await;
-    let run = app.create_run(&exp).await;
-    for _ in 0..2 {
-        let (s, v) = app
-            .post(
-                "/model-versions/create",
-                json!({"name": "m", "source": format!("runs:/{run}/model"), "run_id": run}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-    }
+    app.model_with_versions("m", 2).await;
     let (s, _) = app
         .post(
             "/registered-models/alias",

@@ -165,6 +165,25 @@ impl TestApp {
         v["experiment_id"].as_str().unwrap().to_string()
     }
 
+    /// A registered model `name` with versions 1..=n, each from a run of experiment `e`.
+    pub async fn model_with_versions(&self, name: &str, n: usize) {
+        let (s, v) = self
+            .post("/registered-models/create", serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let exp = self.create_experiment("e").await;
+        let run = self.create_run(&exp).await;
+        for _ in 0..n {
+            let (s, v) = self
+                .post(
+                    "/model-versions/create",
+                    serde_json::json!({"name": name, "source": format!("runs:/{run}/model"), "run_id": run}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    }
+
     pub async fn create_run(&self, experiment_id: &str) -> String {
         let (s, v) = self
             .post(

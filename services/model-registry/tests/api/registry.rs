@@ -38,19 +38,7 @@ on_both_backends!(
 
 async fn aliases_stages_and_errors(db: Db) {
     let app = spawn_app(db).await;
-    app.post("/registered-models/create", json!({"name": "m"}))
-        .await;
-    let exp = app.create_experiment("e").await;
-    let run = app.create_run(&exp).await;
-    for _ in 0..2 {
-        let (s, v) = app
-            .post(
-                "/model-versions/create",
-                json!({"name": "m", "source": format!("runs:/{run}/model"), "run_id": run}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-    }
+    app.model_with_versions("m", 2).await;
     let (s, _) = app
         .post(
             "/registered-models/alias",
