@@ -168,7 +168,10 @@ impl TestApp {
     /// A registered model `name` with versions 1..=n, each from a run of experiment `e`.
     pub async fn model_with_versions(&self, name: &str, n: usize) {
         let (s, v) = self
-            .post("/registered-models/create", serde_json::json!({"name": name}))
+            .post(
+                "/registered-models/create",
+                serde_json::json!({"name": name}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let exp = self.create_experiment("e").await;
