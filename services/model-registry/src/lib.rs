@@ -10,6 +10,7 @@ pub mod moves;
 pub mod params;
 pub mod routes;
 pub mod search;
+pub mod search_sql;
 pub mod startup;
 pub mod store;
 pub mod ui;

@@ -13,6 +13,8 @@ use crate::store::{self, Backend, Pool};
 /// Shared by every request.
 pub struct AppState {
     pub pool: Pool,
+    /// For searches: a pool of reading connections on SQLite files, `pool` otherwise.
+    pub reader: Pool,
     pub backend: Backend,
     pub artifacts: ArtifactStore,
     pub settings: Settings,
@@ -30,12 +32,16 @@ impl Application {
         let (pool, backend) = store::connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database: {e:#}"))?;
-        Application::with_pool(settings, pool, backend).await
+        let reader = store::reader(&url, backend, &pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database for reading: {e:#}"))?;
+        Application::with_pool(settings, pool, reader, backend).await
     }
 
     pub async fn with_pool(
         settings: Settings,
         pool: Pool,
+        reader: Pool,
         backend: Backend,
     ) -> anyhow::Result<Application> {
         let mut artifacts = ArtifactStore::new(&settings.artifact_root()).map_err(|e| {
@@ -83,6 +89,7 @@ impl Application {
         let shutdown = settings.shutdown_timeout;
         let state = web::Data::new(AppState {
             pool,
+            reader,
             backend,
             artifacts,
             settings,

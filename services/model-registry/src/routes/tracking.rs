@@ -352,14 +352,20 @@ pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
         ascending: true,
     });
     let view = View::parse(p.opt_str("run_view_type")?.as_deref(), "run_view_type")?;
-    let items = runs::list_runs(&s.pool, &ids, view).await?;
-    let (page, next) = search::select(
-        items,
-        &clauses,
-        &order,
-        p.opt_str("page_token")?.as_deref(),
-        max,
-    )?;
+    let token = p.opt_str("page_token")?;
+    let offset = search::decode_token(token.as_deref())?;
+    let (page, next) = match runs::search_page(
+        &s.reader, s.backend, &ids, view, &clauses, &order, offset, max,
+    )
+    .await?
+    {
+        Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
+        // A filter SQL cannot say exactly: the runs are searched in memory.
+        None => {
+            let items = runs::list_runs(&s.reader, &ids, view).await?;
+            search::select(items, &clauses, &order, token.as_deref(), max)?
+        }
+    };
     ok(search::page_body(
         "runs",
         page.iter().map(runs::Run::json).collect(),

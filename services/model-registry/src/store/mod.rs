@@ -134,6 +134,30 @@ pub async fn connect(url: &str) -> anyhow::Result<(Pool, Backend)> {
     Ok((pool, backend))
 }
 
+/// A pool for searches. SQLite allows one writer but, in WAL mode, many readers beside it: a
+/// file database gets a second pool of reading connections, so that concurrent searches run on
+/// both cores instead of queueing behind writes on the single writing connection. PostgreSQL
+/// and in-memory SQLite share `pool`.
+pub async fn reader(url: &str, backend: Backend, pool: &Pool) -> anyhow::Result<Pool> {
+    let (url, _, file) = normalise_url(url)?;
+    if backend != Backend::Sqlite || file.is_none() {
+        return Ok(pool.clone());
+    }
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    Ok(AnyPoolOptions::new()
+        .max_connections(readers as u32)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // Reading only: a write through this pool is refused, not raced.
+                sqlx::query("PRAGMA query_only = ON").execute(conn).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?)
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -148,6 +172,22 @@ pub fn placeholders(from: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Binds search values in order.
+pub fn bind_args<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &[crate::search_sql::Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    use crate::search_sql::Arg;
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.clone()),
+            Arg::Real(n) => q.bind(*n),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
 }
 
 pub fn get_str(row: &AnyRow, col: &str) -> Result<String> {

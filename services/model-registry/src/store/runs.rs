@@ -3,11 +3,12 @@
 use serde_json::{json, Value};
 
 use super::{
-    get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms, placeholders, Pool,
-    View,
+    bind_args, get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms,
+    placeholders, Backend, Pool, View,
 };
 use crate::error::{invalid, RegistryError, Result};
-use crate::search::{self, Field, Searchable};
+use crate::search::{self, Clause, Field, OrderBy, Searchable};
+use crate::search_sql::{self, Arg, Kind, Shape};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -236,7 +237,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Run> {
 }
 
 /// Loads params, tags, latest metrics, inputs and outputs for runs, in one query per table.
-async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[i64]) -> Result<()> {
+async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -261,14 +262,10 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[i64]) ->
     for (table, select) in tables {
         let sql =
             format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope} ORDER BY t.run_id");
-        let mut q = sqlx::query(&sql);
-        if scope_args.is_empty() {
-            q = q.bind(runs[0].run_id.clone());
-        }
-        for a in scope_args {
-            q = q.bind(*a);
-        }
-        for row in q.fetch_all(pool).await? {
+        for row in bind_args(sqlx::query(&sql), scope_args)
+            .fetch_all(pool)
+            .await?
+        {
             let Some(&i) = index.get(&get_str(&row, "run_id")?) else {
                 continue;
             };
@@ -311,7 +308,13 @@ pub async fn get_run(pool: &Pool, run_id: &str) -> Result<Run> {
         .await?
         .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))?;
     let mut runs = vec![from_row(&row)?];
-    fill(pool, &mut runs, "r.run_id = $1", &[]).await?;
+    fill(
+        pool,
+        &mut runs,
+        "r.run_id = $1",
+        &[Arg::Text(run_id.into())],
+    )
+    .await?;
     Ok(runs.remove(0))
 }
 
@@ -342,7 +345,95 @@ pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: View) -> Resul
     }
     let rows = q.fetch_all(pool).await?;
     let mut runs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-    fill(pool, &mut runs, &scope, experiment_ids).await?;
+    let args: Vec<Arg> = experiment_ids.iter().map(|i| Arg::Int(*i)).collect();
+    fill(pool, &mut runs, &scope, &args).await?;
+    Ok(runs)
+}
+
+/// How runs' fields map to SQL, for searches the database answers.
+const SHAPE: Shape = Shape {
+    key: "r.run_id",
+    fk: "run_id",
+    metrics: Some("latest_metrics"),
+    params: Some("params"),
+    tags: Some("tags"),
+    attrs: &[
+        ("run_id", "r.run_id", Kind::Text),
+        ("run_name", "r.run_name", Kind::Text),
+        ("status", "r.status", Kind::Text),
+        ("user_id", "r.user_id", Kind::Text),
+        ("artifact_uri", "r.artifact_uri", Kind::Text),
+        ("lifecycle_stage", "r.lifecycle_stage", Kind::Text),
+        ("start_time", "r.start_time", Kind::Number),
+        ("end_time", "r.end_time", Kind::OptNumber),
+    ],
+};
+
+/// One page of a runs search, filtered, ordered and cut by the database: the runs from
+/// `offset`, at most `max`, and whether more follow. `None` when the filter or the order has a
+/// term SQL cannot say exactly (see [`crate::search_sql`]); the caller then searches in memory.
+#[allow(clippy::too_many_arguments)]
+pub async fn search_page(
+    pool: &Pool,
+    backend: Backend,
+    experiment_ids: &[i64],
+    view: View,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(Vec<Run>, bool)>> {
+    if experiment_ids.is_empty() {
+        return Ok(Some((Vec::new(), false)));
+    }
+    let Some(sql) = search_sql::translate(&SHAPE, clauses, order, backend, 1) else {
+        return Ok(None);
+    };
+    let mut args = sql.args;
+    let scope_from = args.len() + 1;
+    args.extend(experiment_ids.iter().map(|i| Arg::Int(*i)));
+    let stage = match view.stage() {
+        Some(stage) => format!(" AND r.lifecycle_stage = '{stage}'"),
+        None => String::new(),
+    };
+    let statement = format!(
+        "SELECT r.run_id FROM runs r{} WHERE r.experiment_id IN ({}){stage} AND {} ORDER BY {} LIMIT {} OFFSET {}",
+        sql.joins,
+        placeholders(scope_from, experiment_ids.len()),
+        sql.condition,
+        sql.order,
+        max.saturating_add(1),
+        offset
+    );
+    let rows = bind_args(sqlx::query(&statement), &args)
+        .fetch_all(pool)
+        .await?;
+    let mut ids = rows
+        .iter()
+        .map(|r| get_str(r, "run_id"))
+        .collect::<Result<Vec<_>>>()?;
+    let more = ids.len() > max;
+    ids.truncate(max);
+    Ok(Some((runs_by_id(pool, &ids).await?, more)))
+}
+
+/// Runs by id, fully loaded, in the order of `ids`.
+async fn runs_by_id(pool: &Pool, ids: &[String]) -> Result<Vec<Run>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scope = format!("r.run_id IN ({})", placeholders(1, ids.len()));
+    let args: Vec<Arg> = ids.iter().map(|i| Arg::Text(i.clone())).collect();
+    let sql = format!("SELECT {COLUMNS} FROM runs r WHERE {scope}");
+    let rows = bind_args(sqlx::query(&sql), &args).fetch_all(pool).await?;
+    let mut runs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    fill(pool, &mut runs, &scope, &args).await?;
+    let position: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    runs.sort_by_key(|r| position.get(r.run_id.as_str()).copied());
     Ok(runs)
 }
 

@@ -7,5 +7,6 @@ mod cli;
 mod helpers;
 mod hostile;
 mod registry;
+mod search;
 mod tracking;
 mod ui;
