@@ -107,6 +107,12 @@ impl Application {
                 };
             }
             App::new()
+                // As `mlflow server` answers: no response is sniffed into another type (an
+                // uploaded artifact is never run as a page).
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+                )
                 .wrap(actix_web::middleware::from_fn(crate::params::refuse_nul))
                 .wrap(actix_web::middleware::from_fn(crate::auth::require))
                 // Before credentials are looked at: a page in a browser holding cached Basic

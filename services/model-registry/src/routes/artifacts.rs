@@ -61,12 +61,56 @@ pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
         .map_err(|e| {
             crate::error::RegistryError::Unexpected(anyhow::anyhow!("cannot open artifact: {e}"))
         })?
-        .set_content_type(mime_guess::from_path(&file).first_or_octet_stream())
+        .set_content_type(mime_type(&name))
         .set_content_disposition(ContentDisposition {
             disposition: DispositionType::Attachment,
             parameters: vec![DispositionParam::Filename(name)],
         });
     Ok(named.into_response(&req))
+}
+
+/// Extensions (or whole names, for files without one) MLflow serves as `text/plain`.
+const TEXT: [&str; 26] = [
+    "txt",
+    "log",
+    "err",
+    "cfg",
+    "conf",
+    "cnf",
+    "cf",
+    "ini",
+    "properties",
+    "prop",
+    "hocon",
+    "toml",
+    "yaml",
+    "yml",
+    "xml",
+    "json",
+    "js",
+    "py",
+    "py3",
+    "csv",
+    "tsv",
+    "md",
+    "rst",
+    "mlmodel",
+    "mlproject",
+    "jsonnet",
+];
+
+/// The type a download is served with, as MLflow chooses it: its text files as `text/plain`,
+/// others by extension, `application/octet-stream` when unknown. The request never picks it.
+fn mime_type(name: &str) -> mime_guess::Mime {
+    let ext = match name.rsplit_once('.') {
+        Some((_, ext)) if !ext.is_empty() => ext,
+        _ => name,
+    }
+    .to_ascii_lowercase();
+    if TEXT.contains(&ext.as_str()) {
+        return mime_guess::mime::TEXT_PLAIN;
+    }
+    mime_guess::from_ext(&ext).first_or_octet_stream()
 }
 
 pub async fn delete(req: HttpRequest, s: web::Data<AppState>) -> Resp {

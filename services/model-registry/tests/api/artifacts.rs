@@ -135,3 +135,42 @@ on_both_backends!(
     traversal_in_every_form_is_refused,
     traversal_in_every_form_is_refused
 );
+
+/// Downloads carry the type MLflow gives them (its text files, `MLmodel` and `MLproject`
+/// included, as `text/plain`; what it cannot name as `application/octet-stream`) and
+/// `X-Content-Type-Options: nosniff`, so that a browser never runs an uploaded file as a page.
+async fn downloads_are_typed_and_not_sniffed(db: Db) {
+    let app = spawn_app(db).await;
+    for (name, expected) in [
+        ("a.txt", "text/plain"),
+        ("MLmodel", "text/plain"),
+        ("mlproject", "text/plain"),
+        ("conf.yaml", "text/plain"),
+        ("b.pkl", "application/octet-stream"),
+        ("c.png", "image/png"),
+        ("d.pdf", "application/pdf"),
+    ] {
+        let path = format!("{A}/1/run/artifacts/{name}");
+        let (s, _) = app
+            .raw(Method::PUT, &path, b"<html>x</html>".to_vec())
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let r = app
+            .client
+            .get(app.url(&path))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let h = r.headers();
+        let ct = h["content-type"].to_str().unwrap();
+        assert!(ct.starts_with(expected), "{name}: {ct}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{name}");
+    }
+}
+
+on_both_backends!(
+    downloads_are_typed_and_not_sniffed,
+    downloads_are_typed_and_not_sniffed
+);
