@@ -563,9 +563,12 @@ pub async fn log_batch(
     for m in metrics {
         let is_nan = m.value.is_nan();
         let value = if is_nan { 0.0 } else { m.value };
+        // A point identical to one already logged (key, value, step, timestamp) is kept once,
+        // as MLflow's store keeps it.
         sqlx::query(
             "INSERT INTO metrics (run_id, key, value, is_nan, timestamp, step, model_id, dataset_name, dataset_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM metrics \
+             WHERE run_id = $1 AND key = $2 AND value = $3 AND is_nan = $4 AND timestamp = $5 AND step = $6)",
         )
         .bind(run_id)
         .bind(&m.key)

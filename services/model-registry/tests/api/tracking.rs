@@ -329,3 +329,46 @@ on_both_backends!(
     unknown_routes_are_json_404_and_wrong_methods_405,
     unknown_routes_are_json_404_and_wrong_methods_405
 );
+
+/// A metric point logged twice (same key, value, step and timestamp; xgboost's autolog sends
+/// its first point twice) is kept once, as MLflow's store keeps it; a point that differs in any
+/// of them is kept.
+async fn identical_metric_points_are_kept_once(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("dup-points").await;
+    let run = app.create_run(&exp).await;
+    for (value, step, ts) in [
+        (0.5, 0, 10),
+        (0.5, 0, 10),
+        (0.5, 0, 11),
+        (0.6, 0, 10),
+        (0.5, 1, 10),
+    ] {
+        let (s, _) = app
+            .post(
+                "/runs/log-metric",
+                json!({"run_id": run, "key": "auc", "value": value, "timestamp": ts, "step": step}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, v) = app
+        .post(
+            "/runs/log-batch",
+            json!({"run_id": run, "metrics": [{"key": "auc", "value": 0.5, "timestamp": 10, "step": 0}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app
+        .get(
+            "/metrics/get-history",
+            &[("run_id", &run), ("metric_key", "auc")],
+        )
+        .await;
+    assert_eq!(v["metrics"].as_array().unwrap().len(), 4, "{v}");
+}
+
+on_both_backends!(
+    identical_metric_points_are_kept_once,
+    identical_metric_points_are_kept_once
+);
