@@ -62,6 +62,8 @@ pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
             crate::error::RegistryError::Unexpected(anyhow::anyhow!("cannot open artifact: {e}"))
         })?
         .set_content_type(mime_type(&name))
+        // The type exactly as MLflow sends it (`text/plain`, no charset added).
+        .prefer_utf8(false)
         .set_content_disposition(ContentDisposition {
             disposition: DispositionType::Attachment,
             parameters: vec![DispositionParam::Filename(name)],

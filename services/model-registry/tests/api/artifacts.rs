@@ -165,7 +165,7 @@ async fn downloads_are_typed_and_not_sniffed(db: Db) {
         assert_eq!(r.status(), StatusCode::OK);
         let h = r.headers();
         let ct = h["content-type"].to_str().unwrap();
-        assert!(ct.starts_with(expected), "{name}: {ct}");
+        assert_eq!(ct, expected, "{name}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{name}");
     }
 }
