@@ -91,8 +91,26 @@ fn real_path(p: &Path) -> std::io::Result<PathBuf> {
     Ok(real)
 }
 
-/// The relative path of an `mlflow-artifacts:/…` URI on this server.
+/// The proxy's route, as `mlflow server` records it in artifact URIs when its default artifact
+/// root is its own URL (`http://host:port/api/2.0/mlflow-artifacts/artifacts`).
+const HTTP_PROXY_ROUTE: &str = "api/2.0/mlflow-artifacts/artifacts";
+
+/// The relative path, under this server's artifact root, of an `mlflow-artifacts:/…` URI or of
+/// the proxy's own URL (`http(s)://host/api/2.0/mlflow-artifacts/artifacts/…`). Other URIs
+/// (`file://`, `s3://`, paths) are the client's business: the server never reads them.
 pub fn uri_to_relative(uri: &str) -> Result<String> {
+    if let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        if let Some((_, path)) = rest.split_once('/') {
+            if let Some(sub) = path.strip_prefix(HTTP_PROXY_ROUTE) {
+                if sub.is_empty() || sub.starts_with('/') {
+                    return check_relative(sub.trim_start_matches('/'));
+                }
+            }
+        }
+    }
     let Some(rest) = uri.strip_prefix(SCHEME) else {
         return invalid(format!(
             "Invalid artifact URI '{uri}': only {SCHEME}/… URIs are served here"
@@ -332,6 +350,18 @@ mod tests {
             "1/r/artifacts"
         );
         assert!(uri_to_relative("mlflow-artifacts://other-host/1").is_err());
+        assert_eq!(
+            uri_to_relative(
+                "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts"
+            )
+            .unwrap(),
+            "0/r/artifacts"
+        );
+        assert!(
+            uri_to_relative("http://h/api/2.0/mlflow-artifacts/artifacts/0/../../etc").is_err()
+        );
+        assert!(uri_to_relative("http://h/api/2.0/mlflow-artifacts/artifactsX/a").is_err());
+        assert!(uri_to_relative("http://h/other/a").is_err());
         assert!(uri_to_relative("file:///tmp").is_err());
         assert!(uri_to_relative("mlflow-artifacts:/1/../../x").is_err());
     }

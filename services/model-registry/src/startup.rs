@@ -139,6 +139,10 @@ impl Application {
                     web::get().to(routes::server_info),
                 )
                 .route("/health", web::get().to(routes::health))
+                .route(
+                    "/get-artifact",
+                    web::get().to(routes::artifacts::get_run_artifact),
+                )
                 .route("/metrics", web::get().to(routes::metrics))
                 .route("/version", web::get().to(routes::version))
                 .configure(crate::ui::configure)

@@ -50,8 +50,24 @@ pub async fn upload(req: HttpRequest, payload: web::Payload, s: web::Data<AppSta
 }
 
 pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
-    let path = raw_path(&req);
-    let file = s.artifacts.file(&path)?;
+    serve(&req, &s, &raw_path(&req)).await
+}
+
+/// `GET /get-artifact?run_id=…&path=…`, the UI's download of one run artifact: served from this
+/// server's store when the run's artifacts are there (400 for a run whose artifacts are the
+/// client's, such as a `file://` location).
+pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp {
+    let p = crate::params::Params::from_request(&req, &[])?;
+    let run =
+        crate::store::runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
+    let root = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
+    let sub = crate::artifacts::check_relative(&p.str("path")?)?;
+    serve(&req, &s, &format!("{root}/{sub}")).await
+}
+
+/// One stored file, typed as MLflow types it, as an attachment.
+async fn serve(req: &HttpRequest, s: &AppState, path: &str) -> Resp {
+    let file = s.artifacts.file(path)?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -68,7 +84,7 @@ pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
             disposition: DispositionType::Attachment,
             parameters: vec![DispositionParam::Filename(name)],
         });
-    Ok(named.into_response(&req))
+    Ok(named.into_response(req))
 }
 
 /// Extensions (or whole names, for files without one) MLflow serves as `text/plain`.

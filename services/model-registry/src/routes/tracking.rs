@@ -22,18 +22,41 @@ fn experiment_name(p: &Params, key: &str) -> Result<String> {
     Ok(name)
 }
 
+/// An experiment's artifact location as MLflow records it: a URI as given (`s3://…`,
+/// `file:///…`, `mlflow-artifacts:/…`, the proxy's URL), a path as a `file://` URI, relative to
+/// the server's working directory. Recording is not serving: the server reads and writes only
+/// under its own artifact root (`uri_to_relative`); other locations are the client's to use.
+fn experiment_location(location: &str) -> Result<String> {
+    if location.contains('\0') || location.len() > 4096 {
+        return invalid("Invalid artifact location".to_string());
+    }
+    let is_uri = location
+        .split_once(':')
+        .is_some_and(|(scheme, _)| scheme.len() > 1 && !scheme.contains('/'));
+    if location.starts_with(crate::artifacts::SCHEME) || location.contains("/mlflow-artifacts/") {
+        // On this server's own store: refused when it would escape the root.
+        crate::artifacts::uri_to_relative(location)?;
+        return Ok(location.to_string());
+    }
+    if is_uri {
+        return Ok(location.to_string());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        crate::error::RegistryError::Unexpected(anyhow::anyhow!("no working directory: {e}"))
+    })?;
+    url::Url::from_file_path(cwd.join(location))
+        .map(String::from)
+        .or_else(|_| invalid(format!("Invalid artifact location '{location}'")))
+}
+
 pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
     let name = experiment_name(&p, "name")?;
-    let location = match p.opt_str("artifact_location")?.filter(|l| !l.is_empty()) {
-        // Only locations inside this server's artifact root: never a path or URI of the
-        // server's filesystem (MLflow's CVE-2023-6909 class).
-        Some(l) => {
-            crate::artifacts::uri_to_relative(&l)?;
-            Some(l)
-        }
-        None => None,
-    };
+    let location = p
+        .opt_str("artifact_location")?
+        .filter(|l| !l.is_empty())
+        .map(|l| experiment_location(&l))
+        .transpose()?;
     let tags = p.key_values("tags", params::MAX_EXPERIMENT_TAG_VALUE)?;
     let root = s.settings.experiment_artifact_root();
     let id =

@@ -49,17 +49,17 @@ on_both_backends!(
     experiments_create_get_duplicate_and_search
 );
 
+/// Locations are recorded as MLflow records them (URIs as given, paths as `file://` URIs from
+/// the working directory), but the server only reads and writes under its own root: a location
+/// on its own store that escapes the root is refused, and a run elsewhere is not served.
 async fn artifact_locations_outside_the_root_are_refused(db: Db) {
     let app = spawn_app(db).await;
     for loc in [
-        "file:///etc",
-        "/etc",
-        "../../x",
         "mlflow-artifacts:/../../x",
-        "s3://bucket/x",
         "mlflow-artifacts://evil-host/x",
         "mlflow-artifacts:/a#b",
         "mlflow-artifacts:/a?b=1",
+        "http://127.0.0.1:1/api/2.0/mlflow-artifacts/artifacts/../../x",
     ] {
         let (s, v) = app
             .post(
@@ -69,13 +69,48 @@ async fn artifact_locations_outside_the_root_are_refused(db: Db) {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{loc}: {v}");
     }
-    let (s, _) = app
-        .post(
-            "/experiments/create",
-            json!({"name": "fine", "artifact_location": "mlflow-artifacts:/team/risk"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    let cwd = std::env::current_dir().unwrap();
+    for (i, (loc, recorded)) in [
+        (
+            "mlflow-artifacts:/team/risk",
+            "mlflow-artifacts:/team/risk".to_string(),
+        ),
+        ("s3://bucket/x", "s3://bucket/x".into()),
+        ("file:///etc", "file:///etc".into()),
+        ("/etc", "file:///etc".into()),
+        (
+            "my_location",
+            format!("file://{}/my_location", cwd.display()),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, v) = app
+            .post(
+                "/experiments/create",
+                json!({"name": format!("ok-{i}"), "artifact_location": loc}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{loc}: {v}");
+        let id = v["experiment_id"].as_str().unwrap().to_string();
+        let (_, v) = app.get("/experiments/get", &[("experiment_id", &id)]).await;
+        assert_eq!(v["experiment"]["artifact_location"], recorded.as_str());
+        if loc.ends_with("etc") {
+            // Recorded, never served: the server does not read /etc for a run there.
+            let run = app.create_run(&id).await;
+            let (s, v) = app.get("/artifacts/list", &[("run_id", &run)]).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{loc}: {v}");
+            let r = app
+                .client
+                .get(app.url("/get-artifact"))
+                .query(&[("run_id", run.as_str()), ("path", "passwd")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{loc}");
+        }
+    }
 }
 on_both_backends!(
     artifact_locations_outside_the_root_are_refused,
