@@ -145,15 +145,23 @@ pub async fn delete_registered_model_tag(
     ok(json!({}))
 }
 
-/// A version's `source` must point into this server's artifact store: `models:/m-…` (a logged
-/// model), `runs:/<run>/<path>`, or `mlflow-artifacts:/…`. Local paths, `file://` and other
-/// schemes are refused (MLflow's CVE-2023-1177 / CVE-2024-1483 class).
+/// Checks a version's `source` as `mlflow server` 3.17 does, and returns the run id the version
+/// records (from the request, or from a logged model's source run).
+/// - `models:/m-…`: the logged model must exist and be the request's `model_id`.
+/// - `runs:/<run>/<path>`: the run in the source must be the request's `run_id`, if one is given.
+/// - a local path or `file://` URI: only inside the artifact directory of the run named by
+///   `run_id`, and only when that run's artifacts are local.
+/// - any other URI: no `..` segment.
+///
+/// Recording a source is not serving it: the server reads artifacts only under its own root
+/// (`uri_to_relative`), so a version whose source is elsewhere is the client's to download
+/// (MLflow's CVE-2023-1177 / CVE-2024-1483 class cannot reach the server's files).
 async fn check_source(
     s: &AppState,
     source: &str,
     run_id: &str,
     model_id: Option<&str>,
-) -> Result<()> {
+) -> Result<String> {
     if let Some(rest) = source.strip_prefix("models:/") {
         let id = rest.split('/').next().unwrap_or("");
         if !id.starts_with("m-") {
@@ -163,20 +171,78 @@ async fn check_source(
             Some(m) if m == id => {}
             _ => return invalid("The model_id request parameter must identify the resource that contains the source"),
         }
-        logged_models::get_logged_model(&s.pool, id).await?;
+        let model = logged_models::get_logged_model(&s.pool, id).await?;
         crate::artifacts::check_relative(rest.split_once('/').map_or("", |(_, p)| p))?;
-        return Ok(());
+        // MLflow 3 records the logged model's source run, so that a search by run finds it.
+        return Ok(if run_id.is_empty() {
+            model.source_run_id.unwrap_or_default()
+        } else {
+            run_id.to_string()
+        });
     }
     if let Some(rest) = source.strip_prefix("runs:/") {
         let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
         if !run_id.is_empty() && rid != run_id {
             return invalid("The run_id request parameter has to match the run ID in the source");
         }
-        runs::get_run_info(&s.pool, rid).await?;
         crate::artifacts::check_relative(path)?;
-        return Ok(());
+        return Ok(if run_id.is_empty() { rid } else { run_id }.to_string());
     }
-    crate::artifacts::uri_to_relative(source).map(|_| ())
+    if let Some(path) = local_path(source) {
+        let inside = match run_id {
+            "" => false,
+            id => {
+                let run = runs::get_run_info(&s.pool, id).await?;
+                local_path(&run.artifact_uri)
+                    .is_some_and(|dir| normalise(&path).starts_with(normalise(&dir)))
+            }
+        };
+        if !inside {
+            return invalid(
+                "To use a local path as a model version input, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id.",
+            );
+        }
+        return Ok(run_id.to_string());
+    }
+    let decoded = percent_decode(source);
+    if decoded.split(['/', '\\']).any(|part| part == "..") {
+        return invalid("If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path.");
+    }
+    Ok(run_id.to_string())
+}
+
+/// The path of a local source: `file://…` or a path with no scheme.
+fn local_path(source: &str) -> Option<std::path::PathBuf> {
+    if let Some(rest) = source.strip_prefix("file://") {
+        return Some(std::path::PathBuf::from(percent_decode(rest)));
+    }
+    let has_scheme = source
+        .split_once(':')
+        .is_some_and(|(scheme, _)| scheme.len() > 1 && !scheme.contains('/'));
+    (!has_scheme).then(|| std::path::PathBuf::from(source))
+}
+
+/// `.` and `..` resolved without touching the filesystem (`/a/b/..` is `/a`).
+fn normalise(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 pub async fn create_model_version(
@@ -189,7 +255,7 @@ pub async fn create_model_version(
     let source = p.str("source")?;
     let run_id = p.opt_str("run_id")?.unwrap_or_default();
     let model_id = p.opt_str("model_id")?.filter(|m| !m.is_empty());
-    check_source(&s, &source, &run_id, model_id.as_deref()).await?;
+    let run_id = check_source(&s, &source, &run_id, model_id.as_deref()).await?;
     let tags = p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?;
     let v = registry::insert_model_version(
         &s.pool,

@@ -120,6 +120,7 @@ async fn aliases_stages_and_errors(db: Db) {
 }
 on_both_backends!(aliases_stages_and_errors, aliases_stages_and_errors);
 
+/// Version sources are checked as `mlflow server` 3.17 checks them (see `check_source`).
 async fn version_sources_outside_the_store_are_refused(db: Db) {
     let app = spawn_app(db).await;
     app.post("/registered-models/create", json!({"name": "m"}))
@@ -133,9 +134,11 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
         "mlflow-artifacts:/../../etc".to_string(),
         format!("runs:/{run}/../../../etc"),
         format!("runs:/{run}/model#frag"),
-        "http://169.254.169.254/latest".to_string(),
         "models:/m-0000/../x".to_string(),
-        "s3://bucket/key".to_string(),
+        "s3://bucket/a/%2e%2e/key".to_string(),
+        // A local path inside the run's folder, but the run's artifacts are on this server's
+        // store, not local: refused as MLflow refuses it.
+        format!("file:///tmp/{run}/artifacts/model"),
     ] {
         let (s, v) = app
             .post(
@@ -148,11 +151,42 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
             "{source}: {s} {v}"
         );
     }
-    // A logged-model source needs its model_id.
+    // Sources elsewhere are recorded as MLflow records them; the server never reads them and
+    // the platform's client downloads only from this server's store.
+    for (i, source) in ["s3://bucket/key", "http://169.254.169.254/latest"]
+        .iter()
+        .enumerate()
+    {
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": "m", "source": source}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{source}: {v}");
+        let (_, v) = app
+            .get(
+                "/model-versions/get-download-uri",
+                &[("name", "m"), ("version", &(i + 1).to_string())],
+            )
+            .await;
+        assert_eq!(v["artifact_uri"], *source);
+    }
+    // A runs:/ source names its run; the run need not be stored here (MLflow 3.17 does not
+    // look), but a different run_id in the request is refused.
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "m", "source": "runs:/elsewhere/model"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["model_version"]["run_id"], "elsewhere");
+    // A logged-model source needs its model_id, and the version records the model's run.
     let (_, v) = app
         .post(
             "/logged-models",
-            json!({"experiment_id": exp, "name": "model"}),
+            json!({"experiment_id": exp, "name": "model", "source_run_id": run}),
         )
         .await;
     let id = v["model"]["info"]["model_id"].as_str().unwrap().to_string();
@@ -170,10 +204,19 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["model_version"]["version"], "4");
+    assert_eq!(v["model_version"]["run_id"], run.as_str());
+    let (_, v) = app
+        .get(
+            "/model-versions/search",
+            &[("filter", &format!("run_id = '{run}'"))],
+        )
+        .await;
+    assert_eq!(v["model_versions"][0]["version"], "4", "{v}");
     let (_, v) = app
         .get(
             "/model-versions/get-download-uri",
-            &[("name", "m"), ("version", "1")],
+            &[("name", "m"), ("version", "4")],
         )
         .await;
     assert_eq!(
