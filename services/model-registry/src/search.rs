@@ -208,9 +208,8 @@ fn field_of(ident: &str, entity: Entity) -> Result<Field> {
             Field::Param(key)
         }
         "tag" | "tags" => Field::Tag(key),
-        "attribute" | "attributes" | "attr" | "run" if entity == Entity::Runs => {
-            Field::Attribute(attr_name(&key))
-        }
+        "attribute" | "attributes" | "attr" => Field::Attribute(attr_name(&key)),
+        "run" if entity == Entity::Runs => Field::Attribute(attr_name(&key)),
         "dataset" | "datasets" if entity == Entity::Runs => Field::Dataset(key),
         "" => Field::Attribute(attr_name(&key)),
         _ => {
@@ -642,6 +641,25 @@ mod tests {
         fn field(&self, f: &Field) -> Option<Value> {
             self.0.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone())
         }
+    }
+
+    #[test]
+    fn attribute_prefixes_work_for_every_entity() {
+        for entity in [
+            Entity::Experiments,
+            Entity::RegisteredModels,
+            Entity::ModelVersions,
+        ] {
+            for prefix in ["attribute", "attributes", "attr"] {
+                let c = parse_filter(&format!("{prefix}.name = 'x'"), entity).unwrap();
+                assert_eq!(
+                    c[0].field,
+                    Field::Attribute("name".into()),
+                    "{prefix} {entity:?}"
+                );
+            }
+        }
+        assert!(parse_filter("run.name = 'x'", Entity::Experiments).is_err());
     }
 
     #[test]

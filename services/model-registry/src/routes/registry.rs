@@ -317,6 +317,13 @@ pub async fn search_model_versions(
         Entity::ModelVersions,
     )?;
     let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::ModelVersions)?;
+    // MLflow's default: the most recently updated first; then name, then newest version.
+    if order.is_empty() {
+        order.push(search::OrderBy {
+            field: search::Field::Attribute("last_updated_timestamp".into()),
+            ascending: false,
+        });
+    }
     order.push(search::OrderBy {
         field: search::Field::Attribute("name".into()),
         ascending: true,

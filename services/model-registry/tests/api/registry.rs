@@ -228,3 +228,40 @@ on_both_backends!(
     version_sources_outside_the_store_are_refused,
     version_sources_outside_the_store_are_refused
 );
+
+/// With no `order_by`, versions come most recently updated first, as in MLflow.
+async fn versions_search_defaults_to_most_recently_updated(db: Db) {
+    let app = spawn_app(db).await;
+    for name in ["b", "a"] {
+        app.post("/registered-models/create", json!({"name": name}))
+            .await;
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": name, "source": "mlflow-artifacts:/0/x/artifacts/model"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let r = app
+        .client
+        .patch(app.url("/api/2.0/mlflow/model-versions/update"))
+        .json(&json!({"name": "b", "version": "1", "description": "touched"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, v) = app.get("/model-versions/search", &[]).await;
+    let names: Vec<&str> = v["model_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b", "a"], "{v}");
+}
+on_both_backends!(
+    versions_search_defaults_to_most_recently_updated,
+    versions_search_defaults_to_most_recently_updated
+);
