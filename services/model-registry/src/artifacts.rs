@@ -35,12 +35,8 @@ pub struct FileInfo {
 
 /// Checks a relative artifact path and returns its normalised form ("" is the root).
 pub fn check_relative(path: &str) -> Result<String> {
-    let bad = || {
-        invalid(format!(
-            "Invalid path: '{}'",
-            path.chars().take(200).collect::<String>()
-        ))
-    };
+    // MLflow's exact message (clients and its tests match it).
+    let bad = || invalid("Invalid path".to_string());
     if path.contains(['\0', '\\', '#', '?', '%']) || path.contains("://") {
         return bad();
     }

@@ -143,6 +143,15 @@ impl Application {
                     "/get-artifact",
                     web::get().to(routes::artifacts::get_run_artifact),
                 )
+                // MLflow's UI (and its tests) also call it with a doubled slash.
+                .route(
+                    "/model-versions/get-artifact",
+                    web::get().to(routes::artifacts::get_model_version_artifact),
+                )
+                .route(
+                    "//model-versions/get-artifact",
+                    web::get().to(routes::artifacts::get_model_version_artifact),
+                )
                 .route("/metrics", web::get().to(routes::metrics))
                 .route("/version", web::get().to(routes::version))
                 .configure(crate::ui::configure)

@@ -58,10 +58,22 @@ pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
 /// client's, such as a `file://` location).
 pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp {
     let p = crate::params::Params::from_request(&req, &[])?;
+    let sub = crate::artifacts::check_relative(&p.str("path")?)?;
     let run =
         crate::store::runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     let root = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
+    serve(&req, &s, &format!("{root}/{sub}")).await
+}
+
+/// `GET /model-versions/get-artifact?name=…&version=…&path=…`, the UI's download of one file of
+/// a model version, served from this server's store.
+pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp {
+    let p = crate::params::Params::from_request(&req, &[])?;
     let sub = crate::artifacts::check_relative(&p.str("path")?)?;
+    let version = crate::store::registry::parse_version(&p.str("version")?)?;
+    let v = crate::store::registry::get_model_version(&s.pool, &p.str("name")?, version).await?;
+    let uri = super::registry::download_uri(&s, &v.source).await?;
+    let root = crate::artifacts::uri_to_relative(&uri)?;
     serve(&req, &s, &format!("{root}/{sub}")).await
 }
 

@@ -352,18 +352,22 @@ pub async fn search_model_versions(
 pub async fn get_download_uri(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
     let v = registry::get_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
-    let uri = if let Some(rest) = v.source.strip_prefix("models:/") {
+    ok(json!({"artifact_uri": download_uri(&s, &v.source).await?}))
+}
+
+/// Where a version's files are: its source with `models:/` and `runs:/` resolved.
+pub async fn download_uri(s: &AppState, source: &str) -> Result<String> {
+    Ok(if let Some(rest) = source.strip_prefix("models:/") {
         let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
         let m = logged_models::get_logged_model(&s.pool, id).await?;
         join_uri(&m.artifact_uri, path)
-    } else if let Some(rest) = v.source.strip_prefix("runs:/") {
+    } else if let Some(rest) = source.strip_prefix("runs:/") {
         let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
         let run = runs::get_run_info(&s.pool, rid).await?;
         join_uri(&run.artifact_uri, path)
     } else {
-        v.source.clone()
-    };
-    ok(json!({"artifact_uri": uri}))
+        source.to_string()
+    })
 }
 
 fn join_uri(base: &str, path: &str) -> String {

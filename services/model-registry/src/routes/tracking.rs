@@ -23,7 +23,7 @@ fn experiment_name(p: &Params, key: &str) -> Result<String> {
 }
 
 /// An experiment's artifact location as MLflow records it: a URI as given (`s3://…`,
-/// `file:///…`, `mlflow-artifacts:/…`, the proxy's URL), a path as a `file://` URI, relative to
+/// `file:///…`, `mlflow-artifacts:/…`, the proxy's URL), a relative path made absolute from
 /// the server's working directory. Recording is not serving: the server reads and writes only
 /// under its own artifact root (`uri_to_relative`); other locations are the client's to use.
 fn experiment_location(location: &str) -> Result<String> {
@@ -44,9 +44,7 @@ fn experiment_location(location: &str) -> Result<String> {
     let cwd = std::env::current_dir().map_err(|e| {
         crate::error::RegistryError::Unexpected(anyhow::anyhow!("no working directory: {e}"))
     })?;
-    url::Url::from_file_path(cwd.join(location))
-        .map(String::from)
-        .or_else(|_| invalid(format!("Invalid artifact location '{location}'")))
+    Ok(cwd.join(location).display().to_string())
 }
 
 pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {

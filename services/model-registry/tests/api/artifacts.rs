@@ -174,3 +174,88 @@ on_both_backends!(
     downloads_are_typed_and_not_sniffed,
     downloads_are_typed_and_not_sniffed
 );
+
+/// The UI's downloads: `/get-artifact` (a run's file) and `/model-versions/get-artifact` (a
+/// version's), served from the store; a path that climbs out is MLflow's exact "Invalid path".
+async fn ui_downloads_of_run_and_version_files(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("ui-downloads").await;
+    let run = app.create_run(&exp).await;
+    let (_, v) = app.get("/runs/get", &[("run_id", &run)]).await;
+    let root = v["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rel = root.strip_prefix("mlflow-artifacts:/").unwrap().to_string();
+    let (s, _) = app
+        .raw(
+            Method::PUT,
+            &format!("{A}/{rel}/model/MLmodel"),
+            b"flavors: {}".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    app.post(
+        "/registered-models/create",
+        serde_json::json!({"name": "m"}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            serde_json::json!({"name": "m", "source": format!("runs:/{run}/model"), "run_id": run}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let get = |path: String, query: Vec<(&'static str, String)>| {
+        let r = app.client.get(app.url(&path)).query(&query).send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (s, body) = get(
+        "/get-artifact".into(),
+        vec![("run_id", run.clone()), ("path", "model/MLmodel".into())],
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "flavors: {}"));
+    let (s, body) = get(
+        "/model-versions/get-artifact".into(),
+        vec![
+            ("name", "m".into()),
+            ("version", "1".into()),
+            ("path", "MLmodel".into()),
+        ],
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "flavors: {}"));
+    for (path, query) in [
+        (
+            "/api/2.0/mlflow/artifacts/list",
+            vec![("run_id", run.clone()), ("path", "../path".to_string())],
+        ),
+        (
+            "/get-artifact",
+            vec![("run_id", run.clone()), ("path", "../path".into())],
+        ),
+        (
+            "//model-versions/get-artifact",
+            vec![
+                ("name", "model".into()),
+                ("version", "1".into()),
+                ("path", "../path".into()),
+            ],
+        ),
+    ] {
+        let (s, body) = get(path.into(), query).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["message"], "Invalid path", "{path}");
+    }
+}
+
+on_both_backends!(
+    ui_downloads_of_run_and_version_files,
+    ui_downloads_of_run_and_version_files
+);
