@@ -61,19 +61,16 @@ impl Params {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
-    /// An optional string (numbers are accepted and printed).
+    /// An optional string. As in MLflow, a JSON number or boolean where a string belongs is
+    /// refused (query-string values are always strings).
     pub fn opt_str(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
             Some(Value::Array(a)) if a.len() == 1 => {
                 Params::from_map(Map::from_iter([(key.to_string(), a[0].clone())])).opt_str(key)
             }
-            Some(_) => invalid(format!(
-                "Invalid value for parameter '{key}': expected a string"
-            )),
+            Some(other) => bad_value(key, other),
         }
     }
 
@@ -97,24 +94,19 @@ impl Params {
     pub fn opt_i64(&self, key: &str) -> Result<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
+            Some(v @ Value::Number(n)) => match n
                 .as_i64()
                 .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-                .map(Some)
-                .ok_or_else(|| {
-                    crate::error::RegistryError::InvalidParameter(format!(
-                        "Invalid value for parameter '{key}': expected an integer"
-                    ))
-                }),
+            {
+                Some(i) => Ok(Some(i)),
+                None => bad_value(key, v),
+            },
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-                crate::error::RegistryError::InvalidParameter(format!(
-                    "Invalid value '{s}' for parameter '{key}': expected an integer"
-                ))
-            }),
-            Some(_) => invalid(format!(
-                "Invalid value for parameter '{key}': expected an integer"
-            )),
+            Some(v @ Value::String(s)) => match s.trim().parse() {
+                Ok(i) => Ok(Some(i)),
+                Err(_) => bad_value(key, v),
+            },
+            Some(other) => bad_value(key, other),
         }
     }
 
@@ -122,14 +114,11 @@ impl Params {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(Value::String(s)) => parse_float(s).map(Some).ok_or_else(|| {
-                crate::error::RegistryError::InvalidParameter(format!(
-                    "Invalid value '{s}' for parameter '{key}': expected a number"
-                ))
-            }),
-            Some(_) => invalid(format!(
-                "Invalid value for parameter '{key}': expected a number"
-            )),
+            Some(v @ Value::String(s)) => match parse_float(s) {
+                Some(f) => Ok(Some(f)),
+                None => bad_value(key, v),
+            },
+            Some(other) => bad_value(key, other),
         }
     }
 
@@ -178,9 +167,7 @@ impl Params {
             return Ok(Vec::new());
         };
         let Value::Array(items) = v else {
-            return invalid(format!(
-                "Invalid value for parameter '{key}': expected a list of {{key, value}}"
-            ));
+            return bad_value(key, v);
         };
         items
             .iter()
@@ -208,11 +195,21 @@ impl Params {
                     )),
                 })
                 .collect(),
-            Some(_) => invalid(format!(
-                "Invalid value for parameter '{key}': expected a list"
-            )),
+            Some(other) => bad_value(key, other),
         }
     }
+}
+
+/// MLflow's answer to a value of the wrong type: `Invalid value 31 for parameter 'run_id'
+/// supplied` (the value as JSON).
+pub fn bad_value<T>(key: &str, value: &Value) -> Result<T> {
+    let mut shown = value.to_string();
+    if shown.len() > 200 {
+        shown = format!("{}…", shown.chars().take(200).collect::<String>());
+    }
+    invalid(format!(
+        "Invalid value {shown} for parameter '{key}' supplied"
+    ))
 }
 
 /// MLflow accepts "NaN", "Infinity" and friends for metric values.

@@ -306,6 +306,11 @@ pub async fn log_batch(req: HttpRequest, body: web::Bytes, s: web::Data<AppState
             "A batch logging request can contain at most 100 params and tags together.",
         );
     }
+    if let Some(i) = metrics.iter().position(|m| m.get("timestamp").is_none()) {
+        return invalid(format!(
+            "Missing value for required parameter 'metrics[{i}].timestamp'"
+        ));
+    }
     let metrics = metrics.iter().map(metric_in).collect::<Result<Vec<_>>>()?;
     runs::log_batch(&s.pool, &run_id, &metrics, &params_, &tags).await?;
     ok(json!({}))
@@ -317,7 +322,7 @@ pub async fn log_inputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppStat
     let datasets: Vec<Value> = match p.get("datasets") {
         Some(Value::Array(a)) => a.clone(),
         None => Vec::new(),
-        Some(_) => return invalid("Invalid value for parameter 'datasets': expected a list"),
+        Some(other) => return params::bad_value("datasets", other),
     };
     runs::log_inputs(&s.pool, &run_id, &datasets).await?;
     ok(json!({}))

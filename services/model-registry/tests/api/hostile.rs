@@ -81,3 +81,51 @@ async fn nul_characters_are_refused_with_400(db: Db) {
     assert_eq!(v["error_code"], "RESOURCE_DOES_NOT_EXIST", "{v}");
 }
 on_both_backends!(nul, nul_characters_are_refused_with_400);
+
+/// A value of the wrong JSON type is refused with MLflow's message before anything is looked
+/// up (a number where a string belongs is not a run id), and a batch metric needs a timestamp.
+async fn wrong_types_get_mlflows_message(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("types").await;
+    let run = app.create_run(&exp).await;
+    for (path, body, message) in [
+        (
+            "/runs/log-metric",
+            json!({"run_id": 31, "key": "m", "value": 1, "timestamp": 1, "step": 0}),
+            "Invalid value 31 for parameter 'run_id' supplied",
+        ),
+        (
+            "/runs/log-metric",
+            json!({"run_id": run, "key": "m", "value": 1, "timestamp": 1, "step": "foo"}),
+            "Invalid value \"foo\" for parameter 'step' supplied",
+        ),
+        (
+            "/experiments/create",
+            json!({"name": 123}),
+            "Invalid value 123 for parameter 'name' supplied",
+        ),
+        (
+            "/experiments/create",
+            json!({"name": "x", "tags": "5"}),
+            "Invalid value \"5\" for parameter 'tags' supplied",
+        ),
+        (
+            "/runs/log-batch",
+            json!({"run_id": run, "metrics": "foo"}),
+            "Invalid value \"foo\" for parameter 'metrics' supplied",
+        ),
+        (
+            "/runs/log-batch",
+            json!({"run_id": run, "metrics": [{"key": "mae", "value": 2.5}]}),
+            "Missing value for required parameter 'metrics[0].timestamp'",
+        ),
+    ] {
+        let (s, v) = app.post(path, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["message"], message, "{body}");
+    }
+}
+on_both_backends!(
+    wrong_types_get_mlflows_message,
+    wrong_types_get_mlflows_message
+);
