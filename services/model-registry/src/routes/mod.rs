@@ -60,6 +60,8 @@ pub fn mlflow_api(cfg: &mut web::ServiceConfig) {
     resource!(cfg, "/runs/log-inputs", post => t::log_inputs);
     resource!(cfg, "/runs/outputs", post => t::log_outputs);
     resource!(cfg, "/metrics/get-history", get => t::metric_history);
+    resource!(cfg, "/metrics/get-history-bulk", get => t::metric_history_bulk);
+    resource!(cfg, "/metrics/get-history-bulk-interval", get => t::metric_history_bulk_interval);
     resource!(cfg, "/artifacts/list", get => t::list_run_artifacts);
     resource!(cfg, "/registered-models/create", post => r::create_registered_model);
     resource!(cfg, "/registered-models/get", get => r::get_registered_model);

@@ -353,6 +353,140 @@ pub async fn metric_history(req: HttpRequest, body: web::Bytes, s: web::Data<App
     ok(out)
 }
 
+/// At most this many runs in one bulk history request (MLflow's limit).
+const MAX_BULK_RUNS: usize = 100;
+
+/// A metric point of a run, as the bulk history endpoints return it.
+fn bulk_point(run_id: &str, m: &runs::Metric) -> Value {
+    let mut v = m.json();
+    v["run_id"] = json!(run_id);
+    v
+}
+
+/// `GET metrics/get-history-bulk?run_id=…&run_id=…&metric_key=…` (MLflow's UI endpoint): the
+/// histories of one metric for several runs, by run, then time, step and value.
+pub async fn metric_history_bulk(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let mut ids = p.str_list("run_id")?;
+    if ids.is_empty() {
+        return invalid("GetMetricHistoryBulk request must specify at least one run_id.");
+    }
+    if ids.len() > MAX_BULK_RUNS {
+        return invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than {MAX_BULK_RUNS} run_ids. Received {} run_ids.",
+            ids.len()
+        ));
+    }
+    let Some(key) = p.opt_str("metric_key")?.filter(|k| !k.is_empty()) else {
+        return invalid("GetMetricHistoryBulk request must specify a metric_key.");
+    };
+    let max = search::max_results(p.opt_i64("max_results")?, 25_000, 25_000)?;
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in &ids {
+        let mut history = runs::metric_history(&s.reader, id, &key).await?;
+        history.sort_by(|a, b| {
+            (a.timestamp, a.step)
+                .cmp(&(b.timestamp, b.step))
+                .then(a.value.total_cmp(&b.value))
+        });
+        out.extend(history.iter().map(|m| bulk_point(id, m)));
+        if out.len() >= max {
+            break;
+        }
+    }
+    out.truncate(max);
+    ok(json!({ "metrics": out }))
+}
+
+/// `GET metrics/get-history-bulk-interval?run_ids=…&metric_key=…[&start_step&end_step]
+/// [&max_results]` (MLflow's UI endpoint for charts): the points at up to `max_results` steps
+/// spread evenly over the steps the runs have (first and last included).
+pub async fn metric_history_bulk_interval(
+    req: HttpRequest,
+    body: web::Bytes,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = p(&req, &body)?;
+    let mut ids = p.str_list("run_ids")?;
+    if ids.is_empty() {
+        return invalid("Missing value for required parameter 'run_ids'.");
+    }
+    if ids.len() > MAX_BULK_RUNS {
+        return invalid(format!(
+            "GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} run_ids. Received {} run_ids.",
+            ids.len()
+        ));
+    }
+    let max = p.opt_i64("max_results")?.unwrap_or(320);
+    if !(1..=2500).contains(&max) {
+        return invalid(format!(
+            "max_results must be between 1 and 2500. Received {max}."
+        ));
+    }
+    let Some(key) = p.opt_str("metric_key")?.filter(|k| !k.is_empty()) else {
+        return invalid("Missing value for required parameter 'metric_key'.");
+    };
+    let (start, end) = match (p.opt_i64("start_step")?, p.opt_i64("end_step")?) {
+        (Some(a), Some(b)) if a > b => {
+            return invalid(format!(
+                "end_step must be greater than start_step. Found start_step={a} and end_step={b}."
+            ))
+        }
+        (Some(a), Some(b)) => (a, b),
+        (None, None) => (i64::MIN, i64::MAX),
+        _ => {
+            return invalid(
+                "If either start step or end step are specified, both must be specified.",
+            )
+        }
+    };
+    ids.sort();
+    ids.dedup();
+    let mut histories = Vec::new();
+    for id in &ids {
+        let history: Vec<runs::Metric> = runs::metric_history(&s.reader, id, &key)
+            .await?
+            .into_iter()
+            .filter(|m| (start..=end).contains(&m.step))
+            .collect();
+        histories.push((id, history));
+    }
+    let mut steps: Vec<i64> = histories
+        .iter()
+        .flat_map(|(_, h)| h.iter().map(|m| m.step))
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let keep: std::collections::HashSet<i64> = sample_steps(&steps, max as usize);
+    let mut out = Vec::new();
+    for (id, history) in &histories {
+        out.extend(
+            history
+                .iter()
+                .filter(|m| keep.contains(&m.step))
+                .map(|m| bulk_point(id, m)),
+        );
+    }
+    ok(json!({ "metrics": out }))
+}
+
+/// Up to `max` (plus the last) of sorted, distinct `steps`, evenly spaced, first and last kept.
+fn sample_steps(steps: &[i64], max: usize) -> std::collections::HashSet<i64> {
+    if steps.len() <= max {
+        return steps.iter().copied().collect();
+    }
+    let stride = steps.len().div_ceil(max);
+    let mut keep: std::collections::HashSet<i64> = steps.iter().step_by(stride).copied().collect();
+    keep.extend(steps.last());
+    keep
+}
+
 pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
     let p = p(&req, &body)?;
     let max = search::max_results(p.opt_i64("max_results")?, 1000, 50_000)?;
@@ -431,4 +565,17 @@ pub async fn list_run_artifacts(
         })
         .collect();
     ok(json!({"root_uri": run.artifact_uri, "files": files}))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sampled_steps_are_even_and_keep_both_ends() {
+        let steps: Vec<i64> = (0..10).collect();
+        let mut got: Vec<i64> = super::sample_steps(&steps, 5).into_iter().collect();
+        got.sort();
+        assert_eq!(got, [0, 2, 4, 6, 8, 9]);
+        assert_eq!(super::sample_steps(&steps, 20).len(), 10);
+        assert!(super::sample_steps(&[], 5).is_empty());
+    }
 }

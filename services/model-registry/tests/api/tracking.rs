@@ -404,3 +404,103 @@ on_both_backends!(
     identical_metric_points_are_kept_once,
     identical_metric_points_are_kept_once
 );
+
+/// The UI's bulk histories: one metric over several runs, by run then time, step and value,
+/// cut at `max_results`; the interval variant samples steps; bad requests get MLflow's words.
+async fn bulk_metric_histories(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("bulk").await;
+    let mut runs = vec![app.create_run(&exp).await, app.create_run(&exp).await];
+    runs.sort();
+    for (i, run) in runs.iter().enumerate() {
+        for (ts, step, value) in [(8, 0, 1.0), (7, -2, -100.0), (8, 0, 0.0), (9, 1, 12.0)] {
+            let (s, _) = app
+                .post(
+                    "/runs/log-metric",
+                    json!({"run_id": run, "key": "b", "value": value + i as f64, "timestamp": ts, "step": step}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK);
+        }
+    }
+    let ids = [
+        ("run_id", runs[1].as_str()),
+        ("run_id", runs[0].as_str()),
+        ("metric_key", "b"),
+    ];
+    let (s, v) = app.get("/metrics/get-history-bulk", &ids).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got: Vec<(String, i64, f64)> = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["run_id"].as_str().unwrap().to_string(),
+                m["timestamp"].as_i64().unwrap(),
+                m["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        for (ts, value) in [(7, -100.0), (8, 0.0), (8, 1.0), (9, 12.0)] {
+            expected.push((run.clone(), ts, value + i as f64));
+        }
+    }
+    assert_eq!(got, expected);
+    let (_, v) = app
+        .get(
+            "/metrics/get-history-bulk",
+            &[
+                ("run_id", runs[0].as_str()),
+                ("metric_key", "b"),
+                ("max_results", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(v["metrics"].as_array().unwrap().len(), 2);
+    let (s, v) = app
+        .get("/metrics/get-history-bulk", &[("metric_key", "b")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        v["message"],
+        "GetMetricHistoryBulk request must specify at least one run_id."
+    );
+    let (s, v) = app
+        .get(
+            "/metrics/get-history-bulk-interval",
+            &[
+                ("run_ids", runs[0].as_str()),
+                ("metric_key", "b"),
+                ("start_step", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        v["message"],
+        "If either start step or end step are specified, both must be specified."
+    );
+    let (s, v) = app
+        .get(
+            "/metrics/get-history-bulk-interval",
+            &[
+                ("run_ids", runs[0].as_str()),
+                ("metric_key", "b"),
+                ("start_step", "-5"),
+                ("end_step", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let steps: Vec<i64> = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [-2, 0, 0]);
+}
+on_both_backends!(bulk_metric_histories, bulk_metric_histories);
