@@ -59,6 +59,7 @@ pub struct Guard {
     any_host_paths: Vec<String>,
     /// Path prefixes whose state-changing requests must be JSON.
     json_prefixes: Vec<String>,
+    raw_body_paths: Vec<String>,
     render: fn(&actix_web::HttpRequest, &Rejection) -> HttpResponse,
 }
 
@@ -107,6 +108,7 @@ impl Guard {
             origins,
             any_host_paths: Vec::new(),
             json_prefixes: Vec::new(),
+            raw_body_paths: Vec::new(),
             render,
         }
     }
@@ -120,6 +122,13 @@ impl Guard {
     /// Path prefixes whose POST, PUT, PATCH and DELETE requests must be `application/json`.
     pub fn json_only(mut self, prefixes: &[&str]) -> Guard {
         self.json_prefixes = prefixes.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Paths under the JSON prefixes that take a raw body (MLflow's `upload-artifact`). The
+    /// cross-site rule still applies to them.
+    pub fn raw_body(mut self, paths: &[&str]) -> Guard {
+        self.raw_body_paths = paths.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -196,10 +205,17 @@ impl Guard {
                 }
             }
         }
-        if self
-            .json_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+        // A request with neither a body nor a type (MLflow's client sends its DELETEs so)
+        // carries nothing to read as JSON or otherwise.
+        let bodyless = get(header::CONTENT_TYPE).is_none()
+            && get(header::TRANSFER_ENCODING).is_none()
+            && get(header::CONTENT_LENGTH).is_none_or(|l| l.trim() == "0");
+        if !bodyless
+            && self
+                .json_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+            && !self.raw_body_paths.iter().any(|p| p == path)
         {
             let ct = get(header::CONTENT_TYPE).unwrap_or("");
             let essence = ct.split(';').next().unwrap_or("").trim();
@@ -296,6 +312,7 @@ mod tests {
         })
         .any_host(&["/health"])
         .json_only(&["/api/"])
+        .raw_body(&["/api/upload"])
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -417,8 +434,30 @@ mod tests {
             g.check(&Method::POST, "/api/2.0/mlflow/x", &h, None),
             Some(Rejection::NotJson(_))
         ));
+        // Nothing to read: no body, no type.
         let none = headers(&[("host", "localhost:5000")]);
-        assert!(g.check(&Method::DELETE, "/api/x", &none, None).is_some());
+        assert_eq!(g.check(&Method::DELETE, "/api/x", &none, None), None);
+        let empty = headers(&[("host", "localhost:5000"), ("content-length", "0")]);
+        assert_eq!(g.check(&Method::POST, "/api/x", &empty, None), None);
+        // A body without a type is not JSON.
+        let untyped = headers(&[("host", "localhost:5000"), ("content-length", "5")]);
+        assert!(matches!(
+            g.check(&Method::POST, "/api/x", &untyped, None),
+            Some(Rejection::NotJson(_))
+        ));
+        let chunked = headers(&[("host", "localhost:5000"), ("transfer-encoding", "chunked")]);
+        assert!(g.check(&Method::POST, "/api/x", &chunked, None).is_some());
+        // A raw-body path takes any body, but not from another site.
+        assert_eq!(g.check(&Method::POST, "/api/upload", &untyped, None), None);
+        let foreign = headers(&[
+            ("host", "localhost:5000"),
+            ("content-length", "5"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(matches!(
+            g.check(&Method::POST, "/api/upload", &foreign, None),
+            Some(Rejection::CrossSite(_))
+        ));
         // Outside the JSON prefixes (artifact uploads) any type is fine.
         assert_eq!(g.check(&Method::PUT, "/files/x", &h, None), None);
         let rebound = headers(&[("host", "attacker.example:5000")]);

@@ -82,6 +82,10 @@ impl Application {
                 "/api/2.0/mlflow/",
                 "/ajax-api/2.0/mlflow/",
                 "/api/3.0/mlflow/",
+            ])
+            .raw_body(&[
+                "/api/2.0/mlflow/upload-artifact",
+                "/ajax-api/2.0/mlflow/upload-artifact",
             ]),
         );
         tracing::info!(hosts = guard.hosts().join(","), "allowed hosts");

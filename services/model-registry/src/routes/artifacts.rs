@@ -77,6 +77,39 @@ pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>
     serve(&req, &s, &format!("{root}/{sub}")).await
 }
 
+/// `POST …/mlflow/upload-artifact?run_uuid=…&path=…` with the file as the body (MLflow's UI
+/// upload): stored under the run's artifacts on this server's store.
+pub async fn upload_run_artifact(
+    req: HttpRequest,
+    payload: web::Payload,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = crate::params::Params::from_request(&req, &[])?;
+    let Some(run_id) = p.opt_str("run_uuid")?.filter(|r| !r.is_empty()) else {
+        return crate::error::invalid("Request must specify run_uuid.");
+    };
+    let Some(path) = p.opt_str("path")?.filter(|r| !r.is_empty()) else {
+        return crate::error::invalid("Request must specify path.");
+    };
+    let sub = crate::artifacts::check_relative(&path)?;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let has_data = header(actix_web::http::header::TRANSFER_ENCODING).is_some()
+        || header(actix_web::http::header::CONTENT_LENGTH).is_some_and(|l| l.trim() != "0");
+    if !has_data {
+        return crate::error::invalid("Request must specify data.");
+    }
+    let run = crate::store::runs::active_run(&s.pool, &run_id).await?;
+    let root = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
+    s.artifacts
+        .put(
+            &format!("{root}/{sub}"),
+            payload,
+            s.settings.max_artifact_bytes,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
 /// One stored file, typed as MLflow types it, as an attachment.
 async fn serve(req: &HttpRequest, s: &AppState, path: &str) -> Resp {
     let file = s.artifacts.file(path)?;

@@ -63,6 +63,7 @@ pub fn mlflow_api(cfg: &mut web::ServiceConfig) {
     resource!(cfg, "/metrics/get-history-bulk", get => t::metric_history_bulk);
     resource!(cfg, "/metrics/get-history-bulk-interval", get => t::metric_history_bulk_interval);
     resource!(cfg, "/artifacts/list", get => t::list_run_artifacts);
+    resource!(cfg, "/upload-artifact", post => artifacts::upload_run_artifact);
     resource!(cfg, "/registered-models/create", post => r::create_registered_model);
     resource!(cfg, "/registered-models/get", get => r::get_registered_model);
     resource!(cfg, "/registered-models/rename", post => r::rename_registered_model);

@@ -259,3 +259,70 @@ on_both_backends!(
     ui_downloads_of_run_and_version_files,
     ui_downloads_of_run_and_version_files
 );
+
+/// MLflow's UI upload: the file is the raw body (any type, or none), stored under the run's
+/// artifacts and read back with `/get-artifact`; requests missing a part get MLflow's words.
+async fn ui_upload_of_a_run_artifact(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("ui-upload").await;
+    let run = app.create_run(&exp).await;
+    let up = "/ajax-api/2.0/mlflow/upload-artifact";
+    let post = |query: Vec<(&'static str, String)>, body: &'static str| {
+        let r = app.client.post(app.url(up)).query(&query).body(body).send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (s, body) = post(
+        vec![("run_uuid", run.clone()), ("path", "notes/test.txt".into())],
+        "hello world",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let r = app
+        .client
+        .get(app.url("/get-artifact"))
+        .query(&[("run_uuid", run.as_str()), ("path", "notes/test.txt")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "hello world");
+    for (query, body, message) in [
+        (vec![], "x", "Request must specify run_uuid."),
+        (
+            vec![("run_uuid", run.clone())],
+            "x",
+            "Request must specify path.",
+        ),
+        (
+            vec![("run_uuid", run.clone()), ("path", "../t.txt".into())],
+            "x",
+            "Invalid path",
+        ),
+        (
+            vec![("run_uuid", run.clone()), ("path", "t.txt".into())],
+            "",
+            "Request must specify data.",
+        ),
+    ] {
+        let (s, text) = post(query, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["message"], message);
+    }
+    // Not from another site, whatever the body.
+    let r = app
+        .client
+        .post(app.url(up))
+        .query(&[("run_uuid", run.as_str()), ("path", "x.txt")])
+        .header("Origin", "https://evil.example")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+on_both_backends!(ui_upload_of_a_run_artifact, ui_upload_of_a_run_artifact);
