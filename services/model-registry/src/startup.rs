@@ -17,7 +17,27 @@ pub struct AppState {
     pub reader: Pool,
     pub backend: Backend,
     pub artifacts: ArtifactStore,
+    /// The default artifact root when it is a local folder (`file://…`): the server's own, so
+    /// it reads and writes there as `mlflow server` does (`None` otherwise).
+    pub local_root: Option<(String, ArtifactStore)>,
     pub settings: Settings,
+}
+
+impl AppState {
+    /// The store holding an artifact URI's files and the path in it: the proxy's store for
+    /// `mlflow-artifacts:` (and the proxy's own URL), the local default root for `file://` URIs
+    /// inside it. Anything else is the client's to read (400).
+    pub fn store_for(&self, uri: &str) -> crate::error::Result<(&ArtifactStore, String)> {
+        if let Some((root, store)) = &self.local_root {
+            if let Some(rest) = uri.strip_prefix(root.as_str()) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    let rel = crate::artifacts::check_relative(rest.trim_start_matches('/'))?;
+                    return Ok((store, rel));
+                }
+            }
+        }
+        Ok((&self.artifacts, crate::artifacts::uri_to_relative(uri)?))
+    }
 }
 
 pub struct Application {
@@ -53,6 +73,15 @@ impl Application {
         if let Some(jobs) = &settings.jobs_root {
             artifacts = artifacts.excluding(jobs)?;
         }
+        let local_root = match settings.experiment_artifact_root().strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Some((
+                format!("file://{path}"),
+                ArtifactStore::new(std::path::Path::new(path)).map_err(|e| {
+                    anyhow::anyhow!("cannot open the default artifact root {path}: {e}")
+                })?,
+            )),
+            _ => None,
+        };
         crate::store::experiments::ensure_default(&pool, &settings.experiment_artifact_root())
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the Default experiment: {e:#}"))?;
@@ -96,6 +125,7 @@ impl Application {
             reader,
             backend,
             artifacts,
+            local_root,
             settings,
         });
         let server = HttpServer::new(move || {

@@ -50,7 +50,7 @@ pub async fn upload(req: HttpRequest, payload: web::Payload, s: web::Data<AppSta
 }
 
 pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
-    serve(&req, &s, &raw_path(&req)).await
+    serve(&req, &s.artifacts, &raw_path(&req)).await
 }
 
 /// `GET /get-artifact?run_id=…&path=…`, the UI's download of one run artifact: served from this
@@ -61,8 +61,8 @@ pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp 
     let sub = crate::artifacts::check_relative(&p.str("path")?)?;
     let run =
         crate::store::runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
-    let root = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
-    serve(&req, &s, &format!("{root}/{sub}")).await
+    let (store, root) = s.store_for(&run.artifact_uri)?;
+    serve(&req, store, &format!("{root}/{sub}")).await
 }
 
 /// `GET /model-versions/get-artifact?name=…&version=…&path=…`, the UI's download of one file of
@@ -73,8 +73,8 @@ pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>
     let version = crate::store::registry::parse_version(&p.str("version")?)?;
     let v = crate::store::registry::get_model_version(&s.pool, &p.str("name")?, version).await?;
     let uri = super::registry::download_uri(&s, &v.source).await?;
-    let root = crate::artifacts::uri_to_relative(&uri)?;
-    serve(&req, &s, &format!("{root}/{sub}")).await
+    let (store, root) = s.store_for(&uri)?;
+    serve(&req, store, &format!("{root}/{sub}")).await
 }
 
 /// `POST …/mlflow/upload-artifact?run_uuid=…&path=…` with the file as the body (MLflow's UI
@@ -99,8 +99,8 @@ pub async fn upload_run_artifact(
         return crate::error::invalid("Request must specify data.");
     }
     let run = crate::store::runs::active_run(&s.pool, &run_id).await?;
-    let root = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
-    s.artifacts
+    let (store, root) = s.store_for(&run.artifact_uri)?;
+    store
         .put(
             &format!("{root}/{sub}"),
             payload,
@@ -111,8 +111,12 @@ pub async fn upload_run_artifact(
 }
 
 /// One stored file, typed as MLflow types it, as an attachment.
-async fn serve(req: &HttpRequest, s: &AppState, path: &str) -> Resp {
-    let file = s.artifacts.file(path)?;
+pub(crate) async fn serve(
+    req: &HttpRequest,
+    store: &crate::artifacts::ArtifactStore,
+    path: &str,
+) -> Resp {
+    let file = store.file(path)?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -127,9 +131,27 @@ async fn serve(req: &HttpRequest, s: &AppState, path: &str) -> Resp {
         .prefer_utf8(false)
         .set_content_disposition(ContentDisposition {
             disposition: DispositionType::Attachment,
-            parameters: vec![DispositionParam::Filename(name)],
+            parameters: vec![DispositionParam::Filename(name.clone())],
         });
-    Ok(named.into_response(req))
+    let mut resp = named.into_response(req);
+    // A name that is an HTTP token goes unquoted, as mlflow server (werkzeug) writes it; others
+    // keep the quoted (and, for non-ASCII, RFC 5987) form.
+    if is_token(&name) {
+        if let Ok(v) =
+            actix_web::http::header::HeaderValue::from_str(&format!("attachment; filename={name}"))
+        {
+            resp.headers_mut()
+                .insert(actix_web::http::header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 `tchar`s), which needs no quotes.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Extensions (or whole names, for files without one) MLflow serves as `text/plain`.

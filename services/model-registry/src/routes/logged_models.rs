@@ -17,7 +17,8 @@ pub async fn create(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) 
     let name = p
         .opt_str("name")?
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "model".into());
+        // A readable random name, as MLflow gives one: searches by name find this model only.
+        .unwrap_or_else(crate::store::runs::default_run_name);
     let params_ = p.key_values("params", params::MAX_PARAM_VALUE)?;
     let tags = p.key_values("tags", params::MAX_RUN_TAG_VALUE)?;
     let m = logged_models::insert_logged_model(
@@ -135,4 +136,56 @@ pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) 
         page.iter().map(logged_models::LoggedModel::json).collect(),
         next,
     ))
+}
+
+/// `GET logged-models/{id}/artifacts/directories?artifact_directory_path=…` (MLflow's UI): the
+/// files in one folder of a logged model, from this server's store.
+pub async fn list_artifacts(
+    req: HttpRequest,
+    path: web::Path<String>,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = Params::from_request(&req, &[])?;
+    let sub = crate::artifacts::check_relative(
+        &p.opt_str("artifact_directory_path")?.unwrap_or_default(),
+    )?;
+    let m = logged_models::get_logged_model(&s.pool, &path.into_inner()).await?;
+    let (store, root) = s.store_for(&m.artifact_uri)?;
+    let dir = if sub.is_empty() {
+        root
+    } else {
+        format!("{root}/{sub}")
+    };
+    let files: Vec<serde_json::Value> = store
+        .list(&dir)
+        .await?
+        .into_iter()
+        .map(|f| {
+            let path = if sub.is_empty() {
+                f.path
+            } else {
+                format!("{sub}/{}", f.path)
+            };
+            let mut v = json!({"path": path, "is_dir": f.is_dir});
+            if let Some(size) = f.file_size {
+                v["file_size"] = json!(size);
+            }
+            v
+        })
+        .collect();
+    ok(json!({"root_uri": m.artifact_uri, "files": files}))
+}
+
+/// `GET logged-models/{id}/artifacts/files?artifact_file_path=…` (MLflow's UI): one file of a
+/// logged model, typed and `nosniff`.
+pub async fn get_artifact(
+    req: HttpRequest,
+    path: web::Path<String>,
+    s: web::Data<AppState>,
+) -> Resp {
+    let p = Params::from_request(&req, &[])?;
+    let sub = crate::artifacts::check_relative(&p.str("artifact_file_path")?)?;
+    let m = logged_models::get_logged_model(&s.pool, &path.into_inner()).await?;
+    let (store, root) = s.store_for(&m.artifact_uri)?;
+    super::artifacts::serve(&req, store, &format!("{root}/{sub}")).await
 }

@@ -89,6 +89,8 @@ pub fn mlflow_api(cfg: &mut web::ServiceConfig) {
     resource!(cfg, "/logged-models/{model_id}/tags", patch => l::set_tags);
     resource!(cfg, "/logged-models/{model_id}/tags/{key}", delete => l::delete_tag);
     resource!(cfg, "/logged-models/{model_id}/params", post => l::log_params);
+    resource!(cfg, "/logged-models/{model_id}/artifacts/directories", get => l::list_artifacts);
+    resource!(cfg, "/logged-models/{model_id}/artifacts/files", get => l::get_artifact);
 }
 
 pub fn artifacts_api(cfg: &mut web::ServiceConfig) {

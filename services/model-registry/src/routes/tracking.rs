@@ -542,13 +542,13 @@ pub async fn list_run_artifacts(
     let p = p(&req, &body)?;
     let run = runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     let sub = crate::artifacts::check_relative(&p.opt_str("path")?.unwrap_or_default())?;
-    let root_rel = crate::artifacts::uri_to_relative(&run.artifact_uri)?;
+    let (store, root_rel) = s.store_for(&run.artifact_uri)?;
     let dir = if sub.is_empty() {
         root_rel
     } else {
         format!("{root_rel}/{sub}")
     };
-    let files = s.artifacts.list(&dir).await?;
+    let files = store.list(&dir).await?;
     let files: Vec<Value> = files
         .into_iter()
         .map(|f| {

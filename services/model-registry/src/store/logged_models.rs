@@ -105,9 +105,7 @@ pub async fn insert_logged_model(
             "The experiment {experiment_id} must be in the 'active' state."
         ));
     }
-    if let Some(r) = &source_run_id {
-        super::runs::get_run_info(pool, r).await?;
-    }
+    // The source run is recorded as given: MLflow does not require it to be stored here.
     let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
     let artifact_uri = format!(
         "{}/models/{model_id}/artifacts",
@@ -264,11 +262,16 @@ pub async fn log_params(pool: &Pool, model_id: &str, params: &[(String, String)]
 
 pub async fn delete_tag(pool: &Pool, model_id: &str, key: &str) -> Result<()> {
     get_logged_model(pool, model_id).await?;
-    sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
+    let r = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
         .bind(model_id)
         .bind(key)
         .execute(pool)
         .await?;
+    if r.rows_affected() == 0 {
+        return Err(crate::error::RegistryError::NotFound(format!(
+            "No tag with key: {key} in model with id {model_id}"
+        )));
+    }
     Ok(())
 }
 

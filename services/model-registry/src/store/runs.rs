@@ -138,7 +138,7 @@ impl Searchable for Run {
 pub const STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
 
 /// A readable default run name, as MLflow gives one ("bold-fish-123").
-fn default_run_name() -> String {
+pub fn default_run_name() -> String {
     const A: [&str; 12] = [
         "bold", "calm", "eager", "fair", "gentle", "keen", "lucid", "merry", "quiet", "sharp",
         "swift", "wise",

@@ -1,6 +1,6 @@
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{spawn_app, Db};
+use crate::helpers::{spawn_app, spawn_app_with, Db};
 use crate::on_both_backends;
 
 const A: &str = "/api/2.0/mlflow-artifacts/artifacts";
@@ -326,3 +326,139 @@ async fn ui_upload_of_a_run_artifact(db: Db) {
 }
 
 on_both_backends!(ui_upload_of_a_run_artifact, ui_upload_of_a_run_artifact);
+
+/// With a local default artifact root (`file://…`, as MLflow's quickstart runs), the server
+/// owns that folder: the UI's upload, listing and downloads work on runs there, and a logged
+/// model's files are listed and served; names that are HTTP tokens are not quoted in
+/// Content-Disposition (as mlflow server writes them).
+async fn a_local_default_root_is_served(db: Db) {
+    let app = spawn_app_with(db, &["--default-artifact-root", "file://{dir}/local-root"]).await;
+    let exp = app.create_experiment("local").await;
+    let run = app.create_run(&exp).await;
+    let (_, v) = app.get("/runs/get", &[("run_id", &run)]).await;
+    let uri = v["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(uri.starts_with("file:///"), "{uri}");
+    let r = app
+        .client
+        .post(app.url("/ajax-api/2.0/mlflow/upload-artifact"))
+        .query(&[("run_uuid", run.as_str()), ("path", "plots/dog+step+1.png")])
+        .body("png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let on_disk =
+        std::path::PathBuf::from(uri.strip_prefix("file://").unwrap()).join("plots/dog+step+1.png");
+    assert_eq!(std::fs::read(&on_disk).unwrap(), b"png");
+    let (s, v) = app
+        .get("/artifacts/list", &[("run_id", &run), ("path", "plots")])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["files"][0]["path"], "plots/dog+step+1.png");
+    let r = app
+        .client
+        .get(app.url("/get-artifact"))
+        .query(&[("run_id", run.as_str()), ("path", "plots/dog+step+1.png")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=dog+step+1.png"
+    );
+    // A logged model's files, under the same root.
+    let (_, v) = app
+        .post(
+            "/logged-models",
+            serde_json::json!({"experiment_id": exp, "source_run_id": "not-stored-here"}),
+        )
+        .await;
+    let model = &v["model"]["info"];
+    assert_eq!(model["source_run_id"], "not-stored-here");
+    let id = model["model_id"].as_str().unwrap().to_string();
+    let dir = std::path::PathBuf::from(
+        model["artifact_uri"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("file://")
+            .unwrap(),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("MLmodel"), format!("model_id: {id}\n")).unwrap();
+    let (s, v) = app
+        .get(&format!("/logged-models/{id}/artifacts/directories"), &[])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["files"][0]["path"], "MLmodel");
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/ajax-api/2.0/mlflow/logged-models/{id}/artifacts/files"
+        )))
+        .query(&[("artifact_file_path", "MLmodel")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains(&id));
+    // Outside the root stays out of reach.
+    let (s, _) = app
+        .get(
+            &format!("/logged-models/{id}/artifacts/directories"),
+            &[("artifact_directory_path", "../../..")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+on_both_backends!(
+    a_local_default_root_is_served,
+    a_local_default_root_is_served
+);
+
+/// Logged models get distinct default names, and deleting a tag that is not there is a 404
+/// (MLflow's client raises on it).
+async fn logged_model_names_and_missing_tags(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("lm").await;
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let (_, v) = app
+            .post("/logged-models", serde_json::json!({"experiment_id": exp}))
+            .await;
+        names.push(v["model"]["info"]["name"].as_str().unwrap().to_string());
+    }
+    let id = {
+        let (_, v) = app
+            .post("/logged-models", serde_json::json!({"experiment_id": exp}))
+            .await;
+        v["model"]["info"]["model_id"].as_str().unwrap().to_string()
+    };
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 2, "default names repeat: {names:?}");
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/2.0/mlflow/logged-models/{id}/tags/nope")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("No tag with key"),
+        "{v}"
+    );
+}
+
+on_both_backends!(
+    logged_model_names_and_missing_tags,
+    logged_model_names_and_missing_tags
+);
