@@ -123,7 +123,20 @@ pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) 
         field: search::Field::Attribute("model_id".into()),
         ascending: true,
     });
-    let items = logged_models::list_logged_models(&s.pool, &ids).await?;
+    let mut items = logged_models::list_logged_models(&s.pool, &ids).await?;
+    // `datasets`: only models with a metric logged against one of these datasets.
+    let datasets = p.objects("datasets")?;
+    if !datasets.is_empty() {
+        let mut keep = std::collections::HashSet::new();
+        for d in &datasets {
+            let name = d.str("dataset_name")?;
+            let digest = d.opt_str("dataset_digest")?.filter(|x| !x.is_empty());
+            keep.extend(
+                logged_models::models_with_dataset(&s.pool, &name, digest.as_deref()).await?,
+            );
+        }
+        items.retain(|m| keep.contains(&m.model_id));
+    }
     let (page, next) = search::select(
         items,
         &clauses,

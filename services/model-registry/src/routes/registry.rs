@@ -189,20 +189,26 @@ async fn check_source(
         return Ok(if run_id.is_empty() { rid } else { run_id }.to_string());
     }
     if let Some(path) = local_path(source) {
-        let inside = match run_id {
-            "" => false,
-            id => {
-                let run = runs::get_run_info(&s.pool, id).await?;
-                local_path(&run.artifact_uri)
-                    .is_some_and(|dir| normalise(&path).starts_with(normalise(&dir)))
-            }
+        let within = |uri: &str| {
+            local_path(uri).is_some_and(|dir| normalise(&path).starts_with(normalise(&dir)))
         };
-        if !inside {
-            return invalid(
-                "To use a local path as a model version input, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id.",
-            );
+        if !run_id.is_empty() && within(&runs::get_run_info(&s.pool, run_id).await?.artifact_uri) {
+            return Ok(run_id.to_string());
         }
-        return Ok(run_id.to_string());
+        // Or inside the folder of the logged model named by model_id (MLflow 3).
+        if let Some(id) = model_id {
+            let model = logged_models::get_logged_model(&s.pool, id).await?;
+            if within(&model.artifact_uri) {
+                return Ok(if run_id.is_empty() {
+                    model.source_run_id.unwrap_or_default()
+                } else {
+                    run_id.to_string()
+                });
+            }
+        }
+        return invalid(
+            "To use a local path as a model version input, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id.",
+        );
     }
     let decoded = percent_decode(source);
     if decoded.split(['/', '\\']).any(|part| part == "..") {
@@ -270,7 +276,43 @@ pub async fn create_model_version(
         },
     )
     .await?;
+    if let Some(id) = &model_id {
+        record_version_on_model(&s, id, &name, v.version).await?;
+    }
     ok(json!({"model_version": v.json()}))
+}
+
+/// Appends `{"name", "version"}` to the logged model's `mlflow.modelVersions` tag, written as
+/// MLflow writes it (Python's `json.dumps`), so the client sees which versions it became.
+async fn record_version_on_model(
+    s: &AppState,
+    model_id: &str,
+    name: &str,
+    version: i64,
+) -> Result<()> {
+    let model = logged_models::get_logged_model(&s.pool, model_id).await?;
+    let mut entries: Vec<(String, i64)> = model
+        .tags
+        .iter()
+        .find(|(k, _)| k == "mlflow.modelVersions")
+        .and_then(|(_, v)| serde_json::from_str::<Vec<serde_json::Value>>(v).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["version"].as_i64()?)))
+        .collect();
+    entries.push((name.to_string(), version));
+    let value = format!(
+        "[{}]",
+        entries
+            .iter()
+            .map(|(n, v)| format!(
+                "{{\"name\": {}, \"version\": {v}}}",
+                serde_json::Value::from(n.as_str())
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    logged_models::set_tags(&s.pool, model_id, &[("mlflow.modelVersions".into(), value)]).await
 }
 
 pub async fn get_model_version(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {

@@ -324,7 +324,12 @@ pub async fn log_inputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppStat
         None => Vec::new(),
         Some(other) => return params::bad_value("datasets", other),
     };
-    runs::log_inputs(&s.pool, &run_id, &datasets).await?;
+    let models = p
+        .objects("models")?
+        .iter()
+        .map(|m| m.str("model_id"))
+        .collect::<Result<Vec<_>>>()?;
+    runs::log_inputs(&s.pool, &run_id, &datasets, &models).await?;
     ok(json!({}))
 }
 

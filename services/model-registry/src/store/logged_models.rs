@@ -284,3 +284,20 @@ pub async fn delete_logged_model(pool: &Pool, model_id: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Ids of the logged models with a metric logged against a dataset (and digest, if given).
+pub async fn models_with_dataset(
+    pool: &Pool,
+    name: &str,
+    digest: Option<&str>,
+) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT model_id FROM metrics WHERE model_id IS NOT NULL AND dataset_name = $1 \
+         AND ($2 = '' OR dataset_digest = $2)",
+    )
+    .bind(name)
+    .bind(digest.unwrap_or(""))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|r| super::get_str(r, "model_id")).collect()
+}

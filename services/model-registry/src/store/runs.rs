@@ -52,6 +52,8 @@ pub struct Run {
     pub tags: Vec<(String, String)>,
     pub metrics: Vec<Metric>,
     pub dataset_inputs: Vec<Value>,
+    /// `{"model_id": …}` for each logged model the run took as input.
+    pub model_inputs: Vec<Value>,
     pub model_outputs: Vec<(String, i64)>,
 }
 
@@ -82,7 +84,7 @@ impl Run {
                 "params": kv_json(&self.params),
                 "tags": kv_json(&self.tags),
             },
-            "inputs": {"dataset_inputs": self.dataset_inputs, "model_inputs": []},
+            "inputs": {"dataset_inputs": self.dataset_inputs, "model_inputs": self.model_inputs},
             "outputs": {"model_outputs": self.model_outputs.iter().map(|(m, s)| json!({"model_id": m, "step": s})).collect::<Vec<_>>()},
         })
     }
@@ -232,6 +234,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Run> {
         tags: Vec::new(),
         metrics: Vec::new(),
         dataset_inputs: Vec::new(),
+        model_inputs: Vec::new(),
         model_outputs: Vec::new(),
     })
 }
@@ -253,7 +256,10 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
             "latest_metrics",
             "SELECT t.run_id, t.key, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t",
         ),
-        ("run_inputs", "SELECT t.run_id, t.payload FROM run_inputs t"),
+        (
+            "run_inputs",
+            "SELECT t.run_id, t.kind, t.payload FROM run_inputs t",
+        ),
         (
             "run_outputs",
             "SELECT t.run_id, t.model_id, t.step FROM run_outputs t",
@@ -284,9 +290,15 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
                     timestamp: get_i64(&row, "timestamp")?,
                     step: get_i64(&row, "step")?,
                 }),
-                "run_inputs" => run
-                    .dataset_inputs
-                    .push(serde_json::from_str(&get_str(&row, "payload")?).unwrap_or(Value::Null)),
+                "run_inputs" => {
+                    let payload =
+                        serde_json::from_str(&get_str(&row, "payload")?).unwrap_or(Value::Null);
+                    if get_str(&row, "kind")? == "model" {
+                        run.model_inputs.push(payload);
+                    } else {
+                        run.dataset_inputs.push(payload);
+                    }
+                }
                 _ => run
                     .model_outputs
                     .push((get_str(&row, "model_id")?, get_i64(&row, "step")?)),
@@ -640,8 +652,20 @@ pub async fn metric_history(pool: &Pool, run_id: &str, key: &str) -> Result<Vec<
         .collect()
 }
 
-pub async fn log_inputs(pool: &Pool, run_id: &str, datasets: &[Value]) -> Result<()> {
+pub async fn log_inputs(
+    pool: &Pool,
+    run_id: &str,
+    datasets: &[Value],
+    model_ids: &[String],
+) -> Result<()> {
     active_run(pool, run_id).await?;
+    for id in model_ids {
+        sqlx::query("INSERT INTO run_inputs (run_id, kind, payload) VALUES ($1, 'model', $2)")
+            .bind(run_id)
+            .bind(json!({"model_id": id}).to_string())
+            .execute(pool)
+            .await?;
+    }
     for d in datasets {
         sqlx::query("INSERT INTO run_inputs (run_id, kind, payload) VALUES ($1, 'dataset', $2)")
             .bind(run_id)

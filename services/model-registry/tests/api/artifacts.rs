@@ -462,3 +462,93 @@ on_both_backends!(
     logged_model_names_and_missing_tags,
     logged_model_names_and_missing_tags
 );
+
+/// MLflow 3's logged-model links: a run's model inputs, a search by the dataset a model's
+/// metric was logged against, and a version registered from the model's (local) folder, which
+/// the model then lists in its `mlflow.modelVersions` tag as MLflow writes it.
+async fn logged_model_inputs_datasets_and_versions(db: Db) {
+    use serde_json::json;
+    let app = spawn_app_with(db, &["--default-artifact-root", "file://{dir}/local-root"]).await;
+    let exp = app.create_experiment("lm-links").await;
+    let run = app.create_run(&exp).await;
+    let mut models = Vec::new();
+    for _ in 0..2 {
+        let (_, v) = app
+            .post("/logged-models", json!({"experiment_id": exp}))
+            .await;
+        models.push(v["model"]["info"].clone());
+    }
+    let id = models[0]["model_id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post(
+            "/runs/log-inputs",
+            json!({"run_id": run, "models": [{"model_id": id}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.get("/runs/get", &[("run_id", &run)]).await;
+    assert_eq!(
+        v["run"]["inputs"]["model_inputs"],
+        json!([{"model_id": id}])
+    );
+    let (s, _) = app
+        .post(
+            "/runs/log-metric",
+            json!({"run_id": run, "key": "auc", "value": 0.8, "timestamp": 1, "step": 0,
+                   "model_id": id, "dataset_name": "holdout", "dataset_digest": "abc"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for (digest, expected) in [("abc", 1), ("zzz", 0)] {
+        let (s, v) = app
+            .post(
+                "/logged-models/search",
+                json!({"experiment_ids": [exp], "datasets": [{"dataset_name": "holdout", "dataset_digest": digest}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let found = v["models"].as_array().map_or(0, Vec::len);
+        assert_eq!(found, expected, "{digest}: {v}");
+        if expected == 1 {
+            assert_eq!(v["models"][0]["info"]["model_id"], id.as_str());
+        }
+    }
+    app.post("/registered-models/create", json!({"name": "model"}))
+        .await;
+    let location = models[0]["artifact_uri"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": "model", "source": location, "model_id": id}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, v) = app.get(&format!("/logged-models/{id}"), &[]).await;
+    let tag = v["model"]["info"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "mlflow.modelVersions")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(
+        tag,
+        r#"[{"name": "model", "version": 1}, {"name": "model", "version": 2}]"#
+    );
+    // The other model's folder is not this model's.
+    let other = models[1]["artifact_uri"].as_str().unwrap();
+    let (s, _) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "model", "source": other, "model_id": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+on_both_backends!(
+    logged_model_inputs_datasets_and_versions,
+    logged_model_inputs_datasets_and_versions
+);
