@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER_DIR=${PEER_DIR:-../shared/mlflow/peer-tests}
-PEER_MIN=${PEER_MIN:-65}
+PEER_MIN=${PEER_MIN:-116}
 if [ ! -x "$PEER_DIR/run_peer_tests.sh" ]; then
   echo "mlflow-peer: SKIPPED: $PEER_DIR not found (MLflow's suites are in the team's shared folder, not in this repository)" >&2
   exit 0

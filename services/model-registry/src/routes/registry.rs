@@ -210,6 +210,15 @@ async fn check_source(
             "To use a local path as a model version input, the run_id request parameter has to be specified and the local path has to be contained within the artifact directory of the run specified by the run_id.",
         );
     }
+    if source
+        .strip_prefix("file://")
+        .is_some_and(|rest| !rest.starts_with('/'))
+    {
+        // MLflow answers this with a 500; it is the caller's mistake, so here it is a 400.
+        return invalid(format!(
+            "{source} is not a valid remote uri. For remote access on windows, please consider using a different scheme such as SMB (e.g. smb://<hostname>/<path>)."
+        ));
+    }
     let decoded = percent_decode(source);
     if decoded.split(['/', '\\']).any(|part| part == "..") {
         return invalid("If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path.");
@@ -220,6 +229,10 @@ async fn check_source(
 /// The path of a local source: `file://…` or a path with no scheme.
 fn local_path(source: &str) -> Option<std::path::PathBuf> {
     if let Some(rest) = source.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            // `file://host/…`: not local; refused by `check_source`.
+            return None;
+        }
         return Some(std::path::PathBuf::from(percent_decode(rest)));
     }
     let has_scheme = source

@@ -139,6 +139,7 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
         // A local path inside the run's folder, but the run's artifacts are on this server's
         // store, not local: refused as MLflow refuses it.
         format!("file:///tmp/{run}/artifacts/model"),
+        "file://123.45.67.89/path/to/source".to_string(),
     ] {
         let (s, v) = app
             .post(
