@@ -410,7 +410,7 @@ on_both_backends!(
 async fn bulk_metric_histories(db: Db) {
     let app = spawn_app(db).await;
     let exp = app.create_experiment("bulk").await;
-    let mut runs = vec![app.create_run(&exp).await, app.create_run(&exp).await];
+    let mut runs = [app.create_run(&exp).await, app.create_run(&exp).await];
     runs.sort();
     for (i, run) in runs.iter().enumerate() {
         for (ts, step, value) in [(8, 0, 1.0), (7, -2, -100.0), (8, 0, 0.0), (9, 1, 12.0)] {
