@@ -95,17 +95,8 @@ const HTTP_PROXY_ROUTE: &str = "api/2.0/mlflow-artifacts/artifacts";
 /// the proxy's own URL (`http(s)://host/api/2.0/mlflow-artifacts/artifacts/…`). Other URIs
 /// (`file://`, `s3://`, paths) are the client's business: the server never reads them.
 pub fn uri_to_relative(uri: &str) -> Result<String> {
-    if let Some(rest) = uri
-        .strip_prefix("http://")
-        .or_else(|| uri.strip_prefix("https://"))
-    {
-        if let Some((_, path)) = rest.split_once('/') {
-            if let Some(sub) = path.strip_prefix(HTTP_PROXY_ROUTE) {
-                if sub.is_empty() || sub.starts_with('/') {
-                    return check_relative(sub.trim_start_matches('/'));
-                }
-            }
-        }
+    if let Some(sub) = proxy_url_path(uri) {
+        return check_relative(sub.trim_start_matches('/'));
     }
     let Some(rest) = uri.strip_prefix(SCHEME) else {
         return invalid(format!(
@@ -118,6 +109,60 @@ pub fn uri_to_relative(uri: &str) -> Result<String> {
         ));
     }
     check_relative(rest.trim_start_matches('/'))
+}
+
+/// The path after the proxy's route in an `http(s)://host/api/2.0/mlflow-artifacts/artifacts…`
+/// URL, if `uri` is one.
+fn proxy_url_path(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))?;
+    let sub = rest.split_once('/')?.1.strip_prefix(HTTP_PROXY_ROUTE)?;
+    (sub.is_empty() || sub.starts_with('/')).then_some(sub)
+}
+
+/// Whether a URI names this server's own store (`mlflow-artifacts:…` or the proxy's URL), so
+/// that it must stay inside the root; other URIs are recorded as given.
+pub fn is_own_store_uri(uri: &str) -> bool {
+    uri.starts_with(SCHEME) || proxy_url_path(uri).is_some()
+}
+
+/// Whether `s` starts with a URI scheme (`s3:`, `file:`), not a path (a one-letter "scheme" is
+/// a Windows drive).
+pub fn has_scheme(s: &str) -> bool {
+    s.split_once(':')
+        .is_some_and(|(scheme, _)| scheme.len() > 1 && !scheme.contains('/'))
+}
+
+/// `%XX` sequences decoded once; invalid ones are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `root/sub` for store paths, where either may be empty (the root itself).
+pub fn join(root: &str, sub: &str) -> String {
+    match (root.is_empty(), sub.is_empty()) {
+        (true, _) => sub.to_string(),
+        (_, true) => root.to_string(),
+        _ => format!("{root}/{sub}"),
+    }
+}
+
+/// A folder's entries as MLflow lists them: paths relative to the listed root, so that `sub`
+/// prefixes each name.
+pub fn listing_json(files: Vec<FileInfo>, sub: &str) -> Vec<serde_json::Value> {
+    files
+        .into_iter()
+        .map(|f| {
+            let mut v = serde_json::json!({"path": join(sub, &f.path), "is_dir": f.is_dir});
+            if let Some(size) = f.file_size {
+                v["file_size"] = serde_json::json!(size);
+            }
+            v
+        })
+        .collect()
 }
 
 impl ArtifactStore {
@@ -358,6 +403,19 @@ mod tests {
         );
         assert!(uri_to_relative("http://h/api/2.0/mlflow-artifacts/artifactsX/a").is_err());
         assert!(uri_to_relative("http://h/other/a").is_err());
+        assert!(is_own_store_uri("mlflow-artifacts:/x"));
+        assert!(is_own_store_uri(
+            "https://h/api/2.0/mlflow-artifacts/artifacts/x"
+        ));
+        assert!(!is_own_store_uri("s3://bucket/mlflow-artifacts/x"));
+        assert!(!is_own_store_uri(
+            "http://h/api/2.0/mlflow-artifacts/artifactsX"
+        ));
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("r", ""), "r");
+        assert_eq!(join("r", "a"), "r/a");
+        assert!(has_scheme("s3://b") && has_scheme("file:///x"));
+        assert!(!has_scheme("my_location") && !has_scheme("C:/x") && !has_scheme("a/b:c"));
         assert!(uri_to_relative("file:///tmp").is_err());
         assert!(uri_to_relative("mlflow-artifacts:/1/../../x").is_err());
     }

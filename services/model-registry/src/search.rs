@@ -2,7 +2,9 @@
 //!
 //! `filter := clause (AND clause)*`, no OR and no parentheses; a clause is
 //! `identifier comparator value`, `identifier [NOT] IN (v, ...)` or `identifier IS [NOT] NULL`.
-//! Filtering and ordering run over loaded entities, the same way for both database backends.
+//! Filtering and ordering run over loaded entities here, the same way for both database
+//! backends; runs searches are answered by the database instead ([`crate::search_sql`]) and
+//! come here only for a clause SQL cannot say exactly.
 
 use std::cmp::Ordering;
 

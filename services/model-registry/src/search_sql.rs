@@ -407,24 +407,11 @@ mod tests {
     use super::*;
     use crate::search::{parse_filter, parse_order_by, Entity};
 
-    const RUNS: Shape = Shape {
-        key: "r.run_id",
-        fk: "run_id",
-        metrics: Some("latest_metrics"),
-        params: Some("params"),
-        tags: Some("tags"),
-        attrs: &[
-            ("run_name", "r.run_name", Kind::Text),
-            ("start_time", "r.start_time", Kind::Number),
-            ("end_time", "r.end_time", Kind::OptNumber),
-        ],
-    };
-
     fn sql(filter: &str, order: &[&str], backend: Backend) -> Option<Sql> {
         let clauses = parse_filter(filter, Entity::Runs).unwrap();
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
         let order = parse_order_by(&order, Entity::Runs).unwrap();
-        translate(&RUNS, &clauses, &order, backend, 3)
+        translate(&crate::store::runs::SHAPE, &clauses, &order, backend, 3)
     }
 
     #[test]

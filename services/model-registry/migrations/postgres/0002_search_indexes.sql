@@ -6,3 +6,6 @@ CREATE INDEX latest_metrics_key_value ON latest_metrics(key, value, is_nan, run_
 CREATE INDEX params_key_value ON params(key, value, run_id);
 CREATE INDEX tags_key_value ON tags(key, value, run_id);
 CREATE INDEX runs_experiment_stage_start ON runs(experiment_id, lifecycle_stage, start_time);
+-- A metric point is looked up before it is inserted (an identical point is kept once): by run,
+-- key, step and timestamp, not by scanning the whole history of the key.
+CREATE INDEX metrics_point ON metrics(run_id, key, step, timestamp);

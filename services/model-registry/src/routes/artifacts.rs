@@ -17,28 +17,7 @@ fn raw_path(req: &HttpRequest) -> String {
     let after = full
         .split_once("/mlflow-artifacts/artifacts")
         .map_or("", |(_, rest)| rest);
-    percent_decode(after.trim_start_matches('/'))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::artifacts::percent_decode(after.trim_start_matches('/'))
 }
 
 pub async fn upload(req: HttpRequest, payload: web::Payload, s: web::Data<AppState>) -> Resp {
@@ -62,7 +41,7 @@ pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp 
     let run =
         crate::store::runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     let (store, root) = s.store_for(&run.artifact_uri)?;
-    serve(&req, store, &format!("{root}/{sub}")).await
+    serve(&req, store, &crate::artifacts::join(&root, &sub)).await
 }
 
 /// `GET /model-versions/get-artifact?name=…&version=…&path=…`, the UI's download of one file of
@@ -74,7 +53,7 @@ pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>
     let v = crate::store::registry::get_model_version(&s.pool, &p.str("name")?, version).await?;
     let uri = super::registry::download_uri(&s, &v.source).await?;
     let (store, root) = s.store_for(&uri)?;
-    serve(&req, store, &format!("{root}/{sub}")).await
+    serve(&req, store, &crate::artifacts::join(&root, &sub)).await
 }
 
 /// `POST …/mlflow/upload-artifact?run_uuid=…&path=…` with the file as the body (MLflow's UI
@@ -102,7 +81,7 @@ pub async fn upload_run_artifact(
     let (store, root) = s.store_for(&run.artifact_uri)?;
     store
         .put(
-            &format!("{root}/{sub}"),
+            &crate::artifacts::join(&root, &sub),
             payload,
             s.settings.max_artifact_bytes,
         )

@@ -164,28 +164,8 @@ pub async fn list_artifacts(
     )?;
     let m = logged_models::get_logged_model(&s.pool, &path.into_inner()).await?;
     let (store, root) = s.store_for(&m.artifact_uri)?;
-    let dir = if sub.is_empty() {
-        root
-    } else {
-        format!("{root}/{sub}")
-    };
-    let files: Vec<serde_json::Value> = store
-        .list(&dir)
-        .await?
-        .into_iter()
-        .map(|f| {
-            let path = if sub.is_empty() {
-                f.path
-            } else {
-                format!("{sub}/{}", f.path)
-            };
-            let mut v = json!({"path": path, "is_dir": f.is_dir});
-            if let Some(size) = f.file_size {
-                v["file_size"] = json!(size);
-            }
-            v
-        })
-        .collect();
+    let files = store.list(&crate::artifacts::join(&root, &sub)).await?;
+    let files = crate::artifacts::listing_json(files, &sub);
     ok(json!({"root_uri": m.artifact_uri, "files": files}))
 }
 
@@ -200,5 +180,5 @@ pub async fn get_artifact(
     let sub = crate::artifacts::check_relative(&p.str("artifact_file_path")?)?;
     let m = logged_models::get_logged_model(&s.pool, &path.into_inner()).await?;
     let (store, root) = s.store_for(&m.artifact_uri)?;
-    super::artifacts::serve(&req, store, &format!("{root}/{sub}")).await
+    super::artifacts::serve(&req, store, &crate::artifacts::join(&root, &sub)).await
 }

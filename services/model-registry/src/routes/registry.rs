@@ -219,7 +219,7 @@ async fn check_source(
             "{source} is not a valid remote uri. For remote access on windows, please consider using a different scheme such as SMB (e.g. smb://<hostname>/<path>)."
         ));
     }
-    let decoded = percent_decode(source);
+    let decoded = crate::artifacts::percent_decode(source);
     if decoded.split(['/', '\\']).any(|part| part == "..") {
         return invalid("If supplying a source as an http, https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute path must be provided without relative path references present. Please provide an absolute path.");
     }
@@ -233,12 +233,11 @@ fn local_path(source: &str) -> Option<std::path::PathBuf> {
             // `file://host/…`: not local; refused by `check_source`.
             return None;
         }
-        return Some(std::path::PathBuf::from(percent_decode(rest)));
+        return Some(std::path::PathBuf::from(crate::artifacts::percent_decode(
+            rest,
+        )));
     }
-    let has_scheme = source
-        .split_once(':')
-        .is_some_and(|(scheme, _)| scheme.len() > 1 && !scheme.contains('/'));
-    (!has_scheme).then(|| std::path::PathBuf::from(source))
+    (!crate::artifacts::has_scheme(source)).then(|| std::path::PathBuf::from(source))
 }
 
 /// `.` and `..` resolved without touching the filesystem (`/a/b/..` is `/a`).
@@ -255,13 +254,6 @@ fn normalise(path: &std::path::Path) -> std::path::PathBuf {
         }
     }
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 pub async fn create_model_version(

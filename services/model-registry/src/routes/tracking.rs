@@ -30,15 +30,12 @@ fn experiment_location(location: &str) -> Result<String> {
     if location.contains('\0') || location.len() > 4096 {
         return invalid("Invalid artifact location".to_string());
     }
-    let is_uri = location
-        .split_once(':')
-        .is_some_and(|(scheme, _)| scheme.len() > 1 && !scheme.contains('/'));
-    if location.starts_with(crate::artifacts::SCHEME) || location.contains("/mlflow-artifacts/") {
+    if crate::artifacts::is_own_store_uri(location) {
         // On this server's own store: refused when it would escape the root.
         crate::artifacts::uri_to_relative(location)?;
         return Ok(location.to_string());
     }
-    if is_uri {
+    if crate::artifacts::has_scheme(location) {
         return Ok(location.to_string());
     }
     let cwd = std::env::current_dir().map_err(|e| {
@@ -501,21 +498,10 @@ pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
         .map(|i| experiments::parse_id(i))
         .collect::<Result<Vec<_>>>()?;
     let clauses = search::parse_filter(&p.opt_str("filter")?.unwrap_or_default(), Entity::Runs)?;
-    let mut order = search::parse_order_by(&p.str_list("order_by")?, Entity::Runs)?;
-    // MLflow's tiebreaks: start_time DESC unless already ordered on, then run_id.
-    if !order
-        .iter()
-        .any(|o| o.field == search::Field::Attribute("start_time".into()))
-    {
-        order.push(search::OrderBy {
-            field: search::Field::Attribute("start_time".into()),
-            ascending: false,
-        });
-    }
-    order.push(search::OrderBy {
-        field: search::Field::Attribute("run_id".into()),
-        ascending: true,
-    });
+    let order = runs::with_tiebreaks(search::parse_order_by(
+        &p.str_list("order_by")?,
+        Entity::Runs,
+    )?);
     let view = View::parse(p.opt_str("run_view_type")?.as_deref(), "run_view_type")?;
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
@@ -547,28 +533,9 @@ pub async fn list_run_artifacts(
     let p = p(&req, &body)?;
     let run = runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     let sub = crate::artifacts::check_relative(&p.opt_str("path")?.unwrap_or_default())?;
-    let (store, root_rel) = s.store_for(&run.artifact_uri)?;
-    let dir = if sub.is_empty() {
-        root_rel
-    } else {
-        format!("{root_rel}/{sub}")
-    };
-    let files = store.list(&dir).await?;
-    let files: Vec<Value> = files
-        .into_iter()
-        .map(|f| {
-            let path = if sub.is_empty() {
-                f.path
-            } else {
-                format!("{sub}/{}", f.path)
-            };
-            let mut v = json!({"path": path, "is_dir": f.is_dir});
-            if let Some(n) = f.file_size {
-                v["file_size"] = json!(n);
-            }
-            v
-        })
-        .collect();
+    let (store, root) = s.store_for(&run.artifact_uri)?;
+    let files = store.list(&crate::artifacts::join(&root, &sub)).await?;
+    let files = crate::artifacts::listing_json(files, &sub);
     ok(json!({"root_uri": run.artifact_uri, "files": files}))
 }
 

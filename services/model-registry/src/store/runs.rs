@@ -362,8 +362,25 @@ pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: View) -> Resul
     Ok(runs)
 }
 
+/// A runs search's order with MLflow's tie-breaks: `start_time DESC` unless already ordered
+/// on, then `run_id`.
+pub fn with_tiebreaks(mut order: Vec<OrderBy>) -> Vec<OrderBy> {
+    let start = Field::Attribute("start_time".into());
+    if !order.iter().any(|o| o.field == start) {
+        order.push(OrderBy {
+            field: start,
+            ascending: false,
+        });
+    }
+    order.push(OrderBy {
+        field: Field::Attribute("run_id".into()),
+        ascending: true,
+    });
+    order
+}
+
 /// How runs' fields map to SQL, for searches the database answers.
-const SHAPE: Shape = Shape {
+pub const SHAPE: Shape = Shape {
     key: "r.run_id",
     fk: "run_id",
     metrics: Some("latest_metrics"),

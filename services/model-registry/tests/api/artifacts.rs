@@ -220,6 +220,32 @@ async fn ui_downloads_of_run_and_version_files(db: Db) {
     )
     .await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "flavors: {}"));
+    // A version whose source is the store's root itself.
+    let (s, _) = app
+        .raw(
+            Method::PUT,
+            &format!("{A}/root.txt"),
+            b"at the root".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            serde_json::json!({"name": "m", "source": "mlflow-artifacts:"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, body) = get(
+        "/model-versions/get-artifact".into(),
+        vec![
+            ("name", "m".into()),
+            ("version", "2".into()),
+            ("path", "root.txt".into()),
+        ],
+    )
+    .await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "at the root"));
     let (s, body) = get(
         "/model-versions/get-artifact".into(),
         vec![

@@ -139,16 +139,8 @@ async fn sql_search_equals_memory_search(db: Db) {
             for order_terms in ORDERS {
                 let clauses = search::parse_filter(filter, Entity::Runs).unwrap();
                 let terms: Vec<String> = order_terms.iter().map(|s| s.to_string()).collect();
-                let mut order = search::parse_order_by(&terms, Entity::Runs).unwrap();
-                // The route's tie-breaks.
-                order.push(search::OrderBy {
-                    field: search::Field::Attribute("start_time".into()),
-                    ascending: false,
-                });
-                order.push(search::OrderBy {
-                    field: search::Field::Attribute("run_id".into()),
-                    ascending: true,
-                });
+                let order =
+                    runs::with_tiebreaks(search::parse_order_by(&terms, Entity::Runs).unwrap());
                 let all = runs::list_runs(&pool, &exps, view).await.unwrap();
                 let (expected, _) =
                     search::select(all, &clauses, &order, None, usize::MAX).unwrap();

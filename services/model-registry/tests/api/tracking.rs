@@ -76,6 +76,11 @@ async fn artifact_locations_outside_the_root_are_refused(db: Db) {
             "mlflow-artifacts:/team/risk".to_string(),
         ),
         ("s3://bucket/x", "s3://bucket/x".into()),
+        // Not this server's store, whatever its path says.
+        (
+            "s3://bucket/mlflow-artifacts/../x",
+            "s3://bucket/mlflow-artifacts/../x".into(),
+        ),
         ("file:///etc", "file:///etc".into()),
         ("/etc", "/etc".into()),
         ("my_location", format!("{}/my_location", cwd.display())),
