@@ -26,6 +26,8 @@ pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
 pub enum ModelSource {
     /// Trained here with the `gbdt` crate; inputs go through the fitted preprocessor.
     Gbdt,
+    /// Trained here with the histogram engine; inputs go through the fitted preprocessor.
+    Hist,
     /// Imported from XGBoost's JSON; inputs go to the trees as given.
     Xgboost,
 }

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod calibration;
+pub mod hist;
 pub mod metrics;
 pub mod pipeline;
 pub mod predictor;

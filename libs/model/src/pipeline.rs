@@ -14,7 +14,7 @@ use crate::bundle::{
 use crate::calibration::{Calibration, ThresholdRule, Thresholds};
 use crate::predictor::Predictor;
 use crate::smote::{oversample, SmoteParams};
-use crate::train::{train, TrainParams};
+use crate::train::{train, Engine, TrainParams};
 use crate::ModelError;
 
 /// Everything that shapes a trained model.
@@ -138,6 +138,7 @@ fn boost(
     y: &[bool],
     w: usize,
     blocks: &[std::ops::Range<usize>],
+    monotone: &[i8],
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(crate::trees::Ensemble, usize), ModelError> {
@@ -146,10 +147,15 @@ fn boost(
         Some(p) => oversample(&mut xs, &mut ys, w, blocks, p)?,
         None => 0,
     };
-    let mut trained = train(&xs, &ys, w, &cfg.booster, progress)?;
+    let mut ensemble = match cfg.booster.engine {
+        Engine::Gbdt => train(&xs, &ys, w, &cfg.booster, progress)?.ensemble,
+        Engine::Hist => crate::hist::train(&xs, &ys, w, &cfg.booster, monotone, progress)?.ensemble,
+    };
     // Covers for TreeSHAP come from the real rows, not the synthetic ones.
-    trained.ensemble.set_covers_from_rows(x);
-    Ok((trained.ensemble, added))
+    if added > 0 || cfg.booster.engine == Engine::Gbdt {
+        ensemble.set_covers_from_rows(x);
+    }
+    Ok((ensemble, added))
 }
 
 /// Fits a full model on training rows (values in spec order) with labels (true = default).
@@ -171,6 +177,7 @@ pub fn fit(
     let w = pre.width();
     let x = encode_rows(&pre, rows)?;
     let blocks = one_hot_blocks(&pre);
+    let monotone: Vec<i8> = Vec::new();
     let k = cfg.calibration_folds;
     let total = cfg.booster.trees * (k + 1);
     let mut done = 0;
@@ -187,7 +194,7 @@ pub fn fit(
                 yf.push(y[i]);
             }
         }
-        let (ens, _) = boost(&xf, &yf, w, &blocks, cfg, &mut |t| {
+        let (ens, _) = boost(&xf, &yf, w, &blocks, &monotone, cfg, &mut |t| {
             progress(Progress::Trees {
                 done: done + t,
                 total,
@@ -202,7 +209,7 @@ pub fn fit(
     let calibration = Calibration::fit(&oof, y)?;
     let oof_p: Vec<f64> = oof.iter().map(|m| calibration.apply(*m)).collect();
     let thresholds = Thresholds::choose(&oof_p, y, cfg.threshold_rule, cfg.review_recall)?;
-    let (ensemble, smote_rows) = boost(&x, y, w, &blocks, cfg, &mut |t| {
+    let (ensemble, smote_rows) = boost(&x, y, w, &blocks, &monotone, cfg, &mut |t| {
         progress(Progress::Trees {
             done: done + t,
             total,
@@ -216,7 +223,10 @@ pub fn fit(
     let bundle = Bundle {
         format_version: BUNDLE_FORMAT_VERSION,
         model_uuid: new_model_uuid(),
-        source: ModelSource::Gbdt,
+        source: match cfg.booster.engine {
+            Engine::Gbdt => ModelSource::Gbdt,
+            Engine::Hist => ModelSource::Hist,
+        },
         spec: spec.clone(),
         preprocessor: serde_json::to_value(&pre)
             .map_err(|e| ModelError::Internal(e.to_string()))?,

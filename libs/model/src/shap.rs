@@ -645,4 +645,56 @@ mod tests {
             assert!((total - f64::from(e.margin_reference(&row))).abs() < 1e-5);
         }
     }
+
+    #[test]
+    fn hist_engine_trees_with_missing_values_match_brute_force() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..2000 {
+            let a: f32 = rng.gen_range(-1.0..1.0);
+            let b: f32 = if rng.gen_bool(0.25) {
+                f32::NAN
+            } else {
+                rng.gen_range(-1.0..1.0)
+            };
+            let c: f32 = rng.gen_range(-1.0..1.0);
+            let z = 2.0 * a
+                + if b.is_nan() {
+                    1.0
+                } else {
+                    f64::from(b) as f32 * c
+                };
+            y.push(rng.gen_bool(crate::trees::sigmoid(f64::from(z))));
+            x.extend([a, b, c]);
+        }
+        let params = crate::train::TrainParams {
+            trees: 8,
+            max_depth: 3,
+            ..Default::default()
+        };
+        let e = crate::hist::train(&x, &y, 3, &params, &[], &mut |_| {})
+            .unwrap()
+            .ensemble;
+        let ex = Explainer::new(&e);
+        let fast = FastExplainer::new(&e);
+        for row in x.chunks(3).take(40) {
+            let mut phi = vec![0.0; 3];
+            ex.contributions(&e, row, &mut phi);
+            let mut want = vec![0.0; 3];
+            for t in &e.trees {
+                for (w, b) in want.iter_mut().zip(brute(t, row, 3)) {
+                    *w += b;
+                }
+            }
+            let mut phi_fast = vec![0.0; 3];
+            fast.contributions(&e, row, &mut phi_fast);
+            for j in 0..3 {
+                assert!((phi[j] - want[j]).abs() < 1e-9, "row {row:?} feature {j}");
+                assert!((phi_fast[j] - want[j]).abs() < 1e-6, "fast, row {row:?}");
+            }
+            let total = ex.bias() + phi.iter().sum::<f64>();
+            assert!((total - f64::from(e.margin_reference(row))).abs() < 1e-5);
+        }
+    }
 }

@@ -12,9 +12,44 @@ use serde::{Deserialize, Serialize};
 use crate::trees::{Ensemble, Node, Tree};
 use crate::ModelError;
 
+/// Which learner grows the trees. Both produce the same portable [`Ensemble`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The in-house histogram learner (`crate::hist`): XGBoost's objective, missing-value
+    /// directions, monotone constraints.
+    #[default]
+    Hist,
+    /// The `gbdt` crate (exact splits, imputed inputs): the engine this platform started with.
+    Gbdt,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Engine, String> {
+        match s {
+            "hist" => Ok(Engine::Hist),
+            "gbdt" => Ok(Engine::Gbdt),
+            other => Err(format!("unknown engine '{other}' (hist or gbdt)")),
+        }
+    }
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Hist => "hist",
+            Engine::Gbdt => "gbdt",
+        }
+    }
+}
+
 /// Booster settings. Defaults match the reference XGBoost setup (200 trees, depth 4, eta 0.05).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainParams {
+    /// Settings written before engines existed were `gbdt` ones.
+    #[serde(default = "gbdt_engine")]
+    pub engine: Engine,
     pub trees: usize,
     pub max_depth: u32,
     pub learning_rate: f32,
@@ -24,14 +59,44 @@ pub struct TrainParams {
     pub row_subsample: f64,
     /// Fraction of columns each tree may split on (seeded; 1.0 = all).
     pub col_subsample: f64,
-    /// Quantile bins per numeric column before fitting (0 = exact split search).
+    /// Quantile bins per numeric column before fitting (0 = exact split search with `gbdt`,
+    /// 255 with `hist`, which always bins).
     pub bins: usize,
     pub seed: u64,
+    /// L2 penalty on leaf weights (`hist`; XGBoost's `lambda`).
+    #[serde(default = "one")]
+    pub lambda: f64,
+    /// Least hessian sum in a child (`hist`; XGBoost's `min_child_weight`).
+    #[serde(default = "one")]
+    pub min_child_weight: f64,
+    /// Least gain for a split (`hist`; XGBoost's `gamma`).
+    #[serde(default)]
+    pub gamma: f64,
+    /// Stop when the held-out log loss has not improved for this many trees (0 = off; `hist`).
+    #[serde(default)]
+    pub early_stopping_rounds: usize,
+    /// Share of the training rows held out for early stopping.
+    #[serde(default = "tenth")]
+    pub validation_fraction: f64,
+    /// Weight of each default relative to a repayment (`hist`; XGBoost's `scale_pos_weight`).
+    #[serde(default = "one")]
+    pub scale_pos_weight: f64,
+}
+
+fn gbdt_engine() -> Engine {
+    Engine::Gbdt
+}
+fn one() -> f64 {
+    1.0
+}
+fn tenth() -> f64 {
+    0.1
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
+            engine: Engine::default(),
             trees: 200,
             max_depth: 4,
             learning_rate: 0.05,
@@ -40,6 +105,12 @@ impl Default for TrainParams {
             col_subsample: 1.0,
             bins: 0,
             seed: 42,
+            lambda: 1.0,
+            min_child_weight: 1.0,
+            gamma: 0.0,
+            early_stopping_rounds: 0,
+            validation_fraction: 0.1,
+            scale_pos_weight: 1.0,
         }
     }
 }
@@ -67,6 +138,31 @@ impl TrainParams {
         }
         if self.bins == 1 || self.bins > 65_536 {
             return bad("bins must be 0 (off) or between 2 and 65536");
+        }
+        if self.engine == Engine::Hist && self.bins > crate::hist::MAX_BINS {
+            return bad("the hist engine uses at most 255 bins per column");
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad("lambda must be a finite number >= 0");
+        }
+        if !(self.min_child_weight >= 0.0 && self.min_child_weight.is_finite()) {
+            return bad("min child weight must be a finite number >= 0");
+        }
+        if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
+            return bad("gamma must be a finite number >= 0");
+        }
+        if !(self.scale_pos_weight > 0.0 && self.scale_pos_weight.is_finite()) {
+            return bad("scale_pos_weight must be a finite number > 0");
+        }
+        if self.early_stopping_rounds > 0
+            && !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0)
+        {
+            return bad("validation fraction must be between 0 and 1");
+        }
+        if self.engine == Engine::Gbdt
+            && (self.early_stopping_rounds > 0 || self.scale_pos_weight != 1.0)
+        {
+            return bad("early stopping and class weights need the hist engine");
         }
         Ok(())
     }

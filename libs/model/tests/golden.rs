@@ -5,12 +5,16 @@
 
 use features::{Raw, Spec};
 use model::pipeline::{fit, provenance_now, TrainConfig};
-use model::train::TrainParams;
+use model::train::{Engine, TrainParams};
 use model::Scorer;
 
-const GOLDEN: &str = concat!(
+const GOLDEN_GBDT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/golden_scores.json"
+);
+const GOLDEN_HIST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/golden_scores_hist.json"
 );
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
 
@@ -37,7 +41,16 @@ fn german() -> (Spec, Vec<Vec<String>>, Vec<bool>) {
 }
 
 #[test]
-fn fixed_applicants_keep_their_encodings_and_scores() {
+fn fixed_applicants_keep_their_encodings_and_scores_gbdt() {
+    check(Engine::Gbdt, GOLDEN_GBDT);
+}
+
+#[test]
+fn fixed_applicants_keep_their_encodings_and_scores_hist() {
+    check(Engine::Hist, GOLDEN_HIST);
+}
+
+fn check(engine: Engine, golden: &str) {
     let (spec, rows, y) = german();
     let raws: Vec<Vec<Raw>> = rows
         .iter()
@@ -45,6 +58,7 @@ fn fixed_applicants_keep_their_encodings_and_scores() {
         .collect();
     let cfg = TrainConfig {
         booster: TrainParams {
+            engine,
             trees: 40,
             ..TrainParams::default()
         },
@@ -75,11 +89,11 @@ fn fixed_applicants_keep_their_encodings_and_scores() {
     got.insert("scores".into(), serde_json::Value::Array(scores));
     let got = serde_json::Value::Object(got);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(GOLDEN, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        std::fs::write(golden, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
         return;
     }
     let want: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(GOLDEN).expect("golden file; run with UPDATE_GOLDEN=1 once"),
+        &std::fs::read_to_string(golden).expect("golden file; run with UPDATE_GOLDEN=1 once"),
     )
     .unwrap();
     let enc_want: Vec<f64> = want["encoded_applicant_0"]

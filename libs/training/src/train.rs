@@ -33,22 +33,39 @@ pub struct Args {
     /// Seed for the split, SMOTE, folds and subsampling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Tree learner: hist (histogram boosting, XGBoost's objective, missing-value directions,
+    /// monotone constraints) or gbdt (the `gbdt` crate, exact splits).
+    #[arg(long, default_value = "hist", value_parser = ["hist", "gbdt"])]
+    pub engine: String,
     #[arg(long, default_value_t = 200)]
     pub trees: usize,
     #[arg(long, default_value_t = 4)]
     pub max_depth: u32,
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f32,
-    /// Minimum rows per leaf.
+    /// Minimum rows per leaf (gbdt engine).
     #[arg(long, default_value_t = 5)]
     pub min_leaf: usize,
+    /// L2 penalty on leaf weights (hist engine; XGBoost's lambda).
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda: f64,
+    /// Least hessian sum in a child (hist engine; XGBoost's min_child_weight).
+    #[arg(long, default_value_t = 1.0)]
+    pub min_child_weight: f64,
+    /// Least gain for a split (hist engine; XGBoost's gamma).
+    #[arg(long, default_value_t = 0.0)]
+    pub gamma: f64,
+    /// Stop adding trees when the log loss on a held-out tenth of the training rows has not
+    /// improved for this many trees (hist engine; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub early_stopping_rounds: usize,
     /// Share of rows each tree sees.
     #[arg(long, default_value_t = 1.0)]
     pub row_subsample: f64,
     /// Share of columns each tree may use.
     #[arg(long, default_value_t = 1.0)]
     pub col_subsample: f64,
-    /// Quantile bins per numeric column before fitting (0 = exact splits). See BENCHMARKS.md.
+    /// Quantile bins per numeric column (gbdt: 0 = exact splits; hist: 0 = 255, at most 255).
     #[arg(long, default_value_t = 0)]
     pub bins: usize,
     /// Train on the data as it is, without SMOTE oversampling.
@@ -118,6 +135,7 @@ impl Args {
     fn config(&self, smote: bool) -> TrainConfig {
         TrainConfig {
             booster: TrainParams {
+                engine: self.engine.parse().unwrap_or_default(),
                 trees: self.trees,
                 max_depth: self.max_depth,
                 learning_rate: self.learning_rate,
@@ -126,6 +144,11 @@ impl Args {
                 col_subsample: self.col_subsample,
                 bins: self.bins,
                 seed: self.seed,
+                lambda: self.lambda,
+                min_child_weight: self.min_child_weight,
+                gamma: self.gamma,
+                early_stopping_rounds: self.early_stopping_rounds,
+                ..TrainParams::default()
             },
             smote: smote.then_some(SmoteParams {
                 k: self.smote_k,
@@ -403,7 +426,7 @@ fn markdown(
     let t = &b.thresholds;
     let mut s = format!(
         "# Training report\n\nModel `{}` trained on `{}` ({} rows, SHA-256 `{}`) in {:.1} s.\n\n\
-         Settings: {} trees, depth {}, learning rate {}, min leaf {}, bins {}, seed {}; {}; \
+         Settings: engine {}, {} trees, depth {}, learning rate {}, min leaf {}, bins {}, seed {}; {}; \
          Platt calibration fitted out of fold ({} folds): a = {:.4}, b = {:.4}.\n\n\
          Decisions: approve below {:.4}, review from {:.4}, decline at or above {:.4} (rule {:?}, review recall {}).\n\n",
         b.model_uuid,
@@ -411,6 +434,7 @@ fn markdown(
         b.provenance.data_rows.unwrap_or(0),
         b.provenance.data_sha256.as_deref().unwrap_or(""),
         seconds,
+        a.engine,
         a.trees,
         a.max_depth,
         a.learning_rate,
