@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Confusion;
 use crate::trees::sigmoid;
 use crate::ModelError;
 
@@ -155,38 +154,65 @@ impl Thresholds {
                 "review recall must be in (0, 1]".into(),
             ));
         }
-        let mut candidates: Vec<f64> = p.to_vec();
-        candidates.sort_by(f64::total_cmp);
-        candidates.dedup();
-        if candidates.is_empty() {
+        if p.len() != y.len() {
+            return Err(ModelError::InvalidParams(
+                "scores and labels disagree".into(),
+            ));
+        }
+        // One sort, then every distinct score as a threshold with the counts at or above it.
+        let mut order: Vec<(f64, bool)> = p.iter().copied().zip(y.iter().copied()).collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if order.is_empty() {
             return Err(ModelError::InvalidParams(
                 "no scores to choose thresholds from".into(),
             ));
         }
-        let score = |t: f64| {
-            let c = Confusion::at(p, y, t);
-            match rule {
-                ThresholdRule::F1 => c.f1,
-                ThresholdRule::ExpectedCost {
-                    false_approve,
-                    false_decline,
-                } => -(c.fn_ as f64 * false_approve + c.fp as f64 * false_decline),
+        let positives = order.iter().filter(|r| r.1).count();
+        let negatives = order.len() - positives;
+        // (threshold, counts) from the lowest threshold up.
+        let mut at: Vec<crate::metrics::Confusion> = Vec::new();
+        let (mut below_pos, mut below_neg) = (0usize, 0usize);
+        let mut i = 0;
+        while i < order.len() {
+            let t = order[i].0;
+            at.push(crate::metrics::Confusion::from_counts(
+                t,
+                positives - below_pos,
+                negatives - below_neg,
+                below_neg,
+                below_pos,
+            ));
+            // Equal scores (as `==` sees them) are one threshold.
+            while i < order.len() && order[i].0 == t {
+                if order[i].1 {
+                    below_pos += 1;
+                } else {
+                    below_neg += 1;
+                }
+                i += 1;
             }
+        }
+        let score = |c: &crate::metrics::Confusion| match rule {
+            ThresholdRule::F1 => c.f1,
+            ThresholdRule::ExpectedCost {
+                false_approve,
+                false_decline,
+            } => -(c.fn_ as f64 * false_approve + c.fp as f64 * false_decline),
         };
-        let mut decline = candidates[0];
+        let mut decline = at[0].threshold;
         let mut best = f64::NEG_INFINITY;
-        for &t in &candidates {
-            let s = score(t);
+        for c in &at {
+            let s = score(c);
             if s > best {
                 best = s;
-                decline = t;
+                decline = c.threshold;
             }
         }
         // The highest threshold that still sends `review_recall` of defaulters to review or decline.
-        let mut approve = candidates[0];
-        for &t in &candidates {
-            if Confusion::at(p, y, t).recall >= review_recall {
-                approve = t;
+        let mut approve = at[0].threshold;
+        for c in &at {
+            if c.recall >= review_recall {
+                approve = c.threshold;
             }
         }
         Ok(Thresholds {
@@ -201,6 +227,68 @@ impl Thresholds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quadratic search `choose` replaced: every distinct score, counted from scratch.
+    fn choose_reference(p: &[f64], y: &[bool], rule: ThresholdRule, recall: f64) -> (f64, f64) {
+        use crate::metrics::Confusion;
+        let mut candidates: Vec<f64> = p.to_vec();
+        candidates.sort_by(f64::total_cmp);
+        candidates.dedup();
+        let score = |t: f64| {
+            let c = Confusion::at(p, y, t);
+            match rule {
+                ThresholdRule::F1 => c.f1,
+                ThresholdRule::ExpectedCost {
+                    false_approve,
+                    false_decline,
+                } => -(c.fn_ as f64 * false_approve + c.fp as f64 * false_decline),
+            }
+        };
+        let (mut decline, mut best) = (candidates[0], f64::NEG_INFINITY);
+        for &t in &candidates {
+            if score(t) > best {
+                best = score(t);
+                decline = t;
+            }
+        }
+        let mut approve = candidates[0];
+        for &t in &candidates {
+            if Confusion::at(p, y, t).recall >= recall {
+                approve = t;
+            }
+        }
+        (approve.min(decline), decline)
+    }
+
+    #[test]
+    fn thresholds_match_the_exhaustive_search() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for round in 0..20 {
+            let n = 50 + round * 37;
+            // Coarse scores, so that many rows share one.
+            let p: Vec<f64> = (0..n)
+                .map(|_| f64::from(rng.gen_range(0..40u8)) / 40.0)
+                .collect();
+            let y: Vec<bool> = p.iter().map(|pi| rng.gen_bool(pi * 0.8 + 0.1)).collect();
+            for rule in [
+                ThresholdRule::F1,
+                ThresholdRule::ExpectedCost {
+                    false_approve: 5.0,
+                    false_decline: 1.0,
+                },
+            ] {
+                for recall in [0.5, 0.9, 1.0] {
+                    let t = Thresholds::choose(&p, &y, rule, recall).unwrap();
+                    assert_eq!(
+                        (t.approve, t.decline),
+                        choose_reference(&p, &y, rule, recall),
+                        "round {round}, {rule:?}, recall {recall}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn platt_recovers_a_known_mapping() {
@@ -228,7 +316,7 @@ mod tests {
         let y: Vec<bool> = (0..200).map(|i| i > 140 || i % 10 == 0).collect();
         let t = Thresholds::choose(&p, &y, ThresholdRule::F1, 0.95).unwrap();
         assert!(t.approve <= t.decline);
-        assert!(Confusion::at(&p, &y, t.approve).recall >= 0.95);
+        assert!(crate::metrics::Confusion::at(&p, &y, t.approve).recall >= 0.95);
         assert_eq!(t.decide(t.decline), Decision::Decline);
         assert_eq!(t.decide(0.0), Decision::Approve);
         let costly = Thresholds::choose(

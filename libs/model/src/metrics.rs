@@ -38,6 +38,11 @@ impl Confusion {
                 (false, true) => fn_ += 1,
             }
         }
+        Confusion::from_counts(threshold, tp, fp, tn, fn_)
+    }
+
+    /// The rates of given counts.
+    pub fn from_counts(threshold: f64, tp: usize, fp: usize, tn: usize, fn_: usize) -> Confusion {
         let div = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let precision = div(tp, tp + fp);
         let recall = div(tp, tp + fn_);
