@@ -56,6 +56,8 @@ pub fn infer_spec(
             use_in_model: None,
             on_invalid: InvalidPolicy::Reject,
             description: None,
+            // A constraint is a modelling decision, not something the data can say.
+            monotone: None,
         };
         match numbers {
             Some(nums) if !nums.is_empty() => {

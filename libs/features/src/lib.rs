@@ -9,7 +9,9 @@ mod spec;
 
 pub use infer::infer_spec;
 pub use preprocessor::{Column, ColumnKind, Preprocessor, PREPROCESSOR_FORMAT_VERSION};
-pub use spec::{FeatureKind, FeatureSpec, InvalidPolicy, Spec, Target, SPEC_FORMAT_VERSION};
+pub use spec::{
+    FeatureKind, FeatureSpec, InvalidPolicy, Monotone, Spec, Target, SPEC_FORMAT_VERSION,
+};
 
 use serde::Serialize;
 

@@ -42,6 +42,10 @@ pub struct Preprocessor {
     pub format_version: u32,
     pub spec: Spec,
     pub columns: Vec<Column>,
+    /// Missing numeric and boolean values encode as NaN instead of their imputed value, for
+    /// models whose splits learn where missing values go (the `hist` engine).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_missing: bool,
     /// For each spec feature, the range of its columns (empty for features the model ignores).
     #[serde(skip)]
     ranges: Vec<std::ops::Range<usize>>,
@@ -315,6 +319,7 @@ impl Preprocessor {
             format_version: PREPROCESSOR_FORMAT_VERSION,
             spec,
             columns,
+            keep_missing: false,
             ranges: Vec::new(),
             lookup: Vec::new(),
         };
@@ -448,12 +453,18 @@ impl Preprocessor {
             let cols = &mut out[range.clone()];
             match (&self.columns[range.start].kind, value) {
                 (ColumnKind::Scaled { impute, mean, std }, v) => {
-                    let x = if let Clean::Num(x) = v { x } else { *impute };
-                    cols[0] = ((x - mean) / std) as f32;
+                    cols[0] = match v {
+                        Clean::Num(x) => ((x - mean) / std) as f32,
+                        _ if self.keep_missing => f32::NAN,
+                        _ => ((impute - mean) / std) as f32,
+                    };
                 }
                 (ColumnKind::Flag { impute }, v) => {
-                    let b = if let Clean::Bool(b) = v { b } else { *impute };
-                    cols[0] = f32::from(u8::from(b));
+                    cols[0] = match v {
+                        Clean::Bool(b) => f32::from(u8::from(b)),
+                        _ if self.keep_missing => f32::NAN,
+                        _ => f32::from(u8::from(*impute)),
+                    };
                 }
                 (ColumnKind::Passthrough, v) => {
                     cols[0] = if let Clean::Num(x) = v {
@@ -678,6 +689,60 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out[4], 0.0);
+    }
+
+    #[test]
+    fn keep_missing_encodes_missing_numbers_and_flags_as_nan_and_survives_a_round_trip() {
+        let mut p = fitted();
+        let row = [
+            Raw::Num(10.0),
+            Raw::Text("car"),
+            Raw::Missing,
+            Raw::Missing,
+            Raw::Missing,
+        ];
+        let mut imputed = vec![0.0; p.width()];
+        p.transform(&row, &mut imputed).unwrap();
+        assert!(imputed.iter().all(|v| v.is_finite()));
+        p.keep_missing = true;
+        let p = Preprocessor::from_json_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert!(p.keep_missing);
+        let mut kept = vec![0.0; p.width()];
+        p.transform(&row, &mut kept).unwrap();
+        let (phone, income) = (p.feature_columns(2).start, p.feature_columns(3).start);
+        assert!(kept[phone].is_nan() && kept[income].is_nan());
+        for (k, (a, b)) in imputed.iter().zip(&kept).enumerate() {
+            if k != phone && k != income {
+                assert_eq!(a, b, "column {k}");
+            }
+        }
+        // Without the flag, the serialized form is what it was.
+        assert!(!serde_json::to_string(&fitted())
+            .unwrap()
+            .contains("keep_missing"));
+    }
+
+    #[test]
+    fn monotone_constraints_are_for_numeric_features_only() {
+        let mut s = spec();
+        s.features[0].monotone = Some(crate::spec::Monotone::Increasing);
+        s.check().unwrap();
+        let back = Spec::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(
+            back.features[0].monotone,
+            Some(crate::spec::Monotone::Increasing)
+        );
+        assert!(serde_json::to_string(&s)
+            .unwrap()
+            .contains(r#""monotone":"increasing""#));
+        s.features[1].monotone = Some(crate::spec::Monotone::Decreasing);
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("'purpose' has a monotone constraint"), "{err}");
+        assert!(Spec::from_json(
+            r#"{"format_version": 1, "target": {"name": "y", "positive": "1"},
+                "features": [{"name": "a", "kind": "numeric", "monotone": "upwards"}]}"#
+        )
+        .is_err());
     }
 
     #[test]

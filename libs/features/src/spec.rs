@@ -27,6 +27,25 @@ pub enum InvalidPolicy {
     Missing,
 }
 
+/// A monotone constraint on a numeric feature. `Increasing`: a higher value never lowers the
+/// probability of default; `Decreasing`: a higher value never raises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Monotone {
+    Increasing,
+    Decreasing,
+}
+
+impl Monotone {
+    /// +1 for increasing, -1 for decreasing.
+    pub fn sign(self) -> i8 {
+        match self {
+            Monotone::Increasing => 1,
+            Monotone::Decreasing => -1,
+        }
+    }
+}
+
 /// The label column and which of its values means "defaulted".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +83,9 @@ pub struct FeatureSpec {
     pub on_invalid: InvalidPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A monotone constraint (numeric features, `hist` engine); see docs/feature-spec.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monotone: Option<Monotone>,
 }
 
 fn default_true() -> bool {
@@ -131,6 +153,12 @@ impl Spec {
             if f.kind != FeatureKind::Categorical && f.categories.is_some() {
                 return bad(format!(
                     "feature '{}' has categories but is not categorical",
+                    f.name
+                ));
+            }
+            if f.kind != FeatureKind::Numeric && f.monotone.is_some() {
+                return bad(format!(
+                    "feature '{}' has a monotone constraint but is not numeric",
                     f.name
                 ));
             }

@@ -322,10 +322,12 @@ pub fn train(
         }
         (xs, rows.iter().map(|&i| y[i]).collect())
     };
-    let (xf, yf) = if watch_rows.is_empty() {
-        (x.to_vec(), y.to_vec())
+    // Without early stopping every row is fitted: no copy.
+    let (xf, yf): (std::borrow::Cow<[f32]>, std::borrow::Cow<[bool]>) = if watch_rows.is_empty() {
+        (x.into(), y.into())
     } else {
-        pick(&fit_rows)
+        let (a, b) = pick(&fit_rows);
+        (a.into(), b.into())
     };
     let (xw, yw) = pick(&watch_rows);
     let max_bins = if params.bins == 0 {

@@ -50,11 +50,28 @@ pub enum Progress {
     Trees { done: usize, total: usize },
 }
 
+/// How the final fit dealt with the rarer class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Balance {
+    /// Trained on the data as it is.
+    None,
+    /// SMOTE-NC added synthetic minority rows.
+    Smote { rows: usize },
+    /// Too many minority rows for SMOTE to pay off: each minority row weighs this much.
+    Weights {
+        minority_rows: usize,
+        scale_pos_weight: f64,
+    },
+}
+
 /// A trained model and what was learned on the way.
 pub struct Fitted {
     pub bundle: Bundle,
     /// Rows SMOTE added to the final training set.
     pub smote_rows: usize,
+    /// How the final fit balanced the classes.
+    pub balance: Balance,
     /// Out-of-fold margins of the training rows (what calibration was fitted on).
     pub oof_margins: Vec<f64>,
 }
@@ -113,6 +130,18 @@ fn one_hot_blocks(pre: &Preprocessor) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// Each encoded column's monotone constraint (+1, -1 or 0) from the spec.
+pub fn monotone_columns(pre: &Preprocessor) -> Vec<i8> {
+    pre.columns
+        .iter()
+        .map(|c| match (&c.kind, pre.spec.features[c.feature].monotone) {
+            // Scaling divides by a positive spread, so order is kept.
+            (ColumnKind::Scaled { .. } | ColumnKind::Passthrough, Some(m)) => m.sign(),
+            _ => 0,
+        })
+        .collect()
+}
+
 /// Encodes rows with a preprocessor, naming the first bad row.
 pub fn encode_rows(pre: &Preprocessor, rows: &[Vec<Raw<'_>>]) -> Result<Vec<f32>, ModelError> {
     let w = pre.width();
@@ -141,21 +170,48 @@ fn boost(
     monotone: &[i8],
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(usize),
-) -> Result<(crate::trees::Ensemble, usize), ModelError> {
-    let (mut xs, mut ys) = (x.to_vec(), y.to_vec());
-    let added = match &cfg.smote {
-        Some(p) => oversample(&mut xs, &mut ys, w, blocks, p)?,
-        None => 0,
+) -> Result<(crate::trees::Ensemble, Balance), ModelError> {
+    // Copied only when SMOTE adds rows.
+    let (mut xs, mut ys): (std::borrow::Cow<[f32]>, std::borrow::Cow<[bool]>) =
+        (x.into(), y.into());
+    let mut booster = cfg.booster.clone();
+    let positives = y.iter().filter(|v| **v).count();
+    let minority = positives.min(y.len() - positives);
+    let balance = match &cfg.smote {
+        Some(p) if minority > p.max_minority && cfg.booster.engine == Engine::Hist => {
+            // Weight the minority class up to `ratio` of the majority instead.
+            let majority = (y.len() - minority) as f64;
+            let w = (p.ratio * majority / minority as f64).max(1.0);
+            let scale = if positives <= y.len() - positives {
+                w
+            } else {
+                1.0 / w
+            };
+            booster.scale_pos_weight = scale;
+            Balance::Weights {
+                minority_rows: minority,
+                scale_pos_weight: scale,
+            }
+        }
+        Some(p) if minority > p.max_minority => Balance::None,
+        Some(p) => Balance::Smote {
+            rows: oversample(xs.to_mut(), ys.to_mut(), w, blocks, p)?,
+        },
+        None => Balance::None,
+    };
+    let added = match balance {
+        Balance::Smote { rows } => rows,
+        _ => 0,
     };
     let mut ensemble = match cfg.booster.engine {
-        Engine::Gbdt => train(&xs, &ys, w, &cfg.booster, progress)?.ensemble,
-        Engine::Hist => crate::hist::train(&xs, &ys, w, &cfg.booster, monotone, progress)?.ensemble,
+        Engine::Gbdt => train(&xs, &ys, w, &booster, progress)?.ensemble,
+        Engine::Hist => crate::hist::train(&xs, &ys, w, &booster, monotone, progress)?.ensemble,
     };
     // Covers for TreeSHAP come from the real rows, not the synthetic ones.
     if added > 0 || cfg.booster.engine == Engine::Gbdt {
         ensemble.set_covers_from_rows(x);
     }
-    Ok((ensemble, added))
+    Ok((ensemble, balance))
 }
 
 /// Fits a full model on training rows (values in spec order) with labels (true = default).
@@ -173,11 +229,19 @@ pub fn fit(
         ));
     }
     cfg.booster.check()?;
-    let pre = Preprocessor::fit(spec, rows).map_err(|e| ModelError::InvalidData(e.to_string()))?;
+    let mut pre =
+        Preprocessor::fit(spec, rows).map_err(|e| ModelError::InvalidData(e.to_string()))?;
+    // The hist engine learns where missing values go; the gbdt crate needs them imputed.
+    pre.keep_missing = cfg.booster.engine == Engine::Hist;
+    let monotone = monotone_columns(&pre);
+    if cfg.booster.engine == Engine::Gbdt && monotone.iter().any(|c| *c != 0) {
+        return Err(ModelError::InvalidParams(
+            "the spec has monotone constraints; only the hist engine can keep them".into(),
+        ));
+    }
     let w = pre.width();
     let x = encode_rows(&pre, rows)?;
     let blocks = one_hot_blocks(&pre);
-    let monotone: Vec<i8> = Vec::new();
     let k = cfg.calibration_folds;
     let total = cfg.booster.trees * (k + 1);
     let mut done = 0;
@@ -207,9 +271,17 @@ pub fn fit(
         }
     }
     let calibration = Calibration::fit(&oof, y)?;
+    // A falling calibration would turn every constraint around.
+    if calibration.a < 0.0 && monotone.iter().any(|c| *c != 0) {
+        return Err(ModelError::InvalidData(
+            "the out-of-fold calibration reverses the model's ranking, so monotone constraints \
+             cannot hold for the served probability; check the labels and the target's positive value"
+                .into(),
+        ));
+    }
     let oof_p: Vec<f64> = oof.iter().map(|m| calibration.apply(*m)).collect();
     let thresholds = Thresholds::choose(&oof_p, y, cfg.threshold_rule, cfg.review_recall)?;
-    let (ensemble, smote_rows) = boost(&x, y, w, &blocks, &monotone, cfg, &mut |t| {
+    let (ensemble, balance) = boost(&x, y, w, &blocks, &monotone, cfg, &mut |t| {
         progress(Progress::Trees {
             done: done + t,
             total,
@@ -243,9 +315,14 @@ pub fn fit(
         },
     };
     bundle.check()?;
+    let smote_rows = match balance {
+        Balance::Smote { rows } => rows,
+        _ => 0,
+    };
     Ok(Fitted {
         bundle,
         smote_rows,
+        balance,
         oof_margins: oof,
     })
 }

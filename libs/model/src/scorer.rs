@@ -47,6 +47,8 @@ pub struct Scorer {
     explainer: FastExplainer,
     /// Spec features that may be cited as reasons (model inputs that are not protected).
     citable: Vec<bool>,
+    /// Per spec feature: its encoded column and constraint sign, for constrained features.
+    monotone: Vec<Option<(usize, i8)>>,
 }
 
 impl Scorer {
@@ -61,6 +63,19 @@ impl Scorer {
             .iter()
             .map(|f| f.is_model_input() && !f.protected)
             .collect();
+        let monotone = bundle
+            .spec
+            .features
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                let cols = preprocessor.feature_columns(j);
+                match f.monotone {
+                    Some(m) if cols.len() == 1 => Some((cols.start, m.sign())),
+                    _ => None,
+                }
+            })
+            .collect();
         let probe = vec![0.0f32; predictor.n_features()];
         if !crate::predictor::agrees_with_reference(&bundle.ensemble, &predictor, &probe) {
             return Err(ModelError::Internal(
@@ -73,6 +88,7 @@ impl Scorer {
             predictor,
             explainer,
             citable,
+            monotone,
         })
     }
 
@@ -159,7 +175,9 @@ impl Scorer {
     }
 
     /// Top features raising the risk for an encoded row, as (spec feature index, contribution),
-    /// largest first, at most `max_reasons`; protected features are never included.
+    /// largest first, at most `max_reasons`; protected features are never included, and a
+    /// monotone feature is cited only on its side of the training mean (an "increasing" one only
+    /// when above it), so a reason never runs against the constraint.
     pub fn top_reasons(&self, encoded: &[f32], scratch: &mut Scratch, out: &mut Vec<(usize, f64)>) {
         let Scratch {
             phi, by_feature, ..
@@ -170,11 +188,25 @@ impl Scorer {
             by_feature
                 .iter()
                 .enumerate()
-                .filter(|(j, c)| self.citable[*j] && **c > 0.0)
+                .filter(|(j, c)| self.citable[*j] && **c > 0.0 && self.consistent(*j, encoded))
                 .map(|(j, c)| (j, *c)),
         );
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out.truncate(self.bundle.max_reasons);
+    }
+
+    /// Whether citing feature `j` as raising risk agrees with its monotone constraint: scaled
+    /// columns are centred on the training mean, so the sign of the encoded value says which
+    /// side of it the applicant is on. A missing value is not constrained.
+    #[inline]
+    fn consistent(&self, j: usize, encoded: &[f32]) -> bool {
+        match self.monotone[j] {
+            Some((col, sign)) => {
+                let x = encoded[col];
+                x.is_nan() || f32::from(sign) * x > 0.0
+            }
+            None => true,
+        }
     }
 
     /// Reasons for the row most recently scored with `scratch` (its encoding is still there),
