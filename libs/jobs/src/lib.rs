@@ -177,6 +177,13 @@ pub struct TrainSettings {
     pub seed: u64,
     pub test_fraction: f64,
     pub smote: bool,
+    /// Tree learner, `hist` or `gbdt`. Jobs queued before engines existed trained with `gbdt`.
+    #[serde(default = "legacy_engine")]
+    pub engine: String,
+}
+
+fn legacy_engine() -> String {
+    "gbdt".into()
 }
 
 /// Which kind of work a job record describes.

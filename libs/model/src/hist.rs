@@ -26,8 +26,9 @@ use crate::train::TrainParams;
 use crate::trees::{Ensemble, Node, Tree};
 use crate::ModelError;
 
-/// Most real bins per column (one more holds missing values, so a bin fits in a `u8`).
-pub const MAX_BINS: usize = 255;
+/// Most bins per column, as XGBoost's `max_bin`: a column with missing values keeps one of them
+/// for the missing values, so every bin fits in a `u8`.
+pub const MAX_BINS: usize = 256;
 /// Rows summed into one partial histogram. Fixed, so results do not depend on thread count.
 const CHUNK: usize = 4096;
 /// Smallest gain that counts as an improvement (XGBoost's `kRtEps`).
@@ -43,7 +44,8 @@ pub struct Binned {
     /// First global histogram slot of each column (`width + 1` entries). Column `f` has
     /// `cuts[f].len() + 1` real bins and then its missing bin.
     offsets: Vec<usize>,
-    /// Column-major local bins, `cols[f * n + row]`; the missing bin is `cuts[f].len() + 1`.
+    /// Column-major local bins, `cols[f * n + row]`; the missing bin is `cuts[f].len() + 1`
+    /// (at most 255: a column with 256 real bins has no missing values).
     cols: Vec<u8>,
     /// Each column's most frequent local bin: left out of `entries`.
     default_bin: Vec<u8>,
@@ -60,7 +62,15 @@ impl Binned {
         let max_bins = max_bins.clamp(2, MAX_BINS);
         let cuts: Vec<Vec<f32>> = (0..width)
             .into_par_iter()
-            .map(|f| column_cuts(x.iter().skip(f).step_by(width).copied(), max_bins))
+            .map(|f| {
+                let col = x.iter().skip(f).step_by(width).copied();
+                let real = if col.clone().any(f32::is_nan) {
+                    max_bins.min(MAX_BINS - 1)
+                } else {
+                    max_bins
+                };
+                column_cuts(col, real)
+            })
             .collect();
         let mut offsets = Vec::with_capacity(width + 1);
         let mut total = 0;
@@ -124,8 +134,8 @@ impl Binned {
         self.offsets[self.width]
     }
 
-    fn missing_bin(&self, f: usize) -> u8 {
-        (self.cuts[f].len() + 1) as u8
+    fn missing_bin(&self, f: usize) -> usize {
+        self.cuts[f].len() + 1
     }
 
     #[inline]
@@ -487,7 +497,7 @@ fn leaf_by_bins(tree: &Tree, b: &Binned, row: usize) -> usize {
         }
         let f = n.feature as usize;
         let bin = b.bin(f, row);
-        let left = if bin == b.missing_bin(f) {
+        let left = if bin as usize == b.missing_bin(f) {
             n.default_left
         } else {
             // The threshold is some cut c[s], and bin <= s exactly when the bin starts below it.
@@ -818,7 +828,7 @@ fn partition(
     for i in start..end {
         let r = rows[i];
         let bin = col[r as usize];
-        let left = if bin == missing {
+        let left = if bin as usize == missing {
             s.default_left
         } else {
             bin <= s.bin
@@ -1018,7 +1028,7 @@ mod tests {
                 let v = x[r * 4 + f];
                 let bin = b.bin(f, r);
                 if v.is_nan() {
-                    assert_eq!(bin, b.missing_bin(f));
+                    assert_eq!(bin as usize, b.missing_bin(f));
                 } else {
                     for (s, cut) in b.cuts[f].iter().enumerate() {
                         assert_eq!(bin as usize <= s, v < *cut);
@@ -1039,7 +1049,7 @@ mod tests {
         inf[0] = f32::INFINITY;
         assert!(train(&inf, &y, 4, &params(), &[], &mut |_| {}).is_err());
         let big = TrainParams {
-            bins: 256,
+            bins: 257,
             ..params()
         };
         assert!(train(&x, &y, 4, &big, &[], &mut |_| {}).is_err());

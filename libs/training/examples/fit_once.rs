@@ -1,5 +1,5 @@
 //! One booster fit on an 80/20 stratified split, timed, for `bench/train-engines.sh`:
-//! `cargo run --release -p training --example fit_once -- DATA SPEC ENGINE [DUMP_DIR]`.
+//! `cargo run --release -p training --example fit_once -- DATA SPEC ENGINE [SPLIT_SEED [DUMP_DIR]]`.
 //! Prints one JSON line (engine, rows, columns, seconds, test ROC AUC). With DUMP_DIR it also
 //! writes the encoded split (`train.f32`, `test.f32`, `train.y`, `test.y`, `shape.json`) so that
 //! XGBoost can be fitted on exactly the same matrix.
@@ -15,7 +15,7 @@ use model::train::{Engine, TrainParams};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        bail!("usage: fit_once DATA SPEC hist|gbdt [DUMP_DIR]");
+        bail!("usage: fit_once DATA SPEC hist|gbdt [SPLIT_SEED [DUMP_DIR]]");
     }
     let spec = training::read_spec(&PathBuf::from(&args[1]))?;
     let engine: Engine = args[2].parse().map_err(anyhow::Error::msg)?;
@@ -29,7 +29,11 @@ fn main() -> Result<()> {
             r
         })
         .collect();
-    let (train_idx, test_idx) = stratified_split(&data.labels, 0.2, 42)?;
+    let split_seed: u64 = match args.get(3) {
+        Some(s) => s.parse().context("SPLIT_SEED must be a number")?,
+        None => 42,
+    };
+    let (train_idx, test_idx) = stratified_split(&data.labels, 0.2, split_seed)?;
     let train_raw: Vec<Vec<Raw<'_>>> = train_idx.iter().map(|&i| raws[i].clone()).collect();
     let test_raw: Vec<Vec<Raw<'_>>> = test_idx.iter().map(|&i| raws[i].clone()).collect();
     let ytr: Vec<bool> = train_idx.iter().map(|&i| data.labels[i]).collect();
@@ -38,7 +42,7 @@ fn main() -> Result<()> {
     let w = pre.width();
     let xtr = encode_rows(&pre, &train_raw)?;
     let xte = encode_rows(&pre, &test_raw)?;
-    if let Some(dir) = args.get(3) {
+    if let Some(dir) = args.get(4) {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir)?;
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "engine": engine.as_str(),
+            "split_seed": split_seed,
             "rows": ytr.len(),
             "columns": w,
             "threads": rayon::current_num_threads(),

@@ -33,6 +33,25 @@ pub fn print(text: &str) -> Result<()> {
     }
 }
 
+/// A progress bar for training: trees built of all trees to build, and trees per second.
+pub fn tree_bar(what: &str) -> indicatif::ProgressBar {
+    let pb = bar(0, what);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} trees, {rate} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} trees/s", s.per_sec());
+            },
+        )
+        .progress_chars("=> "),
+    );
+    pb
+}
+
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);

@@ -188,7 +188,7 @@ fn fit_and_evaluate(
     let pb = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        crate::bar(0, label)
+        crate::tree_bar(label)
     };
     let fitted = fit(spec, train.0, train.1, cfg, provenance, &mut |p| match p {
         Progress::Trees { done, total } => {

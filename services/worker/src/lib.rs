@@ -512,6 +512,7 @@ fn training_args(
         ("--learning-rate", s.learning_rate.to_string()),
         ("--seed", s.seed.to_string()),
         ("--test-fraction", s.test_fraction.to_string()),
+        ("--engine", s.engine.clone()),
     ] {
         argv.push(flag.into());
         argv.push(value);

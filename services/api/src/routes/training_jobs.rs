@@ -23,6 +23,7 @@ pub struct TrainQuery {
     seed: Option<u64>,
     test_fraction: Option<f64>,
     smote: Option<bool>,
+    engine: Option<String>,
 }
 
 impl TrainQuery {
@@ -36,6 +37,7 @@ impl TrainQuery {
             seed: self.seed.unwrap_or(42),
             test_fraction: self.test_fraction.unwrap_or(0.2),
             smote: self.smote.unwrap_or(true),
+            engine: self.engine.unwrap_or_else(|| "hist".into()),
         };
         let mut problems = Vec::new();
         for (what, name) in [
@@ -54,6 +56,9 @@ impl TrainQuery {
         }
         if !(s.learning_rate > 0.0 && s.learning_rate <= 1.0) {
             problems.push("learning_rate must be in (0, 1]".into());
+        }
+        if !matches!(s.engine.as_str(), "hist" | "gbdt") {
+            problems.push("engine must be hist or gbdt".into());
         }
         if !(s.test_fraction >= 0.05 && s.test_fraction <= 0.5) {
             problems.push("test_fraction must be between 0.05 and 0.5".into());

@@ -65,6 +65,7 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
     assert_eq!(s, 202, "{job}");
     assert_eq!(job["settings"]["trees"], 20);
     assert_eq!(job["settings"]["register_as"], "loan-default");
+    assert_eq!(job["settings"]["engine"], "hist", "the default engine");
     let done = wait_done(&api, &location).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let reg = &done["result"]["registered"];
@@ -100,7 +101,7 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
     std::fs::write(storage.join("datasets/g.csv"), &data).unwrap();
     let (s, job, location) = submit(
         &api,
-        "?trees=10&smote=false",
+        "?trees=10&smote=false&engine=gbdt",
         "application/json",
         json!({"dataset_path": "datasets/g.csv"})
             .to_string()
@@ -110,6 +111,26 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
     assert_eq!(s, 202, "{job}");
     let done = wait_done(&api, &location).await;
     assert_eq!(done["result"]["registered"]["version"], "3", "{done}");
+    // The job trained with the engine it asked for: the run's logged settings say so.
+    let run: Value = http
+        .get(format!("{registry}/api/2.0/mlflow/runs/get"))
+        .query(&[(
+            "run_id",
+            done["result"]["registered"]["run_id"].as_str().unwrap(),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let params = run["run"]["data"]["params"].as_array().unwrap();
+    assert!(
+        params
+            .iter()
+            .any(|p| p["key"] == "booster.engine" && p["value"] == "gbdt"),
+        "{run}"
+    );
 
     // Bad requests, each with a reason, and nothing queued.
     let (s, _, _) = submit(&api, "", "application/pdf", b"x".to_vec()).await;
@@ -117,6 +138,9 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
     let (s, v, _) = submit(&api, "?trees=0", "text/csv", data.clone()).await;
     assert_eq!(s, 422);
     assert!(v["detail"].as_str().unwrap().contains("trees"), "{v}");
+    let (s, v, _) = submit(&api, "?engine=lightgbm", "text/csv", data.clone()).await;
+    assert_eq!(s, 422);
+    assert!(v["detail"].as_str().unwrap().contains("engine"), "{v}");
     for path in ["../etc/passwd", "/etc/passwd", "datasets/missing.csv"] {
         let (s, v, _) = submit(
             &api,
