@@ -681,7 +681,7 @@ mod tests {
         for row in x.chunks(3).take(40) {
             let mut phi = vec![0.0; 3];
             ex.contributions(&e, row, &mut phi);
-            let mut want = vec![0.0; 3];
+            let mut want = [0.0; 3];
             for t in &e.trees {
                 for (w, b) in want.iter_mut().zip(brute(t, row, 3)) {
                     *w += b;
