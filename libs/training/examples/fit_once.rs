@@ -56,8 +56,13 @@ fn main() -> Result<()> {
             serde_json::json!({"width": w, "train": ytr.len(), "test": yte.len()}).to_string(),
         )?;
     }
+    let trees = std::env::var("FIT_ONCE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let params = TrainParams {
         engine,
+        trees,
         ..TrainParams::default()
     };
     let started = Instant::now();
@@ -66,6 +71,9 @@ fn main() -> Result<()> {
         Engine::Gbdt => model::train::train(&xtr, &ytr, w, &params, &mut |_| {})?.ensemble,
     };
     let seconds = started.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("FIT_ONCE_TREES") {
+        std::fs::write(path, serde_json::to_string_pretty(&ensemble)?)?;
+    }
     let pred = model::Predictor::new(&ensemble);
     let p: Vec<f64> = xte
         .chunks_exact(w)
