@@ -1,7 +1,7 @@
 //! The hist engine on German credit: its bins are XGBoost's, and monotone constraints hold end
-//! to end with `credit_amount` and `duration_in_month` constrained increasing. For every held-out applicant, raising either over its whole range
-//! never lowers the served (calibrated) probability, and neither is ever cited as a reason on the
-//! wrong side of its training mean.
+//! to end with `credit_amount` and `duration_in_month` constrained increasing. For every
+//! held-out applicant, raising either over its whole range never lowers the served (calibrated)
+//! probability, and neither is ever cited as a reason on the wrong side of its training mean.
 
 use features::{Monotone, Raw, Spec};
 use model::pipeline::{fit, provenance_now, stratified_split, TrainConfig};
