@@ -183,3 +183,46 @@ fn bins_are_xgboosts_on_german_credit() {
         assert_eq!(ours, &theirs, "column {f} ({})", pre.columns[f].name);
     }
 }
+
+/// A whole default fit (SMOTE, three calibration folds, thresholds) gives the same model on one
+/// thread as on three: trees, preprocessing, calibration and thresholds, byte for byte.
+#[test]
+fn a_default_fit_is_the_same_on_any_number_of_threads() {
+    let (spec, rows, y) = german();
+    let raws: Vec<Vec<Raw>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let fit_on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let b = pool.install(|| {
+            fit(
+                &spec,
+                &raws,
+                &y,
+                &TrainConfig::default(),
+                provenance_now(),
+                &mut |_| {},
+            )
+            .unwrap()
+            .bundle
+        });
+        serde_json::to_string(&(
+            &b.ensemble,
+            &b.preprocessor,
+            &b.calibration,
+            &b.thresholds,
+            &b.score_distribution,
+        ))
+        .unwrap()
+    };
+    let one = fit_on(1);
+    assert_eq!(one, fit_on(3));
+    assert!(
+        one.contains("keep_missing"),
+        "a hist model keeps missing values"
+    );
+}
