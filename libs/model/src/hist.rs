@@ -945,11 +945,25 @@ mod tests {
     #[test]
     fn flat_predictor_is_bit_identical_to_the_engines_own_margins() {
         let (x, y) = data(3000, 1);
-        let m = train(&x, &y, 4, &params(), &[], &mut |_| {}).unwrap();
+        check_margins(&x, &y, &params());
+        // With row subsampling the rows a tree did not see are routed by their bins.
+        check_margins(
+            &x,
+            &y,
+            &TrainParams {
+                row_subsample: 0.6,
+                col_subsample: 0.5,
+                ..params()
+            },
+        );
+    }
+
+    fn check_margins(x: &[f32], y: &[bool], params: &TrainParams) {
+        let m = train(x, y, 4, params, &[], &mut |_| {}).unwrap();
         let p = crate::Predictor::new(&m.ensemble);
         let own = m.margins.unwrap();
         let mut batch = vec![0.0f32; y.len()];
-        p.margins(&x, &mut batch);
+        p.margins(x, &mut batch);
         for (i, row) in x.chunks(4).enumerate() {
             assert_eq!(p.margin(row).to_bits(), own[i].to_bits(), "row {i}");
             assert_eq!(batch[i].to_bits(), own[i].to_bits(), "row {i} (block)");
