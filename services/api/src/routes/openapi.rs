@@ -162,7 +162,9 @@ fn training_job_schema() -> Value {
             "learning_rate": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
             "seed": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
             "test_fraction": {"type": "number", "minimum": 0.05, "maximum": 0.5},
-            "smote": {"type": "boolean"}}});
+            "smote": {"type": "boolean"},
+            "engine": {"type": "string", "enum": ["hist", "gbdt"],
+                "description": "Tree learner (absent on jobs submitted before engines existed, which trained with gbdt)"}}});
     let registered = json!({"type": "object", "description": "The logged run and the registered version",
         "required": ["run_id", "model_name", "version", "experiment_id"],
         "properties": {"run_id": {"type": "string"}, "model_name": {"type": "string"},
@@ -221,6 +223,8 @@ fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
         query("test_fraction", json!({"type": "number", "minimum": 0.05, "maximum": 0.5, "default": 0.2}),
             "Share of the rows held out for the metrics"),
         query("smote", json!({"type": "boolean", "default": true}), "Oversample the minority class with SMOTE"),
+        query("engine", json!({"type": "string", "enum": ["hist", "gbdt"], "default": "hist"}),
+            "Tree learner: hist (histogram boosting, XGBoost's objective, missing-value directions, monotone constraints) or gbdt (the gbdt crate)"),
     ]);
     let create = json!({"post": {
         "summary": "Train and register a new model version in the background (nothing is promoted)",
@@ -280,7 +284,7 @@ fn serving_model_schema() -> Value {
         "source": {"type": "string", "description": "A bundle directory or a models:/ URI"},
         "loaded_at": {"type": "string", "format": "date-time"},
         "model_uuid": {"type": "string"},
-        "model_source": {"type": "string", "enum": ["gbdt", "xgboost"], "description": "Trained here, or imported from XGBoost"},
+        "model_source": {"type": "string", "enum": ["hist", "gbdt", "xgboost"], "description": "Trained here (hist or gbdt engine), or imported from XGBoost"},
         "spec": {"type": "object", "description": "The feature spec (docs/feature-spec.md)"},
         "metrics": {"type": "object", "nullable": true, "description": "Held-out metrics from training; null for a bundle saved without them"},
         "thresholds": {"type": "object", "required": ["approve", "decline", "rule", "review_recall"], "properties": {

@@ -308,6 +308,17 @@ async fn openapi_describes_the_serving_model() {
     assert!(props["purpose"]["enum"].as_array().unwrap().len() > 5);
     assert_eq!(props["duration_in_month"]["maximum"], 120.0);
     assert!(doc["paths"]["/v1/predict"]["post"]["responses"]["422"].is_object());
+    // The document allows what the server answers: the serving model's source is in its enum.
+    let (_, served) = api.get("/v1/model").await;
+    let sources = doc["components"]["schemas"]["ServingModel"]["properties"]["model_source"]
+        ["enum"]
+        .as_array()
+        .unwrap();
+    assert!(
+        sources.contains(&served["model_source"]),
+        "{} not in {sources:?}",
+        served["model_source"]
+    );
     let html = api
         .client
         .get(format!("{}/docs", api.address))
