@@ -29,7 +29,8 @@ async fn queued_job() -> Job {
 async fn recorded_job() -> Job {
     let dir = test_support::tmp("worker-proc");
     let bundle = common::train_bundle(&dir, 20);
-    let input = common::write_input(&dir, 12_000);
+    // Enough chunks (150) that one worker cannot drain the queue between two polls of the other.
+    let input = common::write_input(&dir, 60_000);
     let spec = model::Bundle::load(&bundle).unwrap().spec;
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let queue_name = format!("{prefix}score-batch");
