@@ -17,7 +17,6 @@
 //! where missing values go; monotone constraints bound leaf values as XGBoost does, so every
 //! tree, and hence the sum, is monotone in a constrained column.
 
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -456,18 +455,7 @@ pub fn train(
         } else {
             work.rows.extend(0..n as u32);
         }
-        let allowed: Vec<bool> = if params.col_subsample < 1.0 {
-            let take = ((width as f64 * params.col_subsample).round() as usize).max(1);
-            let mut c: Vec<usize> = (0..width).collect();
-            c.shuffle(&mut rng);
-            let mut m = vec![false; width];
-            for f in &c[..take] {
-                m[*f] = true;
-            }
-            m
-        } else {
-            vec![true; width]
-        };
+        let allowed = crate::train::column_mask(width, params.col_subsample, &mut rng);
         let tree = grow(
             &binned,
             &gh,
@@ -585,7 +573,7 @@ fn grow(
     leaf_of: &mut [u32],
 ) -> Tree {
     let eta = f64::from(params.learning_rate);
-    let mut nodes: Vec<Node> = vec![leaf_node(0.0)];
+    let mut nodes: Vec<Node> = vec![Node::leaf(0.0)];
     let root_slot = work.free.pop().expect("histogram pool");
     let end = work.rows.len();
     let sum = build_hist(
@@ -613,7 +601,7 @@ fn grow(
         };
         let Some(s) = split else {
             let w = reg.weight(p.sum, p.lo, p.hi);
-            nodes[p.node] = leaf_node((eta * w) as f32);
+            nodes[p.node] = Node::leaf((eta * w) as f32);
             nodes[p.node].cover = (p.end - p.start) as f64;
             for &r in &work.rows[p.start..p.end] {
                 leaf_of[r as usize] = p.node as u32;
@@ -632,8 +620,8 @@ fn grow(
             value: 0.0,
             cover: (p.end - p.start) as f64,
         };
-        nodes.push(leaf_node(0.0));
-        nodes.push(leaf_node(0.0));
+        nodes.push(Node::leaf(0.0));
+        nodes.push(Node::leaf(0.0));
         // Children's bounds: a monotone split puts the midpoint between them.
         let (mut llo, mut lhi, mut rlo, mut rhi) = (p.lo, p.hi, p.lo, p.hi);
         match mono[s.feature] {
@@ -691,18 +679,6 @@ fn grow(
         stack.push(child(l, p.start, mid, s.left, llo, lhi, lslot));
     }
     Tree { nodes }
-}
-
-fn leaf_node(value: f32) -> Node {
-    Node {
-        feature: 0,
-        threshold: 0.0,
-        left: 0,
-        right: 0,
-        default_left: true,
-        value,
-        cover: 0.0,
-    }
 }
 
 fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {

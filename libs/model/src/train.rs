@@ -60,7 +60,7 @@ pub struct TrainParams {
     /// Fraction of columns each tree may split on (seeded; 1.0 = all).
     pub col_subsample: f64,
     /// Quantile bins per numeric column before fitting (0 = exact split search with `gbdt`,
-    /// 255 with `hist`, which always bins).
+    /// 256 with `hist`, which always bins).
     pub bins: usize,
     pub seed: u64,
     /// L2 penalty on leaf weights (`hist`; XGBoost's `lambda`).
@@ -140,7 +140,7 @@ impl TrainParams {
             return bad("bins must be 0 (off) or between 2 and 65536");
         }
         if self.engine == Engine::Hist && self.bins > crate::hist::MAX_BINS {
-            return bad("the hist engine uses at most 255 bins per column");
+            return bad("the hist engine uses at most 256 bins per column");
         }
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             return bad("lambda must be a finite number >= 0");
@@ -166,6 +166,21 @@ impl TrainParams {
         }
         Ok(())
     }
+}
+
+/// The columns one tree may split on: a seeded share `fraction` of `width` (all when 1.0).
+pub(crate) fn column_mask(width: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
+    if fraction >= 1.0 {
+        return vec![true; width];
+    }
+    let take = ((width as f64 * fraction).round() as usize).max(1);
+    let mut cols: Vec<usize> = (0..width).collect();
+    cols.shuffle(rng);
+    let mut m = vec![false; width];
+    for c in &cols[..take] {
+        m[*c] = true;
+    }
+    m
 }
 
 /// Per-column quantile cut points; a column with few distinct values is left as is.
@@ -299,18 +314,7 @@ pub fn train(
         } else {
             (0..n).collect()
         };
-        let mask: Vec<bool> = if params.col_subsample < 1.0 {
-            let take = ((width as f64 * params.col_subsample).round() as usize).max(1);
-            let mut cols: Vec<usize> = (0..width).collect();
-            cols.shuffle(&mut rng);
-            let mut m = vec![false; width];
-            for c in &cols[..take] {
-                m[*c] = true;
-            }
-            m
-        } else {
-            vec![true; width]
-        };
+        let mask = column_mask(width, params.col_subsample, &mut rng);
         let mut data: DataVec = rows
             .iter()
             .map(|&i| {

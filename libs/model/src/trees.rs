@@ -31,6 +31,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// A leaf with this output and no cover yet.
+    pub fn leaf(value: f32) -> Node {
+        Node {
+            feature: 0,
+            threshold: 0.0,
+            left: 0,
+            right: 0,
+            default_left: true,
+            value,
+            cover: 0.0,
+        }
+    }
+
     pub fn is_leaf(&self) -> bool {
         self.left == 0 && self.right == 0
     }

@@ -3,7 +3,10 @@
 //! numbers fails here. Regenerate deliberately with `UPDATE_GOLDEN=1 cargo test -p model --test golden`
 //! and explain the change in the commit.
 
-use features::{Raw, Spec};
+mod common;
+use common::german;
+
+use features::Raw;
 use model::pipeline::{fit, provenance_now, TrainConfig};
 use model::train::{Engine, TrainParams};
 use model::Scorer;
@@ -16,29 +19,6 @@ const GOLDEN_HIST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/golden_scores_hist.json"
 );
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
-
-fn german() -> (Spec, Vec<Vec<String>>, Vec<bool>) {
-    let spec = Spec::from_json(
-        &std::fs::read_to_string(format!("{DATA}/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap();
-    let mut rdr = csv::Reader::from_path(format!("{DATA}/german_credit.csv")).unwrap();
-    let headers = rdr.headers().unwrap().clone();
-    let cols: Vec<usize> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-        .collect();
-    let t = headers.iter().position(|h| h == spec.target.name).unwrap();
-    let (mut rows, mut y) = (Vec::new(), Vec::new());
-    for rec in rdr.records() {
-        let rec = rec.unwrap();
-        rows.push(cols.iter().map(|&c| rec[c].to_string()).collect());
-        y.push(rec[t] == *spec.target.positive);
-    }
-    (spec, rows, y)
-}
 
 #[test]
 fn fixed_applicants_keep_their_encodings_and_scores_gbdt() {

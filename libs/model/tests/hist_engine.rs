@@ -3,34 +3,13 @@
 //! held-out applicant, raising either over its whole range never lowers the served (calibrated)
 //! probability, and neither is ever cited as a reason on the wrong side of its training mean.
 
+mod common;
+use common::german;
+
 use features::{Monotone, Raw, Spec};
 use model::pipeline::{fit, provenance_now, stratified_split, TrainConfig};
 use model::train::{Engine, TrainParams};
 use model::Scorer;
-
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
-
-fn german() -> (Spec, Vec<Vec<String>>, Vec<bool>) {
-    let spec = Spec::from_json(
-        &std::fs::read_to_string(format!("{DATA}/german_credit.spec.json")).unwrap(),
-    )
-    .unwrap();
-    let mut rdr = csv::Reader::from_path(format!("{DATA}/german_credit.csv")).unwrap();
-    let headers = rdr.headers().unwrap().clone();
-    let cols: Vec<usize> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h == f.name).unwrap())
-        .collect();
-    let t = headers.iter().position(|h| h == spec.target.name).unwrap();
-    let (mut rows, mut y) = (Vec::new(), Vec::new());
-    for rec in rdr.records() {
-        let rec = rec.unwrap();
-        rows.push(cols.iter().map(|&c| rec[c].to_string()).collect());
-        y.push(rec[t] == *spec.target.positive);
-    }
-    (spec, rows, y)
-}
 
 const CONSTRAINED: [&str; 2] = ["credit_amount", "duration_in_month"];
 

@@ -20,15 +20,7 @@ fn main() -> Result<()> {
     let spec = training::read_spec(&PathBuf::from(&args[1]))?;
     let engine: Engine = args[2].parse().map_err(anyhow::Error::msg)?;
     let data = training::table::read_labelled(&PathBuf::from(&args[0]), &spec)?;
-    let raws: Vec<Vec<Raw<'_>>> = data
-        .records
-        .iter()
-        .map(|rec| {
-            let mut r = Vec::new();
-            data.layout.raws(rec, &mut r);
-            r
-        })
-        .collect();
+    let raws = data.rows();
     let split_seed: u64 = match args.get(3) {
         Some(s) => s.parse().context("SPLIT_SEED must be a number")?,
         None => 42,

@@ -111,6 +111,20 @@ pub struct Labelled {
     pub sha256: String,
 }
 
+impl Labelled {
+    /// Every record's values in spec order (borrowing the records).
+    pub fn rows(&self) -> Vec<Vec<Raw<'_>>> {
+        self.records
+            .iter()
+            .map(|rec| {
+                let mut r = Vec::new();
+                self.layout.raws(rec, &mut r);
+                r
+            })
+            .collect()
+    }
+}
+
 /// Reads a labelled CSV and validates every row; lists the first problems with their lines.
 pub fn read_labelled(path: &Path, spec: &Spec) -> Result<Labelled> {
     let mut bytes = Vec::new();

@@ -65,7 +65,7 @@ pub struct Args {
     /// Share of columns each tree may use.
     #[arg(long, default_value_t = 1.0)]
     pub col_subsample: f64,
-    /// Quantile bins per numeric column (gbdt: 0 = exact splits; hist: 0 = 255, at most 255).
+    /// Quantile bins per numeric column (gbdt: 0 = exact splits; hist: 0 = 256, at most 256).
     #[arg(long, default_value_t = 0)]
     pub bins: usize,
     /// Train on the data as it is, without SMOTE oversampling.
@@ -206,12 +206,7 @@ fn fit_and_evaluate(
 pub fn run(a: Args) -> Result<Trained> {
     let spec = crate::read_spec(&a.spec)?;
     let data = read_labelled(&a.data, &spec)?;
-    let mut raws_all: Vec<Vec<Raw<'_>>> = Vec::with_capacity(data.records.len());
-    for rec in &data.records {
-        let mut r = Vec::new();
-        data.layout.raws(rec, &mut r);
-        raws_all.push(r);
-    }
+    let raws_all = data.rows();
     let (train_idx, test_idx) = stratified_split(&data.labels, a.test_fraction, a.seed)?;
     // Move each row to its side rather than copy it: at a million rows a copy is ~0.5 GB.
     let mut in_test = vec![false; raws_all.len()];

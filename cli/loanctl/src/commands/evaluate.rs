@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use features::Raw;
 use model::report::evaluate;
 
 use training::table::read_labelled;
@@ -25,15 +24,7 @@ pub fn run(a: Args) -> Result<()> {
     let scorer = crate::commands::load_scorer(&a.model)?;
     let spec = &scorer.bundle().spec;
     let data = read_labelled(&a.data, spec)?;
-    let rows: Vec<Vec<Raw<'_>>> = data
-        .records
-        .iter()
-        .map(|rec| {
-            let mut r = Vec::new();
-            data.layout.raws(rec, &mut r);
-            r
-        })
-        .collect();
+    let rows = data.rows();
     let eval = evaluate(&scorer, &rows, &data.labels)?;
     if a.json {
         crate::commands::print(&serde_json::to_string_pretty(&serde_json::json!({

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use features::Raw;
 use model::pipeline::{bundle_imported, provenance_now};
 use model::{Scorer, ThresholdRule, Thresholds};
 
@@ -80,15 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         (_, _, Some(path)) => {
             let data = read_labelled(path, &spec)?;
-            let rows: Vec<Vec<Raw<'_>>> = data
-                .records
-                .iter()
-                .map(|rec| {
-                    let mut r = Vec::new();
-                    data.layout.raws(rec, &mut r);
-                    r
-                })
-                .collect();
+            let rows = data.rows();
             let scorer = Scorer::new(bundle.clone())?;
             let p: Vec<f64> = rows
                 .iter()
