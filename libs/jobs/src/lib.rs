@@ -116,39 +116,7 @@ pub struct ScoreChunk {
     pub first_row: u64,
     /// Which rows get reason codes.
     #[serde(default)]
-    pub reasons: Reasons,
-}
-
-/// Which scored rows get reason codes in a batch job's results.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reasons {
-    /// Every row.
-    #[default]
-    All,
-    /// Only rows whose decision is review or decline (what adverse-action notices need).
-    Adverse,
-    /// None (fastest).
-    None,
-}
-
-impl Reasons {
-    pub fn parse(s: &str) -> Option<Reasons> {
-        match s {
-            "all" => Some(Reasons::All),
-            "adverse" => Some(Reasons::Adverse),
-            "none" => Some(Reasons::None),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reasons::All => "all",
-            Reasons::Adverse => "adverse",
-            Reasons::None => "none",
-        }
-    }
+    pub reasons: model::ReasonPolicy,
 }
 
 /// A training job: train on a labelled CSV with the serving model's feature spec, log the run
@@ -210,7 +178,7 @@ pub struct JobRecord {
     pub chunks_done: u32,
     pub model: PinnedModel,
     #[serde(default)]
-    pub reasons: Reasons,
+    pub reasons: model::ReasonPolicy,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

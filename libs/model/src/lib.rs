@@ -2,6 +2,7 @@
 //! thresholds, the model bundle, the fast predictor, XGBoost import, TreeSHAP reason codes,
 //! and the [`Scorer`] that puts them together. Pure computation plus bundle files; no network.
 
+pub mod batch;
 pub mod bundle;
 pub mod calibration;
 pub mod hist;
@@ -16,6 +17,7 @@ pub mod train;
 pub mod trees;
 pub mod xgboost;
 
+pub use batch::{BlockScorer, Columns, ReasonPolicy};
 pub use bundle::{Bundle, ModelSource, Provenance, ScoreDistribution};
 pub use calibration::{Calibration, Decision, ThresholdRule, Thresholds};
 pub use predictor::Predictor;

@@ -209,12 +209,6 @@ impl Scorer {
         }
     }
 
-    /// Reasons for the row most recently scored with `scratch` (its encoding is still there),
-    /// for callers that explain only some rows (adverse decisions, say).
-    pub fn reasons_of_last(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
-        self.reasons(record, scratch)
-    }
-
     /// Top features raising the risk for the row in `scratch.encoded`.
     fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
         let encoded = std::mem::take(&mut scratch.encoded);
@@ -222,19 +216,23 @@ impl Scorer {
         self.top_reasons(&encoded, scratch, &mut top);
         scratch.encoded = encoded;
         top.into_iter()
-            .map(|(j, c)| {
-                let f = &self.bundle.spec.features[j];
-                Reason {
-                    feature: f.name.clone(),
-                    value: self.preprocessor.display_value(j, record[j]),
-                    contribution: c,
-                    text: if f.reason.is_empty() {
-                        f.name.clone()
-                    } else {
-                        f.reason.clone()
-                    },
-                }
-            })
+            .map(|(j, c)| self.reason(j, c, record))
             .collect()
+    }
+
+    /// The reason citing spec feature `j` with contribution `contribution`, showing the
+    /// applicant's value from `record` (values in spec order).
+    pub fn reason(&self, j: usize, contribution: f64, record: &[Raw<'_>]) -> Reason {
+        let f = &self.bundle.spec.features[j];
+        Reason {
+            feature: f.name.clone(),
+            value: self.preprocessor.display_value(j, record[j]),
+            contribution,
+            text: if f.reason.is_empty() {
+                f.name.clone()
+            } else {
+                f.reason.clone()
+            },
+        }
     }
 }

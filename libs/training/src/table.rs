@@ -8,86 +8,49 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use csv::StringRecord;
 use features::{FieldError, Raw, Spec};
+use model::Columns;
 use sha2::Digest;
 
-/// How the columns of one file map onto a spec.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// For each spec feature, its column in the file (absent optional features are `None`).
-    pub feature_cols: Vec<Option<usize>>,
-    pub target_col: Option<usize>,
-    /// Columns that are neither model inputs nor the target, in file order.
-    pub passthrough: Vec<usize>,
+/// How the columns of one file map onto a spec: [`model::Columns`], checked.
+pub type Layout = Columns;
+
+/// Maps a file's header onto the spec; fails naming the required columns (and the label, when
+/// `need_target`) the file lacks.
+pub fn layout(
+    spec: &Spec,
+    headers: &StringRecord,
+    need_target: bool,
+    file: &Path,
+) -> Result<Layout> {
+    let columns = Columns::new(spec, headers.iter());
+    let missing = columns.missing_required(spec);
+    if !missing.is_empty() {
+        bail!(
+            "{}: required column(s) missing from the header: {}",
+            file.display(),
+            missing.join(", ")
+        );
+    }
+    if need_target && columns.target.is_none() {
+        bail!(
+            "{}: the label column '{}' (the spec's target) is missing",
+            file.display(),
+            spec.target.name
+        );
+    }
+    Ok(columns)
 }
 
-impl Layout {
-    pub fn new(
-        spec: &Spec,
-        headers: &StringRecord,
-        need_target: bool,
-        file: &Path,
-    ) -> Result<Layout> {
-        let find = |name: &str| headers.iter().position(|h| h.trim() == name);
-        let mut missing = Vec::new();
-        let feature_cols: Vec<Option<usize>> = spec
-            .features
-            .iter()
-            .map(|f| {
-                let c = find(&f.name);
-                if c.is_none() && f.required && f.is_model_input() {
-                    missing.push(f.name.clone());
-                }
-                c
-            })
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "{}: required column(s) missing from the header: {}",
-                file.display(),
-                missing.join(", ")
-            );
-        }
-        let target_col = find(&spec.target.name);
-        if need_target && target_col.is_none() {
-            bail!(
-                "{}: the label column '{}' (the spec's target) is missing",
-                file.display(),
-                spec.target.name
-            );
-        }
-        let model_cols: Vec<usize> = spec
-            .features
-            .iter()
-            .zip(&feature_cols)
-            .filter(|(f, _)| f.is_model_input())
-            .filter_map(|(_, c)| *c)
-            .collect();
-        let passthrough = (0..headers.len())
-            .filter(|c| Some(*c) != target_col && !model_cols.contains(c))
-            .collect();
-        Ok(Layout {
-            feature_cols,
-            target_col,
-            passthrough,
-        })
-    }
-
-    /// The record's values in spec order.
-    pub fn raws<'a>(&self, rec: &'a StringRecord, out: &mut Vec<Raw<'a>>) {
-        out.clear();
-        out.extend(self.feature_cols.iter().map(|c| {
-            c.and_then(|c| rec.get(c))
-                .map_or(Raw::Missing, Raw::from_cell)
-        }));
-    }
-
-    /// The label of a record: true when it equals the spec's positive value.
-    pub fn label(&self, spec: &Spec, rec: &StringRecord) -> std::result::Result<bool, String> {
-        let c = self.target_col.ok_or("no label column")?;
-        match rec.get(c).map(str::trim) {
-            None | Some("") => Err(format!("empty label in column '{}'", spec.target.name)),
-            Some(v) => Ok(v == spec.target.positive),
-        }
+/// The label of a record: true when it equals the spec's positive value.
+pub fn label(
+    layout: &Layout,
+    spec: &Spec,
+    rec: &StringRecord,
+) -> std::result::Result<bool, String> {
+    let c = layout.target.ok_or("no label column")?;
+    match rec.get(c).map(str::trim) {
+        None | Some("") => Err(format!("empty label in column '{}'", spec.target.name)),
+        Some(v) => Ok(v == spec.target.positive),
     }
 }
 
@@ -138,7 +101,7 @@ pub fn read_labelled(path: &Path, spec: &Spec) -> Result<Labelled> {
         .headers()
         .with_context(|| format!("{}: cannot read the header", path.display()))?
         .clone();
-    let layout = Layout::new(spec, &headers, true, path)?;
+    let layout = layout(spec, &headers, true, path)?;
     let mut records = Vec::new();
     let mut labels = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -152,7 +115,7 @@ pub fn read_labelled(path: &Path, spec: &Spec) -> Result<Labelled> {
         if let Err(e) = spec.validate(&raws) {
             errs.extend(e.iter().map(describe));
         }
-        match layout.label(spec, &rec) {
+        match label(&layout, spec, &rec) {
             Ok(l) => labels.push(l),
             Err(e) => errs.push(e),
         }

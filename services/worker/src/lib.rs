@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use features::Raw;
 use jobs::{Format, JobState, Layout, PinnedModel, ScoreChunk, Store};
-use model::{Bundle, Scorer};
+use model::batch::{result_header, Row};
+use model::{BlockScorer, Bundle, Columns, ReasonPolicy, Scorer};
 
 /// What every task handler shares.
 pub struct WorkerState {
@@ -113,38 +114,18 @@ pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(
 struct ChunkJob {
     format: Format,
     first_row: u64,
-    reasons: jobs::Reasons,
+    reasons: ReasonPolicy,
 }
 
 impl ChunkJob {
-    /// Scores a row in spec order, with reasons if the job asks for them for this decision.
-    fn score(
-        &self,
-        scorer: &Scorer,
-        raws: &[Raw<'_>],
-        scratch: &mut model::Scratch,
-    ) -> Result<model::Score, features::FeatureError> {
-        let mut s = scorer.score_with(raws, false, scratch)?;
-        if self.explains(s.decision) {
-            s.reasons = scorer.reasons_of_last(raws, scratch);
-        }
-        Ok(s)
-    }
-
-    /// Whether a row with this decision gets reasons.
-    fn explains(&self, decision: model::Decision) -> bool {
-        match self.reasons {
-            jobs::Reasons::All => true,
-            jobs::Reasons::Adverse => decision != model::Decision::Approve,
-            jobs::Reasons::None => false,
-        }
-    }
-
     /// The row's number in the uploaded file (1-based, header not counted).
     fn row(&self, index_in_chunk: usize) -> u64 {
         self.first_row + index_in_chunk as u64 + 1
     }
 }
+
+/// Rows scored together.
+const BLOCK: usize = 2048;
 
 /// A chunk's result part and errors part, written under temporary names and moved into place
 /// when complete, so a redelivered chunk rewrites them whole. Shared by both input formats.
@@ -152,18 +133,17 @@ struct Parts {
     out: csv::Writer<std::fs::File>,
     err: csv::Writer<std::fs::File>,
     files: [(std::path::PathBuf, std::path::PathBuf); 2],
-    reasons: usize,
     scored: u64,
     rejected: u64,
-    number: String,
 }
 
 impl Parts {
+    /// `header`: the carried-through columns' names.
     fn create(
         result: &std::path::Path,
         errors: &std::path::Path,
-        mut header: Vec<String>,
-        reasons: usize,
+        scorer: &Scorer,
+        header: Vec<String>,
     ) -> anyhow::Result<Parts> {
         std::fs::create_dir_all(result.parent().context("result path")?)?;
         std::fs::create_dir_all(errors.parent().context("errors path")?)?;
@@ -175,61 +155,33 @@ impl Parts {
             .buffer_capacity(1 << 20)
             .from_path(&files[0].0)?;
         let mut err = csv::Writer::from_path(&files[1].0)?;
-        header.extend(["default_probability".to_string(), "decision".to_string()]);
-        header.extend((1..=reasons).map(|i| format!("reason_{i}")));
-        out.write_record(&header)?;
+        out.write_record(result_header(scorer, header))?;
         err.write_record(["row", "error"])?;
         Ok(Parts {
             out,
             err,
             files,
-            reasons,
             scored: 0,
             rejected: 0,
-            number: String::new(),
         })
     }
 
-    /// The carried-through values, then probability, decision and the top reasons.
-    fn scored(&mut self, mut row: Vec<String>, s: &model::Score) -> anyhow::Result<()> {
-        row.push(format!("{:.6}", s.default_probability));
-        row.push(s.decision.as_str().to_string());
-        row.extend((0..self.reasons).map(|r| {
-            s.reasons
-                .get(r)
-                .map(|x| x.feature.clone())
-                .unwrap_or_default()
-        }));
-        self.out.write_record(&row)?;
-        self.scored += 1;
-        Ok(())
-    }
-
-    /// Like [`Parts::scored`] for a CSV record, writing fields in place: the carried-through
-    /// columns, probability, decision and the top reasons (spec feature indices).
-    fn scored_fields(
+    /// Row `i` of the scored block: the carried-through values, then probability, decision and
+    /// the top reasons; or its number in the file and why it was rejected.
+    fn write<'c>(
         &mut self,
-        rec: &csv::StringRecord,
-        passthrough: &[usize],
-        p: f64,
-        decision: model::Decision,
-        top: &[(usize, f64)],
-        spec: &features::Spec,
+        block: &mut BlockScorer<'_>,
+        i: usize,
+        row: u64,
+        carried: impl IntoIterator<Item = &'c str>,
     ) -> anyhow::Result<()> {
-        use std::fmt::Write as _;
-        for &c in passthrough {
-            self.out.write_field(rec.get(c).unwrap_or(""))?;
+        if let Row::Rejected(e) = block.row(i) {
+            return self.rejected(row, &e.to_string());
         }
-        self.number.clear();
-        let _ = write!(self.number, "{p:.6}");
-        self.out.write_field(&self.number)?;
-        self.out.write_field(decision.as_str())?;
-        for r in 0..self.reasons {
-            self.out.write_field(
-                top.get(r)
-                    .map_or("", |(j, _)| spec.features[*j].name.as_str()),
-            )?;
+        for value in carried {
+            self.out.write_field(value)?;
         }
+        block.write_fields(i, &mut self.out)?;
         self.out.write_record(None::<&[u8]>)?;
         self.scored += 1;
         Ok(())
@@ -269,38 +221,15 @@ fn score_file(
         .from_path(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
     let headers = rdr.headers()?.clone();
-    let cols: Vec<Option<usize>> = spec
-        .features
-        .iter()
-        .map(|f| headers.iter().position(|h| h.trim() == f.name))
-        .collect();
-    let model_cols: Vec<usize> = spec
-        .features
-        .iter()
-        .zip(&cols)
-        .filter(|(f, _)| f.is_model_input())
-        .filter_map(|(_, c)| *c)
-        .collect();
-    let target = headers.iter().position(|h| h == spec.target.name);
-    let passthrough: Vec<usize> = (0..headers.len())
-        .filter(|c| Some(*c) != target && !model_cols.contains(c))
-        .collect();
-    let header = passthrough
+    let columns = Columns::new(spec, headers.iter());
+    let header = columns
+        .passthrough
         .iter()
         .map(|&c| headers[c].to_string())
         .collect();
-    let mut parts = Parts::create(result, errors, header, scorer.bundle().max_reasons)?;
-    // Blocks of rows: encode them all, predict the block at once, then explain and write.
-    const BLOCK: usize = 2048;
-    let pre = scorer.preprocessor();
-    let w = pre.width();
-    let (calibration, thresholds) = (scorer.calibration(), scorer.thresholds());
+    let mut parts = Parts::create(result, errors, scorer, header)?;
+    let mut block = BlockScorer::new(scorer, job.reasons);
     let mut recs: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
-    let mut encoded = vec![0.0f32; BLOCK * w];
-    let mut margins = vec![0.0f32; BLOCK];
-    let mut failed: Vec<Option<String>> = vec![None; BLOCK];
-    let mut scratch = scorer.scratch();
-    let mut top = Vec::with_capacity(scorer.bundle().max_reasons + 1);
     let mut index = 0usize;
     loop {
         let mut n = 0;
@@ -310,33 +239,13 @@ fn score_file(
         if n == 0 {
             break;
         }
-        let mut raws: Vec<Raw<'_>> = Vec::with_capacity(cols.len());
-        for i in 0..n {
-            raws.clear();
-            raws.extend(cols.iter().map(|c| {
-                c.and_then(|c| recs[i].get(c))
-                    .map_or(Raw::Missing, Raw::from_cell)
-            }));
-            failed[i] = pre
-                .transform(&raws, &mut encoded[i * w..(i + 1) * w])
-                .err()
-                .map(|e| e.to_string());
-        }
-        scorer
-            .predictor()
-            .margins(&encoded[..n * w], &mut margins[..n]);
-        for i in 0..n {
-            if let Some(e) = &failed[i] {
-                parts.rejected(job.row(index + i), e)?;
-                continue;
-            }
-            let p = calibration.apply(f64::from(margins[i]));
-            let decision = thresholds.decide(p);
-            top.clear();
-            if job.explains(decision) {
-                scorer.top_reasons(&encoded[i * w..(i + 1) * w], &mut scratch, &mut top);
-            }
-            parts.scored_fields(&recs[i], &passthrough, p, decision, &top, spec)?;
+        block.score_records(&columns, &recs[..n]);
+        for (i, rec) in recs[..n].iter().enumerate() {
+            let carried = columns
+                .passthrough
+                .iter()
+                .map(|&c| rec.get(c).unwrap_or(""));
+            parts.write(&mut block, i, job.row(index + i), carried)?;
         }
         index += n;
     }
@@ -538,56 +447,75 @@ fn score_ndjson(
     errors: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
+    type Object = serde_json::Map<String, serde_json::Value>;
     let spec = &scorer.bundle().spec;
-    let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(input)?)
-        .lines()
-        .collect::<Result<_, _>>()?;
-    let first: serde_json::Map<String, serde_json::Value> = lines
-        .first()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_default();
-    let passthrough: Vec<String> = first
-        .keys()
-        .filter(|key| {
-            *key != &spec.target.name
-                && spec
-                    .position(key)
-                    .is_none_or(|j| !spec.features[j].is_model_input())
-        })
-        .cloned()
-        .collect();
-    let mut parts = Parts::create(
-        result,
-        errors,
-        passthrough.clone(),
-        scorer.bundle().max_reasons,
-    )?;
-    let mut scratch = scorer.scratch();
-    for (i, line) in lines.iter().enumerate() {
-        let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(line)
-        else {
-            parts.rejected(job.row(i), "not a JSON object")?;
-            continue;
-        };
-        let raws: Vec<Raw> = spec
-            .features
-            .iter()
-            .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
-            .collect();
-        match job.score(scorer, &raws, &mut scratch) {
-            Ok(s) => {
-                let carried = passthrough
-                    .iter()
-                    .map(|key| match obj.get(key) {
-                        Some(serde_json::Value::String(v)) => v.clone(),
-                        Some(serde_json::Value::Null) | None => String::new(),
-                        Some(v) => v.to_string(),
-                    })
-                    .collect();
-                parts.scored(carried, &s)?;
-            }
-            Err(e) => parts.rejected(job.row(i), &e.to_string())?,
+    let mut lines = std::io::BufReader::new(std::fs::File::open(input)?).lines();
+    let mut block_lines: Vec<String> = Vec::with_capacity(BLOCK);
+    let mut parts: Option<Parts> = None;
+    let mut passthrough: Vec<String> = Vec::new();
+    let mut block = BlockScorer::new(scorer, job.reasons);
+    let mut index = 0usize;
+    loop {
+        block_lines.clear();
+        for line in lines.by_ref().take(BLOCK) {
+            block_lines.push(line?);
         }
+        let objects: Vec<Option<Object>> = block_lines
+            .iter()
+            .map(|l| match serde_json::from_str(l) {
+                Ok(serde_json::Value::Object(obj)) => Some(obj),
+                _ => None,
+            })
+            .collect();
+        if parts.is_none() {
+            let first = objects.first().cloned().flatten().unwrap_or_default();
+            passthrough = first
+                .keys()
+                .filter(|key| {
+                    *key != &spec.target.name
+                        && spec
+                            .position(key)
+                            .is_none_or(|j| !spec.features[j].is_model_input())
+                })
+                .cloned()
+                .collect();
+            parts = Some(Parts::create(result, errors, scorer, passthrough.clone())?);
+        }
+        let parts = parts.as_mut().expect("created above");
+        if objects.is_empty() {
+            break;
+        }
+        block.score(objects.len(), |i, raws| {
+            if let Some(obj) = &objects[i] {
+                raws.extend(
+                    spec.features
+                        .iter()
+                        .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json)),
+                );
+            }
+            Ok(())
+        });
+        for (i, obj) in objects.iter().enumerate() {
+            let Some(obj) = obj else {
+                parts.rejected(job.row(index + i), "not a JSON object")?;
+                continue;
+            };
+            let carried: Vec<String> = passthrough
+                .iter()
+                .map(|key| match obj.get(key) {
+                    Some(serde_json::Value::String(v)) => v.clone(),
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                })
+                .collect();
+            parts.write(
+                &mut block,
+                i,
+                job.row(index + i),
+                carried.iter().map(String::as_str),
+            )?;
+        }
+        index += objects.len();
     }
-    parts.finish()
+    parts.expect("created on the first pass").finish()
 }

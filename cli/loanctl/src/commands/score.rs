@@ -9,7 +9,8 @@ use std::sync::mpsc;
 
 use anyhow::{anyhow, Context, Result};
 use csv::StringRecord;
-use model::{Decision, Scorer};
+use model::batch::{result_header, Row};
+use model::{BlockScorer, ReasonPolicy, Scorer};
 use rayon::prelude::*;
 
 use training::table::{describe, Layout};
@@ -40,9 +41,10 @@ pub struct Args {
     /// Output CSV (written to a temporary name and renamed when complete).
     #[arg(long)]
     pub out: PathBuf,
-    /// Which rows get reason codes.
-    #[arg(long, value_enum, default_value_t = Reasons::All)]
-    pub reasons: Reasons,
+    /// Which rows get reason codes: all, adverse (review or decline only: what adverse-action
+    /// notices need) or none (fastest).
+    #[arg(long, default_value_t = ReasonPolicy::All)]
+    pub reasons: ReasonPolicy,
 }
 
 struct Counts {
@@ -58,8 +60,7 @@ pub fn run(a: Args) -> Result<()> {
         .headers()
         .with_context(|| format!("{}: cannot read the header", a.data.display()))?
         .clone();
-    let layout = Layout::new(spec, &headers, false, &a.data)?;
-    let k = scorer.bundle().max_reasons;
+    let layout = training::table::layout(spec, &headers, false, &a.data)?;
     let size = std::fs::metadata(&a.data).map(|m| m.len()).unwrap_or(0);
 
     let tmp = a.out.with_extension("partial");
@@ -67,14 +68,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     {
         let mut w = csv::Writer::from_writer(&mut out);
-        let mut header: Vec<String> = layout
+        let carried = layout
             .passthrough
             .iter()
             .map(|&c| headers[c].to_string())
             .collect();
-        header.push("default_probability".into());
-        header.push("decision".into());
-        header.extend((1..=k).map(|i| format!("reason_{i}")));
+        let mut header = result_header(&scorer, carried);
         header.push("error".into());
         w.write_record(&header)?;
         w.flush()?;
@@ -128,7 +127,7 @@ pub fn run(a: Args) -> Result<()> {
             .map_or(0, |p| p.byte());
         let parts: Vec<Result<(Vec<u8>, usize, usize)>> = chunk
             .par_chunks(TASK_ROWS)
-            .map(|rows| score_rows(&scorer, &layout, rows, k, a.reasons))
+            .map(|rows| score_rows(&scorer, &layout, rows, a.reasons))
             .collect();
         for part in parts {
             let (bytes, ok, bad) = part?;
@@ -156,84 +155,41 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Scores a slice of rows into CSV bytes; returns (bytes, scored, rejected). Rows are
-/// encoded first, then predicted as one block, then written.
+/// Scores a slice of rows into CSV bytes with the block scorer; returns (bytes, scored,
+/// rejected). A rejected row keeps its carried-through values and says why in `error`.
 fn score_rows(
     scorer: &Scorer,
     layout: &Layout,
     rows: &[StringRecord],
-    k: usize,
-    reasons: Reasons,
+    reasons: ReasonPolicy,
 ) -> Result<(Vec<u8>, usize, usize)> {
-    use std::fmt::Write as _;
-    let pre = scorer.preprocessor();
-    let spec = &scorer.bundle().spec;
-    let w = pre.width();
-    let mut encoded = vec![0.0f32; rows.len() * w];
-    let mut errors: Vec<Option<String>> = vec![None; rows.len()];
-    let mut raws = Vec::new();
-    for ((rec, row), err) in rows
-        .iter()
-        .zip(encoded.chunks_exact_mut(w))
-        .zip(errors.iter_mut())
-    {
-        layout.raws(rec, &mut raws);
-        if let Err(e) = pre.transform(&raws, row) {
-            let message = match e {
-                features::FeatureError::Invalid(errs) => {
-                    errs.iter().map(describe).collect::<Vec<_>>().join("; ")
-                }
-                other => other.to_string(),
-            };
-            *err = Some(format!("line {}: {message}", training::table::line_of(rec)));
-        }
-    }
-    let mut margins = vec![0.0f32; rows.len()];
-    scorer.predictor().margins(&encoded, &mut margins);
-    let calibration = scorer.calibration();
-    let thresholds = scorer.thresholds();
+    let mut block = BlockScorer::new(scorer, reasons);
+    block.score_records(layout, rows);
     let mut wtr = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::with_capacity(rows.len() * 96));
-    let mut scratch = scorer.scratch();
-    let mut top = Vec::with_capacity(k + 1);
-    let mut number = String::new();
     let (mut ok, mut bad) = (0, 0);
+    let mut message = String::new();
     for (i, rec) in rows.iter().enumerate() {
         for &c in &layout.passthrough {
             wtr.write_field(rec.get(c).unwrap_or(""))?;
         }
-        top.clear();
-        if let Some(message) = &errors[i] {
-            bad += 1;
-            for _ in 0..k + 2 {
-                wtr.write_field("")?;
+        message.clear();
+        match block.row(i) {
+            Row::Scored { .. } => ok += 1,
+            Row::Rejected(e) => {
+                bad += 1;
+                let why = match e {
+                    features::FeatureError::Invalid(errs) => {
+                        errs.iter().map(describe).collect::<Vec<_>>().join("; ")
+                    }
+                    other => other.to_string(),
+                };
+                message = format!("line {}: {why}", training::table::line_of(rec));
             }
-            wtr.write_field(message)?;
-        } else {
-            ok += 1;
-            let p = calibration.apply(f64::from(margins[i]));
-            let decision = thresholds.decide(p);
-            let explain = match reasons {
-                Reasons::All => true,
-                Reasons::Adverse => decision != Decision::Approve,
-                Reasons::None => false,
-            };
-            if explain {
-                scorer.top_reasons(&encoded[i * w..(i + 1) * w], &mut scratch, &mut top);
-            }
-            number.clear();
-            let _ = write!(number, "{p:.6}");
-            wtr.write_field(&number)?;
-            wtr.write_field(decision.as_str())?;
-            for r in 0..k {
-                wtr.write_field(
-                    top.get(r)
-                        .map_or("", |(j, _)| spec.features[*j].name.as_str()),
-                )?;
-            }
-            wtr.write_field("")?;
         }
+        block.write_fields(i, &mut wtr)?;
+        wtr.write_field(&message)?;
         wtr.write_record(None::<&[u8]>)?;
     }
     let bytes = wtr.into_inner().map_err(|e| anyhow!("{e}"))?;

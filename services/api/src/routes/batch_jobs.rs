@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use jobs::{Format, JobRecord, JobState, PinnedModel, Reasons, ScoreChunk, StoreError};
+use jobs::{Format, JobRecord, JobState, PinnedModel, ScoreChunk, StoreError};
+use model::ReasonPolicy;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -99,8 +100,8 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let reasons = match query.reasons.as_deref() {
-        None => Reasons::All,
-        Some(r) => Reasons::parse(r).ok_or_else(|| {
+        None => ReasonPolicy::All,
+        Some(r) => ReasonPolicy::parse(r).ok_or_else(|| {
             ApiError::InvalidBatch("reasons must be one of all, adverse, none".into())
         })?,
     };

@@ -235,7 +235,7 @@ pub async fn create(
             version: String::new(),
             local_uri: None,
         },
-        reasons: jobs::Reasons::None,
+        reasons: model::ReasonPolicy::None,
         created_at: now.clone(),
         updated_at: now,
         finished_at: None,

@@ -1,0 +1,178 @@
+//! The block scorer (what `loanctl score`, batch jobs and `/v1/predict/batch` use) gives each row
+//! exactly what the single-application scorer gives it, explains the rows its policy asks for,
+//! rejects bad rows alone, and writes aligned CSV fields.
+
+mod common;
+use common::german;
+
+use features::{FeatureError, Raw};
+use model::batch::{result_header, Row};
+use model::pipeline::{fit, provenance_now, TrainConfig};
+use model::train::TrainParams;
+use model::{BlockScorer, Columns, Decision, ReasonPolicy, Scorer};
+
+fn scorer() -> (Scorer, Vec<Vec<String>>) {
+    let (spec, rows, y) = german();
+    let raws: Vec<Vec<Raw>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let cfg = TrainConfig {
+        booster: TrainParams {
+            trees: 30,
+            ..TrainParams::default()
+        },
+        ..TrainConfig::default()
+    };
+    let fitted = fit(&spec, &raws, &y, &cfg, provenance_now(), &mut |_| {}).unwrap();
+    (Scorer::new(fitted.bundle).unwrap(), rows)
+}
+
+#[test]
+fn every_row_scores_as_the_single_scorer_scores_it_under_each_policy() {
+    let (scorer, rows) = scorer();
+    let rows = &rows[..300];
+    let mut seen = [false; 3];
+    for policy in [ReasonPolicy::All, ReasonPolicy::Adverse, ReasonPolicy::None] {
+        let mut block = BlockScorer::new(&scorer, policy);
+        block.score(rows.len(), |i, raws| {
+            raws.extend(rows[i].iter().map(|c| Raw::from_cell(c)));
+            Ok(())
+        });
+        assert_eq!(block.len(), rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let raws: Vec<Raw> = row.iter().map(|c| Raw::from_cell(c)).collect();
+            let single = scorer.score(&raws, true).unwrap();
+            let Row::Scored {
+                probability,
+                decision,
+                reasons,
+            } = block.row(i)
+            else {
+                panic!("row {i} rejected");
+            };
+            assert_eq!(probability.to_bits(), single.default_probability.to_bits());
+            assert_eq!(decision, single.decision);
+            seen[decision as usize % 3] = true;
+            let names: Vec<&str> = reasons
+                .iter()
+                .map(|(j, _)| scorer.bundle().spec.features[*j].name.as_str())
+                .collect();
+            let want: Vec<&str> = if policy.explains(decision) {
+                single.reasons.iter().map(|r| r.feature.as_str()).collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(names, want, "row {i} under {policy}");
+            for ((j, c), r) in reasons.iter().zip(&single.reasons) {
+                assert_eq!(scorer.reason(*j, *c, &raws), *r);
+            }
+        }
+    }
+    assert!(
+        seen.iter().filter(|s| **s).count() >= 2,
+        "the sample should hold approvals and adverse decisions"
+    );
+}
+
+#[test]
+fn a_bad_row_is_rejected_alone_and_fields_stay_aligned() {
+    let (scorer, rows) = scorer();
+    let spec = &scorer.bundle().spec;
+    let mut header: Vec<&str> = vec!["application_id"];
+    header.extend(spec.features.iter().map(|f| f.name.as_str()));
+    header.push(&spec.target.name);
+    let columns = Columns::new(spec, header.iter().copied());
+    // The id, and features that are not model inputs, are carried through; the label is not.
+    let carried: Vec<usize> = std::iter::once(0)
+        .chain(
+            spec.features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.is_model_input())
+                .map(|(j, _)| 1 + j),
+        )
+        .collect();
+    assert_eq!(columns.passthrough, carried);
+    assert_eq!(columns.target, Some(header.len() - 1));
+    assert!(columns.missing_required(spec).is_empty());
+    let records: Vec<csv::StringRecord> = rows[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut cells = vec![format!("app-{i}")];
+            cells.extend(r.iter().cloned());
+            if i == 1 {
+                // A word where the first numeric feature belongs.
+                let j = spec
+                    .features
+                    .iter()
+                    .position(|f| f.kind == features::FeatureKind::Numeric)
+                    .unwrap();
+                cells[1 + j] = "lots".into();
+            }
+            cells.push("0".into());
+            csv::StringRecord::from(cells)
+        })
+        .collect();
+    let mut block = BlockScorer::new(&scorer, ReasonPolicy::All);
+    block.score_records(&columns, &records);
+    assert!(matches!(block.row(0), Row::Scored { .. }));
+    assert!(matches!(
+        block.row(1),
+        Row::Rejected(FeatureError::Invalid(_))
+    ));
+    assert!(matches!(block.row(2), Row::Scored { .. }));
+    let header = result_header(&scorer, vec!["application_id".into()]);
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(&header).unwrap();
+    for (i, rec) in records.iter().enumerate() {
+        out.write_field(&rec[0]).unwrap();
+        block.write_fields(i, &mut out).unwrap();
+        out.write_record(None::<&[u8]>).unwrap();
+    }
+    let text = String::from_utf8(out.into_inner().unwrap()).unwrap();
+    let lines: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    for line in &lines {
+        assert_eq!(line.len(), header.len());
+    }
+    assert_eq!(&lines[1][1], "", "the rejected row has no probability");
+    let p: f64 = lines[0][1].parse().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    assert!(["approve", "review", "decline"].contains(&&lines[0][2]));
+    assert!(!lines[0][3].is_empty(), "an explained row names a reason");
+}
+
+#[test]
+fn a_missing_required_column_is_named_and_the_policy_parses() {
+    let (scorer, _) = scorer();
+    let spec = &scorer.bundle().spec;
+    let header: Vec<&str> = spec
+        .features
+        .iter()
+        .skip(1)
+        .map(|f| f.name.as_str())
+        .collect();
+    let columns = Columns::new(spec, header);
+    assert_eq!(columns.features[0], None);
+    assert_eq!(
+        columns.missing_required(spec),
+        if spec.features[0].required {
+            vec![spec.features[0].name.as_str()]
+        } else {
+            vec![]
+        }
+    );
+    for p in [ReasonPolicy::All, ReasonPolicy::Adverse, ReasonPolicy::None] {
+        assert_eq!(p.as_str().parse::<ReasonPolicy>().unwrap(), p);
+    }
+    assert!("some"
+        .parse::<ReasonPolicy>()
+        .unwrap_err()
+        .contains("adverse"));
+    assert!(!ReasonPolicy::Adverse.explains(Decision::Approve));
+    assert!(ReasonPolicy::Adverse.explains(Decision::Decline));
+}
