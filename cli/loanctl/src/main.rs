@@ -20,7 +20,7 @@ enum Command {
     #[command(subcommand)]
     Spec(SpecCommand),
     /// Train a model: split, fit, calibrate, evaluate; write the bundle, report and plots.
-    Train(Box<training::Args>),
+    Train(Box<commands::train::Args>),
     /// Evaluate a model on a labelled CSV.
     Evaluate(commands::evaluate::Args),
     /// Score a CSV of applications (streamed; any size).
@@ -68,7 +68,7 @@ fn main() -> std::process::ExitCode {
             target,
             positive,
         }) => commands::spec::infer(&data, &target, &positive),
-        Command::Train(a) => training::train::run(*a).map(|_| ()),
+        Command::Train(a) => commands::train::run(&a),
         Command::Evaluate(a) => commands::evaluate::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::ImportXgboost(a) => commands::import::run(a),

@@ -197,6 +197,105 @@ pub struct JobRecord {
     pub owner: Option<String>,
 }
 
+impl JobRecord {
+    /// A queued scoring job of `rows` rows in `chunks` chunks, created now.
+    pub fn scoring(
+        id: String,
+        format: Format,
+        rows: u64,
+        chunks: u32,
+        model: PinnedModel,
+        reasons: model::ReasonPolicy,
+    ) -> JobRecord {
+        let now = now();
+        JobRecord {
+            id,
+            kind: JobKind::Score,
+            state: JobState::Queued,
+            format,
+            rows_total: rows,
+            rows_scored: 0,
+            rows_rejected: 0,
+            chunks_total: chunks,
+            chunks_done: 0,
+            model,
+            reasons,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            error: None,
+            params: None,
+            output: None,
+            owner: None,
+        }
+    }
+
+    /// A queued training job registering a new version of `register_as`, created now.
+    pub fn training(id: String, register_as: String, params: serde_json::Value) -> JobRecord {
+        JobRecord {
+            kind: JobKind::Train,
+            params: Some(params),
+            ..JobRecord::scoring(
+                id,
+                Format::Csv,
+                0,
+                1,
+                PinnedModel {
+                    name: register_as,
+                    version: String::new(),
+                    local_uri: None,
+                },
+                model::ReasonPolicy::None,
+            )
+        }
+    }
+}
+
+/// The job settings the API and the worker both read: one flag and one variable each.
+/// Flattened into both services' settings (`#[command(flatten)]`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Storage for batch files and training datasets, shared by the API and the workers (the
+    /// jobs volume in Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.
+    #[arg(long, env = "JOBS_ROOT", default_value = "loanctl-data/jobs")]
+    pub jobs_root: std::path::PathBuf,
+    /// The apalis queue of score chunks.
+    #[arg(
+        long = "job-queue",
+        alias = "queue",
+        env = "JOB_QUEUE",
+        default_value = "loan-scoring:score-batch"
+    )]
+    pub job_queue: String,
+    /// The apalis queue of training jobs.
+    #[arg(long, env = "TRAIN_QUEUE", default_value = "loan-scoring:train")]
+    pub train_queue: String,
+    /// Prefix of the job-record keys in Redis.
+    #[arg(
+        long = "job-key-prefix",
+        alias = "key-prefix",
+        env = "JOB_KEY_PREFIX",
+        default_value = "loan-scoring:"
+    )]
+    pub job_key_prefix: String,
+    /// How long job records (and their files) are kept.
+    #[arg(
+        long = "job-retention-seconds",
+        alias = "retention-seconds",
+        env = "JOB_RETENTION_SECONDS",
+        default_value_t = 7 * 24 * 3600
+    )]
+    pub job_retention_seconds: u64,
+    /// Chunks scored at once by a worker (the API's in-process one in embedded mode).
+    #[arg(
+        long = "worker-concurrency",
+        aliases = ["concurrency", "embedded-workers"],
+        env = "WORKER_CONCURRENCY",
+        default_value_t = 2
+    )]
+    pub worker_concurrency: usize,
+}
+
 /// A new job id: sortable by creation time, safe in paths and keys.
 pub fn new_job_id() -> String {
     format!(

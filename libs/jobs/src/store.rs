@@ -398,30 +398,18 @@ mod tests {
     use crate::{Format, PinnedModel};
 
     fn record(chunks: u32) -> JobRecord {
-        JobRecord {
-            id: crate::new_job_id(),
-            kind: crate::JobKind::Score,
-            state: JobState::Queued,
-            format: Format::Csv,
-            rows_total: 100,
-            rows_scored: 0,
-            rows_rejected: 0,
-            chunks_total: chunks,
-            chunks_done: 0,
-            model: PinnedModel {
+        JobRecord::scoring(
+            crate::new_job_id(),
+            Format::Csv,
+            100,
+            chunks,
+            PinnedModel {
                 name: "loan-default".into(),
                 version: "3".into(),
                 local_uri: None,
             },
-            reasons: Default::default(),
-            created_at: now(),
-            updated_at: now(),
-            finished_at: None,
-            error: None,
-            params: None,
-            output: None,
-            owner: None,
-        }
+            Default::default(),
+        )
     }
 
     async fn redis() -> Store {

@@ -8,119 +8,78 @@ use anyhow::{Context, Result};
 use features::Raw;
 use model::pipeline::{fit, provenance_now, stratified_split, Progress, TrainConfig};
 use model::report::{evaluate, Evaluation};
-use model::smote::SmoteParams;
-use model::train::TrainParams;
-use model::{Scorer, ThresholdRule};
+use model::Scorer;
 use serde_json::json;
 
 pub use crate::register::Registered;
 use crate::table::read_labelled;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// A training: where it reads and writes, the model recipe, and where it registers. A plain
+/// struct: `loanctl train` fills it from its flags, training jobs from their settings.
+#[derive(Debug, Clone)]
+pub struct Config {
     /// Labelled CSV of past applications.
-    #[arg(long)]
     pub data: PathBuf,
     /// Feature spec (JSON).
-    #[arg(long)]
     pub spec: PathBuf,
     /// Output folder: model/ (the bundle), report.json, report.md and plots.
-    #[arg(long)]
     pub out: PathBuf,
     /// Share of rows held out for evaluation (stratified).
-    #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
-    /// Seed for the split, SMOTE, folds and subsampling.
-    #[arg(long, default_value_t = 42)]
+    /// Seed of the split (the recipe's booster and SMOTE carry their own).
     pub seed: u64,
-    /// Tree learner: hist (histogram boosting, XGBoost's objective, missing-value directions,
-    /// monotone constraints) or gbdt (the `gbdt` crate, exact splits).
-    #[arg(long, default_value = "hist", value_parser = ["hist", "gbdt"])]
-    pub engine: String,
-    #[arg(long, default_value_t = 200)]
-    pub trees: usize,
-    #[arg(long, default_value_t = 4)]
-    pub max_depth: u32,
-    #[arg(long, default_value_t = 0.05)]
-    pub learning_rate: f32,
-    /// Minimum rows per leaf (gbdt engine).
-    #[arg(long, default_value_t = 5)]
-    pub min_leaf: usize,
-    /// L2 penalty on leaf weights (hist engine; XGBoost's lambda).
-    #[arg(long, default_value_t = 1.0)]
-    pub lambda: f64,
-    /// Least hessian sum in a child (hist engine; XGBoost's min_child_weight).
-    #[arg(long, default_value_t = 1.0)]
-    pub min_child_weight: f64,
-    /// Least gain for a split (hist engine; XGBoost's gamma).
-    #[arg(long, default_value_t = 0.0)]
-    pub gamma: f64,
-    /// Stop adding trees when the log loss on a held-out tenth of the training rows has not
-    /// improved for this many trees (hist engine; 0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub early_stopping_rounds: usize,
-    /// Share of rows each tree sees.
-    #[arg(long, default_value_t = 1.0)]
-    pub row_subsample: f64,
-    /// Share of columns each tree may use.
-    #[arg(long, default_value_t = 1.0)]
-    pub col_subsample: f64,
-    /// Quantile bins per numeric column (gbdt: 0 = exact splits; hist: 0 = 256, at most 256).
-    #[arg(long, default_value_t = 0)]
-    pub bins: usize,
-    /// Train on the data as it is, without SMOTE oversampling.
-    #[arg(long)]
-    pub no_smote: bool,
-    /// SMOTE neighbours.
-    #[arg(long, default_value_t = 5)]
-    pub smote_k: usize,
-    /// Defaults per non-default after SMOTE (1.0 = balanced).
-    #[arg(long, default_value_t = 1.0)]
-    pub smote_ratio: f64,
-    /// Above this many rows of the rarer class SMOTE is skipped and that class is weighted up to
-    /// the same ratio instead (hist engine; the gbdt engine then trains unbalanced).
-    #[arg(long, default_value_t = model::smote::DEFAULT_MAX_MINORITY)]
-    pub smote_max_minority: usize,
-    /// Folds for out-of-fold calibration and threshold choice.
-    #[arg(long, default_value_t = 3)]
-    pub calibration_folds: usize,
-    /// How to choose the decline threshold: f1, or cost (with the two cost options).
-    #[arg(long, default_value = "f1", value_parser = ["f1", "cost"])]
-    pub threshold_rule: String,
-    /// Cost of approving an applicant who defaults (rule "cost").
-    #[arg(long, default_value_t = 5.0)]
-    pub cost_false_approve: f64,
-    /// Cost of declining an applicant who would have repaid (rule "cost").
-    #[arg(long, default_value_t = 1.0)]
-    pub cost_false_decline: f64,
-    /// Share of defaulters that must not be auto-approved (sets the review threshold).
-    #[arg(long, default_value_t = 0.9)]
-    pub review_recall: f64,
-    /// Reasons given per decision.
-    #[arg(long, default_value_t = 4)]
-    pub max_reasons: usize,
+    /// Booster, balancing (SMOTE or none), calibration folds, thresholds and reasons.
+    pub model: TrainConfig,
     /// Also train without SMOTE and report both calibrations side by side.
-    #[arg(long)]
     pub compare_no_smote: bool,
-    /// Model registry (MLflow tracking URI) to log the run to and register the model in.
-    /// Credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN.
-    #[arg(long)]
-    pub registry: Option<String>,
-    /// Experiment the run is logged to (with --registry).
-    #[arg(long, default_value = "loan-default")]
+    /// Log the run to a registry and register the model there.
+    pub registry: Option<Registry>,
+}
+
+/// Where a trained model is logged and registered.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// The MLflow tracking URI. Credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD or
+    /// MLFLOW_TRACKING_TOKEN.
+    pub url: String,
     pub experiment: String,
-    /// Registered model name for the new version (with --registry).
-    #[arg(long, env = "MODEL_NAME", default_value = "loan-default")]
+    /// Registered model name for the new version.
     pub register_as: String,
-    /// Alias to move to the new version, e.g. champion (with --registry).
-    #[arg(long)]
+    /// Alias to move to the new version (none for training jobs: promotion stays a human call).
     pub alias: Option<String>,
-    /// No report on stdout and no progress bars (training jobs log instead).
-    #[arg(skip)]
-    pub quiet: bool,
     /// What the run's `mlflow.source.name` tag says started it.
-    #[arg(skip = String::from("loanctl train"))]
     pub source: String,
+}
+
+impl Config {
+    /// The default recipe on these files, seed 42 everywhere, a fifth held out, no registry.
+    pub fn new(data: PathBuf, spec: PathBuf, out: PathBuf) -> Config {
+        Config {
+            data,
+            spec,
+            out,
+            test_fraction: 0.2,
+            seed: 42,
+            model: TrainConfig::default(),
+            compare_no_smote: false,
+            registry: None,
+        }
+    }
+}
+
+/// What a training tells its caller while it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A line for a person (row counts, files written, why SMOTE was skipped). Never row values.
+    Note(&'a str),
+    /// Trees built so far in a stage ("training", "no SMOTE") of its total.
+    Trees {
+        stage: &'a str,
+        done: usize,
+        total: usize,
+    },
+    /// A stage is over.
+    StageDone(&'a str),
 }
 
 /// What a training produced.
@@ -133,45 +92,9 @@ pub struct Trained {
     /// The run and version, when logged to a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registered: Option<Registered>,
-}
-
-impl Args {
-    fn config(&self, smote: bool) -> TrainConfig {
-        TrainConfig {
-            booster: TrainParams {
-                engine: self.engine.parse().unwrap_or_default(),
-                trees: self.trees,
-                max_depth: self.max_depth,
-                learning_rate: self.learning_rate,
-                min_leaf: self.min_leaf,
-                row_subsample: self.row_subsample,
-                col_subsample: self.col_subsample,
-                bins: self.bins,
-                seed: self.seed,
-                lambda: self.lambda,
-                min_child_weight: self.min_child_weight,
-                gamma: self.gamma,
-                early_stopping_rounds: self.early_stopping_rounds,
-                ..TrainParams::default()
-            },
-            smote: smote.then_some(SmoteParams {
-                k: self.smote_k,
-                ratio: self.smote_ratio,
-                seed: self.seed,
-                max_minority: self.smote_max_minority,
-            }),
-            calibration_folds: self.calibration_folds,
-            threshold_rule: match self.threshold_rule.as_str() {
-                "cost" => ThresholdRule::ExpectedCost {
-                    false_approve: self.cost_false_approve,
-                    false_decline: self.cost_false_decline,
-                },
-                _ => ThresholdRule::F1,
-            },
-            review_recall: self.review_recall,
-            max_reasons: self.max_reasons,
-        }
-    }
+    /// The training report (Markdown), also written to `report.md`.
+    #[serde(skip)]
+    pub report: String,
 }
 
 /// Trains with `cfg` on the training rows and evaluates on the test rows.
@@ -181,29 +104,22 @@ fn fit_and_evaluate(
     test: (&[Vec<Raw<'_>>], &[bool]),
     cfg: &TrainConfig,
     provenance: model::Provenance,
-    label: &str,
-    quiet: bool,
+    stage: &str,
+    on: &mut dyn FnMut(Event<'_>),
 ) -> Result<(model::pipeline::Fitted, Evaluation, f64)> {
     let started = Instant::now();
-    let pb = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        crate::tree_bar(label)
-    };
     let fitted = fit(spec, train.0, train.1, cfg, provenance, &mut |p| match p {
-        Progress::Trees { done, total } => {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-        }
+        Progress::Trees { done, total } => on(Event::Trees { stage, done, total }),
     })?;
-    pb.finish_and_clear();
+    on(Event::StageDone(stage));
     let seconds = started.elapsed().as_secs_f64();
     let scorer = Scorer::new(fitted.bundle.clone())?;
     let eval = evaluate(&scorer, test.0, test.1)?;
     Ok((fitted, eval, seconds))
 }
 
-pub fn run(a: Args) -> Result<Trained> {
+/// Trains as `a` says, reporting progress to `on`.
+pub fn run(a: &Config, on: &mut dyn FnMut(Event<'_>)) -> Result<Trained> {
     let spec = crate::read_spec(&a.spec)?;
     let data = read_labelled(&a.data, &spec)?;
     let raws_all = data.rows();
@@ -230,30 +146,33 @@ pub fn run(a: Args) -> Result<Trained> {
             train_y.push(data.labels[i]);
         }
     }
-    eprintln!(
+    on(Event::Note(&format!(
         "training on {} rows ({} defaults), holding out {} rows ({} defaults)",
         train_y.len(),
         train_y.iter().filter(|v| **v).count(),
         test_y.len(),
         test_y.iter().filter(|v| **v).count()
-    );
+    )));
     let provenance = model::Provenance {
         data_sha256: Some(data.sha256.clone()),
         data_rows: Some(data.records.len()),
         ..provenance_now()
     };
-    let cfg = a.config(!a.no_smote);
+    let cfg = &a.model;
     let (mut fitted, eval, seconds) = fit_and_evaluate(
         &spec,
         (&train_x, &train_y),
         (&test_x, &test_y),
-        &cfg,
+        cfg,
         provenance.clone(),
         "training",
-        a.quiet,
+        on,
     )?;
-    let baseline = if a.compare_no_smote && !a.no_smote {
-        let cfg = a.config(false);
+    let baseline = if a.compare_no_smote && cfg.smote.is_some() {
+        let cfg = TrainConfig {
+            smote: None,
+            ..cfg.clone()
+        };
         Some(fit_and_evaluate(
             &spec,
             (&train_x, &train_y),
@@ -261,13 +180,13 @@ pub fn run(a: Args) -> Result<Trained> {
             &cfg,
             provenance,
             "no SMOTE",
-            a.quiet,
+            on,
         )?)
     } else {
         None
     };
-    if let Some(note) = balance_note(&a, &fitted.balance) {
-        eprintln!("{note}");
+    if let Some(note) = balance_note(cfg, &fitted.balance) {
+        on(Event::Note(&note));
     }
     let m = &eval.metrics;
     fitted.bundle.metrics = json!({
@@ -315,24 +234,21 @@ pub fn run(a: Args) -> Result<Trained> {
         serde_json::to_vec_pretty(&report)?,
     )?;
     let md = markdown(
-        &a,
+        a,
         &fitted,
         &eval,
         seconds,
         baseline.as_ref().map(|(_, e, _)| e),
     );
     std::fs::write(a.out.join("report.md"), &md)?;
-    if !a.quiet {
-        crate::print(&md)?;
-    }
-    eprintln!(
+    on(Event::Note(&format!(
         "wrote {} (bundle), report.json, report.md, {}",
         bundle_dir.display(),
         plots.join(", ")
-    );
+    )));
     let mut registered = None;
-    if let Some(url) = &a.registry {
-        let params = flatten("", &serde_json::to_value(&cfg)?);
+    if let Some(r) = &a.registry {
+        let params = flatten("", &serde_json::to_value(cfg)?);
         let metrics: Vec<(String, f64, i64)> = [
             ("test_roc_auc", m.roc_auc),
             ("test_pr_auc", m.pr_auc),
@@ -346,12 +262,12 @@ pub fn run(a: Args) -> Result<Trained> {
         .chain(learning_curve(&fitted.bundle, &test_x, &test_y)?)
         .collect();
         registered = Some(crate::register::log_and_register(
-            url,
+            &r.url,
             &crate::register::Run {
-                experiment: &a.experiment,
-                name: &a.register_as,
-                alias: a.alias.as_deref(),
-                source: &a.source,
+                experiment: &r.experiment,
+                name: &r.register_as,
+                alias: r.alias.as_deref(),
+                source: &r.source,
             },
             &a.out,
             &params,
@@ -363,6 +279,7 @@ pub fn run(a: Args) -> Result<Trained> {
         metrics: fitted.bundle.metrics.clone(),
         training_seconds: seconds,
         registered,
+        report: md,
     })
 }
 
@@ -434,32 +351,28 @@ fn flatten(prefix: &str, v: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// Why SMOTE did not run although asked for, or `None` when it ran (or was not asked for).
-fn balance_note(a: &Args, balance: &model::pipeline::Balance) -> Option<String> {
+fn balance_note(cfg: &TrainConfig, balance: &model::pipeline::Balance) -> Option<String> {
     use model::pipeline::Balance;
-    if a.no_smote {
-        return None;
-    }
+    let max_minority = cfg.smote.as_ref()?.max_minority;
     match balance {
         Balance::Weights {
             minority_rows,
             scale_pos_weight,
         } => Some(format!(
             "SMOTE skipped: {minority_rows} rows of the rarer class is above \
-             --smote-max-minority {}, where oversampling costs more than it gives; \
-             defaults weighted by {scale_pos_weight:.3} instead (scale_pos_weight)",
-            a.smote_max_minority
+             --smote-max-minority {max_minority}, where oversampling costs more than it gives; \
+             defaults weighted by {scale_pos_weight:.3} instead (scale_pos_weight)"
         )),
         Balance::None => Some(format!(
-            "SMOTE skipped: the rarer class is above --smote-max-minority {}, and the gbdt \
-             engine cannot weight classes; trained on the data as it is",
-            a.smote_max_minority
+            "SMOTE skipped: the rarer class is above --smote-max-minority {max_minority}, and \
+             the gbdt engine cannot weight classes; trained on the data as it is"
         )),
         Balance::Smote { .. } => None,
     }
 }
 
 fn markdown(
-    a: &Args,
+    a: &Config,
     fitted: &model::pipeline::Fitted,
     eval: &Evaluation,
     seconds: f64,
@@ -467,6 +380,7 @@ fn markdown(
 ) -> String {
     let b = &fitted.bundle;
     let t = &b.thresholds;
+    let p = &a.model.booster;
     let mut s = format!(
         "# Training report\n\nModel `{}` trained on `{}` ({} rows, SHA-256 `{}`) in {:.1} s.\n\n\
          Settings: engine {}, {} trees, depth {}, learning rate {}, min leaf {}, bins {}, seed {}; {}; \
@@ -477,22 +391,22 @@ fn markdown(
         b.provenance.data_rows.unwrap_or(0),
         b.provenance.data_sha256.as_deref().unwrap_or(""),
         seconds,
-        a.engine,
-        a.trees,
-        a.max_depth,
-        a.learning_rate,
-        a.min_leaf,
-        a.bins,
-        a.seed,
-        match fitted.balance {
-            _ if a.no_smote => "no SMOTE".to_string(),
-            model::pipeline::Balance::Smote { rows } => format!(
+        p.engine.as_str(),
+        p.trees,
+        p.max_depth,
+        p.learning_rate,
+        p.min_leaf,
+        p.bins,
+        p.seed,
+        match (&a.model.smote, &fitted.balance) {
+            (None, _) => "no SMOTE".to_string(),
+            (Some(smote), model::pipeline::Balance::Smote { rows }) => format!(
                 "SMOTE-NC k = {} to ratio {} (+{rows} synthetic rows)",
-                a.smote_k, a.smote_ratio
+                smote.k, smote.ratio
             ),
-            _ => balance_note(a, &fitted.balance).unwrap_or_default(),
+            _ => balance_note(&a.model, &fitted.balance).unwrap_or_default(),
         },
-        a.calibration_folds,
+        a.model.calibration_folds,
         b.calibration.a,
         b.calibration.b,
         t.approve,

@@ -2,7 +2,7 @@
 //! (Redis may come up after the API), and the storage layout shared with the workers.
 //!
 //! Without `REDIS_URL` (embedded mode) the jobs run on an in-process apalis queue, consumed by
-//! the worker's own handler in this process, with the job records in memory.
+//! the job handlers `services/worker` runs, in this process, with the job records in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,17 +25,17 @@ pub fn connect_in_background(
     settings: &crate::Settings,
     slot: Arc<arc_swap::ArcSwapOption<Batch>>,
 ) {
-    let retention = Duration::from_secs(settings.job_retention_seconds);
-    let layout = Layout::new(&settings.jobs_root);
+    let retention = Duration::from_secs(settings.jobs.job_retention_seconds);
+    let layout = Layout::new(&settings.jobs.jobs_root);
     spawn_sweeper(layout.clone(), retention);
     let Some(url) = settings.redis_url.clone().filter(|u| !u.is_empty()) else {
         start_embedded(settings, &slot, layout, retention);
         return;
     };
     let (queue_name, train_queue_name, prefix) = (
-        settings.job_queue.clone(),
-        settings.train_queue.clone(),
-        settings.job_key_prefix.clone(),
+        settings.jobs.job_queue.clone(),
+        settings.jobs.train_queue.clone(),
+        settings.jobs.job_key_prefix.clone(),
     );
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
@@ -74,48 +74,25 @@ pub fn connect_in_background(
     });
 }
 
-/// The in-process queue, the in-memory job store and a worker running the same handler as
-/// `services/worker`.
+/// The in-process queues, the in-memory job store and the job handlers `services/worker` runs
+/// (from the `job-handlers` library).
 fn start_embedded(
     settings: &crate::Settings,
     slot: &arc_swap::ArcSwapOption<Batch>,
     layout: Layout,
     retention: Duration,
 ) {
-    use apalis::prelude::*;
     let store = Store::memory(retention);
-    let (queue, backend) = Queue::in_process();
-    let (train_queue, train_backend) = Queue::in_process();
     let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
-    let mut state = worker::WorkerState::new(
+    let mut state = job_handlers::WorkerState::new(
         store.clone(),
         layout.clone(),
         registry,
         settings.model_cache_dir.join("batch"),
     );
     state.tracking_uri = Some(settings.tracking_uri.clone());
-    let state = Arc::new(state);
-    let concurrency = settings.embedded_workers.max(1);
-    let runner = WorkerBuilder::new("in-process")
-        .backend(backend)
-        .concurrency(concurrency)
-        .data(state.clone())
-        .build(worker::handle);
-    let trainer = WorkerBuilder::new("in-process-train")
-        .backend(train_backend)
-        .concurrency(1)
-        .data(state)
-        .build(worker::handle_training);
-    tokio::spawn(async move {
-        if let Err(e) = runner.run().await {
-            tracing::error!(error = %e, "the in-process batch worker stopped");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = trainer.run().await {
-            tracing::error!(error = %e, "the in-process training worker stopped");
-        }
-    });
+    let concurrency = settings.jobs.worker_concurrency.max(1);
+    let (queue, train_queue) = job_handlers::in_process(Arc::new(state), concurrency);
     slot.store(Some(Arc::new(Batch {
         store,
         queue,

@@ -15,10 +15,8 @@ pub struct Settings {
     /// Redis holding the queue and the job records.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// Storage for batch files and training datasets, shared with the API (the jobs volume in
-    /// Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.
-    #[arg(long, env = "JOBS_ROOT", default_value = "loanctl-data/jobs")]
-    pub jobs_root: PathBuf,
+    #[command(flatten)]
+    pub jobs: jobs::Settings,
     /// Where the registry is, for jobs pinned to a registered model version.
     #[arg(
         long,
@@ -33,41 +31,6 @@ pub struct Settings {
         default_value = "loanctl-data/worker-models"
     )]
     pub model_cache_dir: PathBuf,
-    /// The apalis queue (the API pushes to the same one).
-    #[arg(
-        long = "job-queue",
-        alias = "queue",
-        env = "JOB_QUEUE",
-        default_value = "loan-scoring:score-batch"
-    )]
-    pub queue: String,
-    /// The apalis queue of training jobs.
-    #[arg(long, env = "TRAIN_QUEUE", default_value = "loan-scoring:train")]
-    pub train_queue: String,
-    /// Prefix of the job-record keys in Redis.
-    #[arg(
-        long = "job-key-prefix",
-        alias = "key-prefix",
-        env = "JOB_KEY_PREFIX",
-        default_value = "loan-scoring:"
-    )]
-    pub key_prefix: String,
-    /// Chunks scored at once by this worker.
-    #[arg(
-        long = "worker-concurrency",
-        alias = "concurrency",
-        env = "WORKER_CONCURRENCY",
-        default_value_t = 2
-    )]
-    pub concurrency: usize,
-    /// How long job records are kept.
-    #[arg(
-        long = "job-retention-seconds",
-        alias = "retention-seconds",
-        env = "JOB_RETENTION_SECONDS",
-        default_value_t = 7 * 24 * 3600
-    )]
-    pub retention_seconds: u64,
     /// Milliseconds between looks at an empty queue (how soon an idle worker picks up work).
     #[arg(long, env = "WORKER_POLL_MS", default_value_t = 100)]
     pub poll_ms: u64,

@@ -48,27 +48,14 @@ async fn recorded_job() -> Job {
         version: "1".into(),
         local_uri: Some(bundle.display().to_string()),
     };
-    let now = jobs::now();
-    let record = JobRecord {
-        id: id.clone(),
-        kind: jobs::JobKind::Score,
-        state: JobState::Queued,
-        format: Format::Csv,
-        rows_total: split.rows,
-        rows_scored: 0,
-        rows_rejected: 0,
-        chunks_total: split.chunks,
-        chunks_done: 0,
-        model: pinned.clone(),
-        reasons: Default::default(),
-        created_at: now.clone(),
-        updated_at: now,
-        finished_at: None,
-        error: None,
-        params: None,
-        output: None,
-        owner: None,
-    };
+    let record = JobRecord::scoring(
+        id.clone(),
+        Format::Csv,
+        split.rows,
+        split.chunks,
+        pinned.clone(),
+        Default::default(),
+    );
     store.create(&record, None).await.unwrap();
     Job {
         dir,
@@ -82,7 +69,7 @@ async fn recorded_job() -> Job {
 }
 
 async fn enqueue(job: &Job) {
-    let mut queue = worker::queue("redis://127.0.0.1:6379", &job.queue)
+    let mut queue = jobs::queue::queue("redis://127.0.0.1:6379", &job.queue)
         .await
         .unwrap();
     for chunk in 0..job.chunks {
@@ -101,30 +88,38 @@ async fn enqueue(job: &Job) {
     }
 }
 
-fn spawn_worker(job: &Job) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    spawn_worker_on(job, port)
-}
-
-fn spawn_worker_on(job: &Job, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_worker"))
+/// A worker process on a port of its choosing (port 0), and that port, read from the line it
+/// prints at start. Its stderr is drained in the background so that it never blocks.
+fn spawn_worker(job: &Job) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
         .env("REDIS_URL", "redis://127.0.0.1:6379")
         .env("JOB_QUEUE", &job.queue)
         .env("JOB_KEY_PREFIX", &job.prefix)
         .env("JOBS_ROOT", job.dir.join("storage"))
-        .env("WORKER_PORT", port.to_string())
+        .env("WORKER_PORT", "0")
         .env("WORKER_CONCURRENCY", "1")
         .env("WORKER_HEARTBEAT_SECONDS", "1")
         .env("WORKER_SHUTDOWN_TIMEOUT", "20")
         .env("MODEL_CACHE_DIR", job.dir.join("models"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some(port) = line.strip_prefix("worker: health and metrics on port ") {
+                let _ = tx.send(port.trim().parse::<u16>().unwrap());
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the worker announces its port");
+    (child, port)
 }
 
 async fn record(job: &Job) -> JobRecord {
@@ -171,7 +166,7 @@ fn assert_every_row_once(job: &Job) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
     let job = queued_job().await;
-    let mut first = spawn_worker(&job);
+    let (mut first, _) = spawn_worker(&job);
     let r = wait_for(&job, |r| r.chunks_done >= 3, 60).await;
     assert!(r.chunks_done >= 3, "the first worker made progress: {r:?}");
     first.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -183,7 +178,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
         mid.chunks_done,
         job.chunks
     );
-    let mut second = spawn_worker(&job);
+    let (mut second, _) = spawn_worker(&job);
     let done = wait_for(&job, |r| r.state.is_final(), 120).await;
     let _ = second.kill();
     let _ = second.wait();
@@ -199,7 +194,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_counts_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_chunk_in_hand_and_exits() {
     let job = queued_job().await;
-    let mut w = spawn_worker(&job);
+    let (mut w, _) = spawn_worker(&job);
     let r = wait_for(&job, |r| r.chunks_done >= 1, 60).await;
     assert!(r.chunks_done >= 1);
     let status = Command::new("kill")
@@ -231,7 +226,7 @@ async fn sigterm_finishes_the_chunk_in_hand_and_exits() {
         "a result part exists exactly for each chunk recorded done"
     );
     // Another worker finishes the job.
-    let mut next = spawn_worker(&job);
+    let (mut next, _) = spawn_worker(&job);
     let done = wait_for(&job, |r| r.state.is_final(), 120).await;
     let _ = next.kill();
     let _ = next.wait();
@@ -244,16 +239,7 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
     // Queued only once both are ready, so that neither can take every chunk before the other
     // starts.
     let job = recorded_job().await;
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let mut workers: Vec<Child> = ports.iter().map(|p| spawn_worker_on(&job, *p)).collect();
+    let (mut workers, ports): (Vec<Child>, Vec<u16>) = (0..2).map(|_| spawn_worker(&job)).unzip();
     let client = reqwest::Client::new();
     for p in &ports {
         let mut ok = false;

@@ -34,28 +34,16 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         version: "1".into(),
         local_uri: Some(bundle.display().to_string()),
     };
-    let record = JobRecord {
-        id: id.clone(),
-        kind: jobs::JobKind::Score,
-        state: JobState::Queued,
-        format: Format::Csv,
-        rows_total: split.rows,
-        rows_scored: 0,
-        rows_rejected: 0,
-        chunks_total: split.chunks,
-        chunks_done: 0,
-        model: pinned.clone(),
-        reasons: Default::default(),
-        created_at: jobs::now(),
-        updated_at: jobs::now(),
-        finished_at: None,
-        error: None,
-        params: None,
-        output: None,
-        owner: None,
-    };
+    let record = JobRecord::scoring(
+        id.clone(),
+        Format::Csv,
+        split.rows,
+        split.chunks,
+        pinned.clone(),
+        Default::default(),
+    );
     store.create(&record, None).await.unwrap();
-    let mut queue = worker::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
+    let mut queue = jobs::queue::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
         .await
         .unwrap();
     for chunk in 0..split.chunks {
@@ -72,7 +60,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
             .await
             .unwrap();
     }
-    let state = Arc::new(worker::WorkerState::new(
+    let state = Arc::new(job_handlers::WorkerState::new(
         store,
         layout.clone(),
         None,
@@ -99,7 +87,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         .backend(queue)
         .concurrency(2)
         .data(state.clone())
-        .build(worker::handle)
+        .build(job_handlers::chunk::handle)
         .run_until(finished)
         .await
         .unwrap();
@@ -169,29 +157,16 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         version: "1".into(),
         local_uri: Some(dir.join("missing").display().to_string()),
     };
-    let now = jobs::now();
-    let record = JobRecord {
-        id: id.clone(),
-        kind: jobs::JobKind::Score,
-        state: JobState::Queued,
-        format: Format::Csv,
-        rows_total: 1,
-        rows_scored: 0,
-        rows_rejected: 0,
-        chunks_total: 1,
-        chunks_done: 0,
-        model: pinned.clone(),
-        reasons: Default::default(),
-        created_at: now.clone(),
-        updated_at: now,
-        finished_at: None,
-        error: None,
-        params: None,
-        output: None,
-        owner: None,
-    };
+    let record = JobRecord::scoring(
+        id.clone(),
+        Format::Csv,
+        1,
+        1,
+        pinned.clone(),
+        Default::default(),
+    );
     store.create(&record, None).await.unwrap();
-    let mut state = worker::WorkerState::new(store, layout, None, dir.join("models"));
+    let mut state = job_handlers::WorkerState::new(store, layout, None, dir.join("models"));
     state.attempts = 3;
     state.retry_base_ms = 50;
     let state = Arc::new(state);
@@ -204,12 +179,15 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         first_row: 0,
         reasons: Default::default(),
     };
+    // Through apalis' retry layer, on the in-process queue the API's embedded mode uses.
+    let (queue, _training) = job_handlers::in_process(state.clone(), 1);
     let started = std::time::Instant::now();
-    assert!(
-        worker::handle(task, apalis::prelude::Data::new(state.clone()))
-            .await
-            .is_err()
-    );
+    queue.push_all(vec![task]).await.unwrap();
+    let deadline = started + Duration::from_secs(20);
+    while state.store.get(&id).await.unwrap().state != JobState::Failed {
+        assert!(std::time::Instant::now() < deadline, "the job never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         started.elapsed() >= Duration::from_millis(150),
         "retried with backoff (50 + 100 ms)"

@@ -48,10 +48,10 @@ fn the_worker_still_takes_its_earlier_flag_names() {
         .unwrap();
         assert_eq!(
             (
-                s.queue.as_str(),
-                s.key_prefix.as_str(),
-                s.concurrency,
-                s.retention_seconds
+                s.jobs.job_queue.as_str(),
+                s.jobs.job_key_prefix.as_str(),
+                s.jobs.worker_concurrency,
+                s.jobs.job_retention_seconds
             ),
             ("q", "p:", 3, 60),
             "{args:?}"

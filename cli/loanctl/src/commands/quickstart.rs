@@ -95,32 +95,19 @@ async fn run_async(a: Args) -> Result<()> {
                 "quickstart: training the first model on the bundled German-credit data ({} trees)",
                 a.trees
             );
-            let argv: Vec<String> = vec![
-                "train".into(),
-                "--data".into(),
-                data.display().to_string(),
-                "--spec".into(),
-                spec.display().to_string(),
-                "--out".into(),
-                dir.join("training").display().to_string(),
-                "--trees".into(),
-                a.trees.to_string(),
-                "--registry".into(),
-                registry_url.clone(),
-                "--register-as".into(),
-                MODEL.into(),
-                "--alias".into(),
-                ALIAS.into(),
-            ];
-            #[derive(clap::Parser)]
-            struct Cli {
-                #[command(flatten)]
-                args: training::Args,
-            }
-            let mut args = Cli::try_parse_from(argv)?.args;
-            args.quiet = true;
-            args.source = "loanctl quickstart".into();
-            let trained = tokio::task::spawn_blocking(move || training::train::run(args)).await??;
+            let mut cfg = training::Config::new(data.clone(), spec.clone(), dir.join("training"));
+            cfg.model.booster.trees = a.trees;
+            cfg.registry = Some(training::Registry {
+                url: registry_url.clone(),
+                experiment: "loan-default".into(),
+                register_as: MODEL.into(),
+                alias: Some(ALIAS.into()),
+                source: "loanctl quickstart".into(),
+            });
+            let trained = tokio::task::spawn_blocking(move || {
+                crate::commands::train::train_with_progress(&cfg, false)
+            })
+            .await??;
             eprintln!(
                 "quickstart: test ROC AUC {:.3}",
                 trained.metrics["test_roc_auc"].as_f64().unwrap_or(0.0)

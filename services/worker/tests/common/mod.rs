@@ -72,13 +72,13 @@ pub async fn spawn_stack(dir: &Path, bundle: &Path, extra: &[&str]) -> Running {
     )
     .await
     .expect("Redis on 127.0.0.1:6379 must be running (scripts/services.sh starts it)");
-    let state = std::sync::Arc::new(worker::WorkerState::new(
+    let state = std::sync::Arc::new(job_handlers::WorkerState::new(
         store,
         jobs::Layout::new(&storage),
         None,
         dir.join("models"),
     ));
-    let queue = worker::queue("redis://127.0.0.1:6379", &queue_name)
+    let queue = jobs::queue::queue("redis://127.0.0.1:6379", &queue_name)
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -87,7 +87,7 @@ pub async fn spawn_stack(dir: &Path, bundle: &Path, extra: &[&str]) -> Running {
             .backend(queue)
             .concurrency(2)
             .data(state)
-            .build(worker::handle)
+            .build(job_handlers::chunk::handle)
             .run_until(async move { stopped.await.map_err(std::io::Error::other) }),
     );
     Running {

@@ -1,0 +1,320 @@
+//! Scoring one chunk of a batch job: the chunk file through the block scorer into a result part
+//! and an errors part, each written under a temporary name and moved into place when complete,
+//! so a redelivered chunk rewrites them whole.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use features::Raw;
+use jobs::{Format, JobState, ScoreChunk};
+use model::batch::{result_header, Row};
+use model::{BlockScorer, Columns, ReasonPolicy, Scorer};
+
+use crate::{metrics, JobError, WorkerState};
+
+/// Scores one chunk; returns (scored, rejected).
+pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(u64, u64)> {
+    let scorer = state.scorer(&task.model).await?;
+    let input = state
+        .layout
+        .chunk(&task.job_id, task.chunk, task.format)
+        .context("invalid job id")?;
+    let result = state
+        .layout
+        .result(&task.job_id, task.chunk)
+        .context("invalid job id")?;
+    let errors = state
+        .layout
+        .errors(&task.job_id, task.chunk)
+        .context("invalid job id")?;
+    let job = ChunkJob {
+        format: task.format,
+        first_row: task.first_row,
+        reasons: task.reasons,
+    };
+    tokio::task::spawn_blocking(move || score_file(&scorer, &input, job, &result, &errors)).await?
+}
+
+/// How a chunk is read and explained.
+#[derive(Clone, Copy)]
+struct ChunkJob {
+    format: Format,
+    first_row: u64,
+    reasons: ReasonPolicy,
+}
+
+impl ChunkJob {
+    /// The row's number in the uploaded file (1-based, header not counted).
+    fn row(&self, index_in_chunk: usize) -> u64 {
+        self.first_row + index_in_chunk as u64 + 1
+    }
+}
+
+/// Rows scored together.
+const BLOCK: usize = 2048;
+
+/// A chunk's result part and errors part, written under temporary names and moved into place
+/// when complete, so a redelivered chunk rewrites them whole. Shared by both input formats.
+struct Parts {
+    out: csv::Writer<std::fs::File>,
+    err: csv::Writer<std::fs::File>,
+    files: [(std::path::PathBuf, std::path::PathBuf); 2],
+    scored: u64,
+    rejected: u64,
+}
+
+impl Parts {
+    /// `header`: the carried-through columns' names.
+    fn create(
+        result: &std::path::Path,
+        errors: &std::path::Path,
+        scorer: &Scorer,
+        header: Vec<String>,
+    ) -> anyhow::Result<Parts> {
+        std::fs::create_dir_all(result.parent().context("result path")?)?;
+        std::fs::create_dir_all(errors.parent().context("errors path")?)?;
+        let files = [
+            (result.with_extension("partial"), result.to_path_buf()),
+            (errors.with_extension("partial"), errors.to_path_buf()),
+        ];
+        let mut out = csv::WriterBuilder::new()
+            .buffer_capacity(1 << 20)
+            .from_path(&files[0].0)?;
+        let mut err = csv::Writer::from_path(&files[1].0)?;
+        out.write_record(result_header(scorer, header))?;
+        err.write_record(["row", "error"])?;
+        Ok(Parts {
+            out,
+            err,
+            files,
+            scored: 0,
+            rejected: 0,
+        })
+    }
+
+    /// Row `i` of the scored block: the carried-through values, then probability, decision and
+    /// the top reasons; or its number in the file and why it was rejected.
+    fn write<'c>(
+        &mut self,
+        block: &mut BlockScorer<'_>,
+        i: usize,
+        row: u64,
+        carried: impl IntoIterator<Item = &'c str>,
+    ) -> anyhow::Result<()> {
+        if let Row::Rejected(e) = block.row(i) {
+            return self.rejected(row, &e.to_string());
+        }
+        for value in carried {
+            self.out.write_field(value)?;
+        }
+        block.write_fields(i, &mut self.out)?;
+        self.out.write_record(None::<&[u8]>)?;
+        self.scored += 1;
+        Ok(())
+    }
+
+    fn rejected(&mut self, row: u64, reason: &str) -> anyhow::Result<()> {
+        self.err
+            .write_record([row.to_string(), reason.to_string()])?;
+        self.rejected += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<(u64, u64)> {
+        self.out.flush()?;
+        self.err.flush()?;
+        for (tmp, done) in &self.files {
+            std::fs::rename(tmp, done)?;
+        }
+        Ok((self.scored, self.rejected))
+    }
+}
+
+/// Reads a chunk file and writes its result part and errors part.
+fn score_file(
+    scorer: &Scorer,
+    input: &std::path::Path,
+    job: ChunkJob,
+    result: &std::path::Path,
+    errors: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    if job.format == Format::Ndjson {
+        return score_ndjson(scorer, input, job, result, errors);
+    }
+    let spec = &scorer.bundle().spec;
+    let mut rdr = csv::ReaderBuilder::new()
+        .buffer_capacity(1 << 20)
+        .from_path(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let headers = rdr.headers()?.clone();
+    let columns = Columns::new(spec, headers.iter());
+    let header = columns
+        .passthrough
+        .iter()
+        .map(|&c| headers[c].to_string())
+        .collect();
+    let mut parts = Parts::create(result, errors, scorer, header)?;
+    let mut block = BlockScorer::new(scorer, job.reasons);
+    let mut recs: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
+    let mut index = 0usize;
+    loop {
+        let mut n = 0;
+        while n < BLOCK && rdr.read_record(&mut recs[n])? {
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        block.score_records(&columns, &recs[..n]);
+        for (i, rec) in recs[..n].iter().enumerate() {
+            let carried = columns
+                .passthrough
+                .iter()
+                .map(|&c| rec.get(c).unwrap_or(""));
+            parts.write(&mut block, i, job.row(index + i), carried)?;
+        }
+        index += n;
+    }
+    parts.finish()
+}
+
+/// The apalis handler: skips chunks of finished (cancelled, failed) jobs, scores, records.
+/// Transient failures (registry briefly down, storage hiccup) are retried by apalis' retry
+/// layer with exponential backoff ([`crate::consumers`]); the last attempt that fails fails the
+/// job with the reason.
+pub async fn handle(
+    task: ScoreChunk,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+    attempt: apalis::prelude::Attempt,
+) -> Result<(), JobError> {
+    // Continue the submitting request's trace.
+    let span = tracing::info_span!("score_chunk", job.id = %task.job_id, chunk = task.chunk);
+    telemetry::continue_trace(&span, &task.trace_context);
+    tracing::Instrument::instrument(handle_chunk(task, state, attempt.current()), span).await
+}
+
+async fn handle_chunk(
+    task: ScoreChunk,
+    state: apalis::prelude::Data<Arc<WorkerState>>,
+    attempt: usize,
+) -> Result<(), JobError> {
+    let job = state.store.get(&task.job_id).await?;
+    if job.state.is_final() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let outcome = process(&task, &state).await;
+    metrics::chunk_seconds().observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &outcome {
+        if attempt < state.attempts as usize {
+            tracing::warn!(job.id = %task.job_id, chunk = task.chunk, attempt, "chunk failed; it will be retried");
+            return Err(JobError::Retry(format!("chunk {}: {e:#}", task.chunk)));
+        }
+    }
+    match outcome {
+        Ok((scored, rejected)) => {
+            metrics::chunks().with_label_values(&["scored"]).inc();
+            metrics::rows_scored().inc_by(scored);
+            metrics::rows_rejected().inc_by(rejected);
+            state
+                .store
+                .complete_chunk(&task.job_id, task.chunk, scored, rejected)
+                .await?;
+            tracing::info!(job.id = %task.job_id, chunk = task.chunk, scored, rejected, "chunk scored");
+            Ok(())
+        }
+        Err(e) => {
+            metrics::chunks().with_label_values(&["failed"]).inc();
+            let reason = format!("chunk {}: {e:#}", task.chunk);
+            tracing::warn!(job.id = %task.job_id, error = %reason, "chunk failed");
+            state
+                .store
+                .finish(&task.job_id, JobState::Failed, &reason)
+                .await?;
+            Err(JobError::Failed(reason))
+        }
+    }
+}
+
+/// NDJSON chunks: each line an application object. Keys that are not model features (an id,
+/// say; the label is dropped) are carried through as columns, taken from the chunk's first line.
+fn score_ndjson(
+    scorer: &Scorer,
+    input: &std::path::Path,
+    job: ChunkJob,
+    result: &std::path::Path,
+    errors: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    use std::io::BufRead;
+    type Object = serde_json::Map<String, serde_json::Value>;
+    let spec = &scorer.bundle().spec;
+    let mut lines = std::io::BufReader::new(std::fs::File::open(input)?).lines();
+    let mut block_lines: Vec<String> = Vec::with_capacity(BLOCK);
+    let mut parts: Option<Parts> = None;
+    let mut passthrough: Vec<String> = Vec::new();
+    let mut block = BlockScorer::new(scorer, job.reasons);
+    let mut index = 0usize;
+    loop {
+        block_lines.clear();
+        for line in lines.by_ref().take(BLOCK) {
+            block_lines.push(line?);
+        }
+        let objects: Vec<Option<Object>> = block_lines
+            .iter()
+            .map(|l| match serde_json::from_str(l) {
+                Ok(serde_json::Value::Object(obj)) => Some(obj),
+                _ => None,
+            })
+            .collect();
+        if parts.is_none() {
+            let first = objects.first().cloned().flatten().unwrap_or_default();
+            passthrough = first
+                .keys()
+                .filter(|key| {
+                    *key != &spec.target.name
+                        && spec
+                            .position(key)
+                            .is_none_or(|j| !spec.features[j].is_model_input())
+                })
+                .cloned()
+                .collect();
+            parts = Some(Parts::create(result, errors, scorer, passthrough.clone())?);
+        }
+        let parts = parts.as_mut().expect("created above");
+        if objects.is_empty() {
+            break;
+        }
+        block.score(objects.len(), |i, raws| {
+            if let Some(obj) = &objects[i] {
+                raws.extend(
+                    spec.features
+                        .iter()
+                        .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json)),
+                );
+            }
+            Ok(())
+        });
+        for (i, obj) in objects.iter().enumerate() {
+            let Some(obj) = obj else {
+                parts.rejected(job.row(index + i), "not a JSON object")?;
+                continue;
+            };
+            let carried: Vec<String> = passthrough
+                .iter()
+                .map(|key| match obj.get(key) {
+                    Some(serde_json::Value::String(v)) => v.clone(),
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                })
+                .collect();
+            parts.write(
+                &mut block,
+                i,
+                job.row(index + i),
+                carried.iter().map(String::as_str),
+            )?;
+        }
+        index += objects.len();
+    }
+    parts.expect("created on the first pass").finish()
+}

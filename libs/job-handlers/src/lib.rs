@@ -1,0 +1,106 @@
+//! The batch-job handlers and their consumers, as a library: the worker binary runs them on
+//! Redis queues, the API's embedded mode on in-process queues. Same code either way.
+//!
+//! - [`chunk`]: score one chunk of a batch job with the block scorer, write its result part.
+//! - [`train`]: train a model on a job's dataset, log the run, register the version.
+//! - [`consumers`]: the apalis workers that take both kinds of task.
+
+pub mod chunk;
+pub mod consumers;
+pub mod metrics;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use jobs::{Layout, PinnedModel, Store};
+use model::{Bundle, Scorer};
+
+pub use consumers::{in_process, run_on_redis, RedisQueues};
+
+/// Why a task failed. apalis sees it as the handler's error.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job store (Redis) could not be read or written.
+    #[error(transparent)]
+    Store(#[from] jobs::StoreError),
+    /// The task failed for good; the job record says why.
+    #[error("{0}")]
+    Failed(String),
+    /// The task failed and will be tried again.
+    #[error("{0} (will be retried)")]
+    Retry(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What every task handler shares.
+pub struct WorkerState {
+    /// Tries per chunk before its job is failed (apalis' retry layer retries the rest).
+    pub attempts: u32,
+    /// First retry delay, doubled each time.
+    pub retry_base_ms: u64,
+    pub store: Store,
+    pub layout: Layout,
+    pub registry: Option<mlflow_client::Client>,
+    /// The registry's URL, for training jobs (they log a run and register a version).
+    pub tracking_uri: Option<String>,
+    pub model_cache_dir: PathBuf,
+    models: Mutex<HashMap<(String, String), Arc<Scorer>>>,
+}
+
+impl WorkerState {
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        registry: Option<mlflow_client::Client>,
+        model_cache_dir: PathBuf,
+    ) -> WorkerState {
+        WorkerState {
+            attempts: 4,
+            retry_base_ms: 500,
+            store,
+            layout,
+            tracking_uri: None,
+            registry,
+            model_cache_dir,
+            models: Mutex::default(),
+        }
+    }
+
+    /// The scorer of the job's pinned model version, loaded once per process.
+    async fn scorer(&self, m: &PinnedModel) -> anyhow::Result<Arc<Scorer>> {
+        let key = (m.name.clone(), m.version.clone());
+        if let Some(s) = self.models.lock().expect("lock").get(&key) {
+            return Ok(s.clone());
+        }
+        let dir = match (&m.local_uri, &self.registry) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(client)) => {
+                let uri = client.get_download_uri(&m.name, &m.version).await?;
+                let dest = self
+                    .model_cache_dir
+                    .join(format!("{}-{}", m.name, m.version))
+                    .join(uuid::Uuid::new_v4().simple().to_string());
+                client.download_artifacts(&uri, &dest).await?;
+                dest
+            }
+            (None, None) => anyhow::bail!(
+                "job pinned to {} version {} but no registry is configured",
+                m.name,
+                m.version
+            ),
+        };
+        let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<Scorer> {
+            Ok(Scorer::new(Bundle::load(&dir)?)?)
+        })
+        .await??;
+        let scorer = Arc::new(scorer);
+        self.models
+            .lock()
+            .expect("lock")
+            .insert(key, scorer.clone());
+        Ok(scorer)
+    }
+}
