@@ -170,12 +170,12 @@ impl Thresholds {
         let positives = order.iter().filter(|r| r.1).count();
         let negatives = order.len() - positives;
         // (threshold, counts) from the lowest threshold up.
-        let mut at: Vec<crate::metrics::Confusion> = Vec::new();
+        let mut at: Vec<Confusion> = Vec::new();
         let (mut below_pos, mut below_neg) = (0usize, 0usize);
         let mut i = 0;
         while i < order.len() {
             let t = order[i].0;
-            at.push(crate::metrics::Confusion::from_counts(
+            at.push(Confusion::from_counts(
                 t,
                 positives - below_pos,
                 negatives - below_neg,
@@ -192,7 +192,7 @@ impl Thresholds {
                 i += 1;
             }
         }
-        let score = |c: &crate::metrics::Confusion| match rule {
+        let score = |c: &Confusion| match rule {
             ThresholdRule::F1 => c.f1,
             ThresholdRule::ExpectedCost {
                 false_approve,
@@ -224,13 +224,63 @@ impl Thresholds {
     }
 }
 
+/// Counts at one threshold (positive = predicted default, i.e. p >= threshold).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Confusion {
+    pub threshold: f64,
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    pub fn_: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl Confusion {
+    pub fn at(p: &[f64], y: &[bool], threshold: f64) -> Confusion {
+        let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+        for (pi, yi) in p.iter().zip(y) {
+            match (*pi >= threshold, *yi) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, false) => tn += 1,
+                (false, true) => fn_ += 1,
+            }
+        }
+        Confusion::from_counts(threshold, tp, fp, tn, fn_)
+    }
+
+    /// The rates of given counts.
+    pub fn from_counts(threshold: f64, tp: usize, fp: usize, tn: usize, fn_: usize) -> Confusion {
+        let div = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision = div(tp, tp + fp);
+        let recall = div(tp, tp + fn_);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        Confusion {
+            threshold,
+            tp,
+            fp,
+            tn,
+            fn_,
+            precision,
+            recall,
+            f1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The quadratic search `choose` replaced: every distinct score, counted from scratch.
     fn choose_reference(p: &[f64], y: &[bool], rule: ThresholdRule, recall: f64) -> (f64, f64) {
-        use crate::metrics::Confusion;
+        use Confusion;
         let mut candidates: Vec<f64> = p.to_vec();
         candidates.sort_by(f64::total_cmp);
         candidates.dedup();
@@ -316,7 +366,7 @@ mod tests {
         let y: Vec<bool> = (0..200).map(|i| i > 140 || i % 10 == 0).collect();
         let t = Thresholds::choose(&p, &y, ThresholdRule::F1, 0.95).unwrap();
         assert!(t.approve <= t.decline);
-        assert!(crate::metrics::Confusion::at(&p, &y, t.approve).recall >= 0.95);
+        assert!(Confusion::at(&p, &y, t.approve).recall >= 0.95);
         assert_eq!(t.decide(t.decline), Decision::Decline);
         assert_eq!(t.decide(0.0), Decision::Approve);
         let costly = Thresholds::choose(

@@ -27,7 +27,7 @@ use crate::ModelError;
 
 /// Most bins per column, as XGBoost's `max_bin`: a column with missing values keeps one of them
 /// for the missing values, so every bin fits in a `u8`.
-pub const MAX_BINS: usize = 256;
+pub use crate::train::MAX_BINS;
 /// Rows summed into one partial histogram. Fixed, so results do not depend on thread count.
 const CHUNK: usize = 4096;
 /// Smallest gain that counts as an improvement (XGBoost's `kRtEps`).
@@ -368,7 +368,7 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     // Early stopping watches a stratified, seeded part of the training rows.
     let (fit_rows, watch_rows) = if params.early_stopping_rounds > 0 {
-        let (a, b) = crate::pipeline::stratified_split(y, params.validation_fraction, params.seed)?;
+        let (a, b) = crate::split::stratified_split(y, params.validation_fraction, params.seed)?;
         (a, b)
     } else {
         ((0..n_all).collect(), Vec::new())

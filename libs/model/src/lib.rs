@@ -13,6 +13,7 @@ pub mod report;
 pub mod scorer;
 pub mod shap;
 pub mod smote;
+pub mod split;
 pub mod train;
 pub mod trees;
 pub mod xgboost;

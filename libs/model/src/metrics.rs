@@ -14,55 +14,7 @@ pub struct Band {
     pub observed_rate: f64,
 }
 
-/// Counts at one threshold (positive = predicted default, i.e. p >= threshold).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Confusion {
-    pub threshold: f64,
-    pub tp: usize,
-    pub fp: usize,
-    pub tn: usize,
-    pub fn_: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-}
-
-impl Confusion {
-    pub fn at(p: &[f64], y: &[bool], threshold: f64) -> Confusion {
-        let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
-        for (pi, yi) in p.iter().zip(y) {
-            match (*pi >= threshold, *yi) {
-                (true, true) => tp += 1,
-                (true, false) => fp += 1,
-                (false, false) => tn += 1,
-                (false, true) => fn_ += 1,
-            }
-        }
-        Confusion::from_counts(threshold, tp, fp, tn, fn_)
-    }
-
-    /// The rates of given counts.
-    pub fn from_counts(threshold: f64, tp: usize, fp: usize, tn: usize, fn_: usize) -> Confusion {
-        let div = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let precision = div(tp, tp + fp);
-        let recall = div(tp, tp + fn_);
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
-        Confusion {
-            threshold,
-            tp,
-            fp,
-            tn,
-            fn_,
-            precision,
-            recall,
-            f1,
-        }
-    }
-}
+pub use crate::calibration::Confusion;
 
 /// Everything `evaluate` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,37 +76,7 @@ pub struct Fitted {
     pub oof_margins: Vec<f64>,
 }
 
-/// Stratified, seeded split: returns (train, test) row indices, each sorted.
-pub fn stratified_split(
-    y: &[bool],
-    test_fraction: f64,
-    seed: u64,
-) -> Result<(Vec<usize>, Vec<usize>), ModelError> {
-    if !(test_fraction > 0.0 && test_fraction < 1.0) {
-        return Err(ModelError::InvalidParams(
-            "test fraction must be between 0 and 1".into(),
-        ));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for class in [false, true] {
-        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
-        idx.shuffle(&mut rng);
-        let n_test = (idx.len() as f64 * test_fraction).round() as usize;
-        if n_test == 0 || n_test == idx.len() {
-            return Err(ModelError::InvalidParams(format!(
-                "too few rows of class {} to split ({} rows)",
-                if class { "positive" } else { "negative" },
-                idx.len()
-            )));
-        }
-        test.extend_from_slice(&idx[..n_test]);
-        train.extend_from_slice(&idx[n_test..]);
-    }
-    train.sort_unstable();
-    test.sort_unstable();
-    Ok((train, test))
-}
+pub use crate::split::stratified_split;
 
 /// Stratified fold number (0..k) for each row.
 pub fn stratified_folds(y: &[bool], k: usize, seed: u64) -> Vec<usize> {

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::trees::{Ensemble, Node, Tree};
 use crate::ModelError;
 
+/// Most bins per column of the hist engine (its bin matrix is `u8`).
+pub const MAX_BINS: usize = 256;
+
 /// Which learner grows the trees. Both produce the same portable [`Ensemble`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,7 +142,7 @@ impl TrainParams {
         if self.bins == 1 || self.bins > 65_536 {
             return bad("bins must be 0 (off) or between 2 and 65536");
         }
-        if self.engine == Engine::Hist && self.bins > crate::hist::MAX_BINS {
+        if self.engine == Engine::Hist && self.bins > MAX_BINS {
             return bad("the hist engine uses at most 256 bins per column");
         }
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {

@@ -186,3 +186,245 @@ pub fn otlp_receiver() -> (String, Received) {
     tokio::spawn(server);
     (url, received)
 }
+
+/// Which modules of a crate import which: module path (segments) to the modules it names.
+/// `src` is the crate's `src` folder. A module imports another when its code names a path into it
+/// (`crate::a::b`, `super::x`, `self::child`, `child::item`, groups `crate::{a, b}` included);
+/// names re-exported by `lib.rs` (`pub use a::Name`) count as paths into their module. `lib.rs`
+/// itself and binaries are left out: they only declare and re-export; so are unit tests.
+pub fn import_graph(
+    src: &std::path::Path,
+) -> std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("readable src folder") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "bin") {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(src, &mut files);
+    // Module path (segments) of each file.
+    let mut modules: BTreeMap<Vec<String>, String> = BTreeMap::new();
+    let mut root_text = String::new();
+    for f in &files {
+        let rel = f.strip_prefix(src).expect("inside src");
+        let mut segs: Vec<String> = rel
+            .iter()
+            .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if segs.last().is_some_and(|s| s == "mod") {
+            segs.pop();
+        }
+        // Code only: comments dropped, and unit tests (from `#[cfg(test)]` on) left out.
+        let text: String = std::fs::read_to_string(f)
+            .expect("readable source")
+            .lines()
+            .take_while(|l| l.trim() != "#[cfg(test)]")
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if segs == ["lib"] {
+            root_text = text;
+        } else if segs != ["main"] {
+            modules.insert(segs, text);
+        }
+    }
+    let paths = |text: &str| -> Vec<Vec<String>> {
+        let b = text.as_bytes();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let starts = ident(b[i]) && (i == 0 || !(ident(b[i - 1]) || b[i - 1] == b':'));
+            if !starts {
+                i += 1;
+                continue;
+            }
+            // Read `a::b::c` and an optional trailing `::{...}` group.
+            let mut segs = Vec::new();
+            let mut j = i;
+            loop {
+                let s = j;
+                while j < b.len() && ident(b[j]) {
+                    j += 1;
+                }
+                segs.push(text[s..j].to_string());
+                if text[j..].starts_with("::") {
+                    j += 2;
+                    if j < b.len() && b[j] == b'{' {
+                        let end = text[j..].find('}').map_or(b.len(), |e| j + e);
+                        for item in text[j + 1..end].split(',') {
+                            let mut full = segs.clone();
+                            full.extend(
+                                item.trim()
+                                    .split("::")
+                                    .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+                                    .filter(|s| !s.is_empty()),
+                            );
+                            out.push(full);
+                        }
+                        j = end;
+                        break;
+                    }
+                    if j < b.len() && ident(b[j]) {
+                        continue;
+                    }
+                }
+                if segs.len() > 1 {
+                    out.push(segs.clone());
+                }
+                break;
+            }
+            i = j.max(i + 1);
+        }
+        out
+    };
+    // `pub use a::b::Name;` in lib.rs: `crate::Name` is in module `a::b`.
+    let mut reexports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in root_text.lines() {
+        if let Some(rest) = line.trim().strip_prefix("pub use ") {
+            for p in paths(rest.trim_end_matches(';')) {
+                if let Some((name, module)) = p.split_last() {
+                    reexports.insert(name.clone(), module.to_vec());
+                }
+            }
+        }
+    }
+    let resolve = |segs: &[String]| -> Option<Vec<String>> {
+        (1..=segs.len())
+            .rev()
+            .map(|n| segs[..n].to_vec())
+            .find(|p| modules.contains_key(p))
+    };
+    let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (module, text) in &modules {
+        let children: BTreeSet<&str> = modules
+            .keys()
+            .filter(|k| k.len() == module.len() + 1 && k.starts_with(module))
+            .map(|k| k[module.len()].as_str())
+            .collect();
+        for p in paths(text) {
+            let absolute: Vec<String> = match p[0].as_str() {
+                "crate" => {
+                    let rest = &p[1..];
+                    match rest.first().and_then(|n| reexports.get(n)) {
+                        Some(m) if resolve(rest).is_none() => m.clone(),
+                        _ => rest.to_vec(),
+                    }
+                }
+                "super" => {
+                    let mut base = module.clone();
+                    let mut rest = &p[..];
+                    while rest.first().is_some_and(|s| s == "super") {
+                        base.pop();
+                        rest = &rest[1..];
+                    }
+                    base.extend(rest.iter().cloned());
+                    base
+                }
+                "self" => module.iter().chain(&p[1..]).cloned().collect(),
+                first if children.contains(first) => module.iter().chain(&p).cloned().collect(),
+                _ => continue,
+            };
+            if let Some(target) = resolve(&absolute) {
+                if &target != module {
+                    edges.entry(module.clone()).or_default().insert(target);
+                }
+            }
+        }
+    }
+    for module in modules.keys() {
+        edges.entry(module.clone()).or_default();
+    }
+    edges
+}
+
+/// Pairs of modules that import each other directly ("a module imports one that imports it
+/// back"), as `a <-> b`.
+pub fn mutual_imports(src: &std::path::Path) -> Vec<String> {
+    let edges = import_graph(src);
+    let mut out = Vec::new();
+    for (a, targets) in &edges {
+        for b in targets {
+            if a < b && edges.get(b).is_some_and(|t| t.contains(a)) {
+                out.push(format!("{} <-> {}", a.join("::"), b.join("::")));
+            }
+        }
+    }
+    out
+}
+
+/// Circles of imports among a crate's modules: each returned list is a set of modules that import
+/// each other, directly or round about (a strongly connected component of [`import_graph`]).
+pub fn import_cycles(src: &std::path::Path) -> Vec<Vec<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let edges = import_graph(src);
+    // Tarjan's strongly connected components.
+    struct Tarjan<'g> {
+        edges: &'g BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        index: BTreeMap<Vec<String>, (usize, usize)>,
+        stack: Vec<Vec<String>>,
+        on_stack: BTreeSet<Vec<String>>,
+        next: usize,
+        out: Vec<Vec<String>>,
+    }
+    impl Tarjan<'_> {
+        fn visit(&mut self, v: &Vec<String>) {
+            self.index.insert(v.clone(), (self.next, self.next));
+            self.next += 1;
+            self.stack.push(v.clone());
+            self.on_stack.insert(v.clone());
+            let targets: Vec<Vec<String>> = self
+                .edges
+                .get(v)
+                .map(|t| t.iter().cloned().collect())
+                .unwrap_or_default();
+            for w in &targets {
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let low = self.index[v].1.min(self.index[w].1);
+                    self.index.get_mut(v).expect("visited").1 = low;
+                } else if self.on_stack.contains(w) {
+                    let low = self.index[v].1.min(self.index[w].0);
+                    self.index.get_mut(v).expect("visited").1 = low;
+                }
+            }
+            if self.index[v].0 == self.index[v].1 {
+                let mut scc = Vec::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(&w);
+                    let done = &w == v;
+                    scc.push(w.join("::"));
+                    if done {
+                        break;
+                    }
+                }
+                if scc.len() > 1 {
+                    scc.sort();
+                    self.out.push(scc);
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        edges: &edges,
+        index: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for v in edges.keys() {
+        if !t.index.contains_key(v) {
+            t.visit(v);
+        }
+    }
+    t.out
+}

@@ -64,36 +64,14 @@ pub struct Settings {
     /// (embedded mode) the API runs batch jobs itself on an in-process queue, records in memory.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Chunks scored at once by the in-process worker (embedded mode only).
-    #[arg(
-        long = "worker-concurrency",
-        alias = "embedded-workers",
-        env = "WORKER_CONCURRENCY",
-        default_value_t = 2
-    )]
-    pub embedded_workers: usize,
-    /// Storage for batch files and training datasets, shared with the workers (the jobs
-    /// volume in Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.
-    #[arg(long, env = "JOBS_ROOT", default_value = "loanctl-data/jobs")]
-    pub jobs_root: PathBuf,
-    /// The apalis queue the workers read.
-    #[arg(long, env = "JOB_QUEUE", default_value = "loan-scoring:score-batch")]
-    pub job_queue: String,
-    /// The apalis queue of training jobs.
-    #[arg(long, env = "TRAIN_QUEUE", default_value = "loan-scoring:train")]
-    pub train_queue: String,
-    /// Prefix of the job-record keys in Redis.
-    #[arg(long, env = "JOB_KEY_PREFIX", default_value = "loan-scoring:")]
-    pub job_key_prefix: String,
+    #[command(flatten)]
+    pub jobs: jobs::Settings,
     /// Rows per chunk (one queued task each).
     #[arg(long, env = "BATCH_CHUNK_ROWS", default_value_t = 50_000)]
     pub batch_chunk_rows: u64,
     /// Largest accepted batch upload, in bytes.
     #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = 2 << 30)]
     pub batch_max_bytes: u64,
-    /// How long job records (and their files) are kept.
-    #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 7 * 24 * 3600)]
-    pub job_retention_seconds: u64,
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "API_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,

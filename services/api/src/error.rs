@@ -51,71 +51,59 @@ impl std::fmt::Debug for ApiError {
 }
 
 impl ApiError {
-    fn slug(&self) -> &'static str {
+    /// The problem's status, type slug and title: one row per kind.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
         match self {
-            ApiError::Malformed(_) => "malformed-request",
-            ApiError::UnsupportedMediaType => "unsupported-media-type",
-            ApiError::TooLarge(_) => "request-too-large",
-            ApiError::Invalid(_) => "invalid-application",
-            ApiError::InvalidBatch(_) => "invalid-batch",
-            ApiError::NotReady => "model-not-ready",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::ReloadFailed(_) => "model-reload-failed",
-            ApiError::Unavailable(_) => "service-unavailable",
-            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
-                "unsupported-media-type"
+            ApiError::Malformed(_) => (S::BAD_REQUEST, "malformed-request", "Malformed request"),
+            ApiError::UnsupportedMediaType
+            | ApiError::UnsupportedBatchType
+            | ApiError::UnsupportedTrainingType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::TooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "request-too-large",
+                "Request too large",
+            ),
+            ApiError::Invalid(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid-application",
+                "Invalid application",
+            ),
+            ApiError::InvalidBatch(_) => {
+                (S::UNPROCESSABLE_ENTITY, "invalid-batch", "Invalid batch")
             }
-            ApiError::NotFound(_) => "not-found",
-            ApiError::NotFinished(_) => "job-not-finished",
-            ApiError::MethodNotAllowed => "method-not-allowed",
-            ApiError::Unexpected(_) => "internal-error",
-        }
-    }
-
-    fn title(&self) -> &'static str {
-        match self {
-            ApiError::Malformed(_) => "Malformed request",
-            ApiError::UnsupportedMediaType => "Unsupported media type",
-            ApiError::TooLarge(_) => "Request too large",
-            ApiError::Invalid(_) => "Invalid application",
-            ApiError::InvalidBatch(_) => "Invalid batch",
-            ApiError::NotReady => "Model not ready",
-            ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
-            ApiError::ReloadFailed(_) => "Model reload failed",
-            ApiError::Unavailable(_) => "Service unavailable",
-            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
-                "Unsupported media type"
+            ApiError::NotReady => (S::SERVICE_UNAVAILABLE, "model-not-ready", "Model not ready"),
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::ReloadFailed(_) => {
+                (S::BAD_GATEWAY, "model-reload-failed", "Model reload failed")
             }
-            ApiError::NotFound(_) => "Not found",
-            ApiError::NotFinished(_) => "Job not finished",
-            ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::Unexpected(_) => "Internal error",
+            ApiError::Unavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                "Service unavailable",
+            ),
+            ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::NotFinished(_) => (S::CONFLICT, "job-not-finished", "Job not finished"),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Unexpected(_) => {
+                (S::INTERNAL_SERVER_ERROR, "internal-error", "Internal error")
+            }
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) | ApiError::InvalidBatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::ReloadFailed(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnsupportedBatchType | ApiError::UnsupportedTrainingType => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::NotFinished(_) => StatusCode::CONFLICT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.kind().0
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -126,16 +114,17 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
+        let (status, slug, title) = self.kind();
         let mut body = json!({
-            "type": format!("https://loan-scoring.dev/problems/{}", self.slug()),
-            "title": self.title(),
-            "status": self.status_code().as_u16(),
+            "type": format!("https://loan-scoring.dev/problems/{slug}"),
+            "title": title,
+            "status": status.as_u16(),
             "detail": detail,
         });
         if let ApiError::Invalid(errors) = self {
             body["errors"] = json!(errors);
         }
-        let mut resp = HttpResponse::build(self.status_code());
+        let mut resp = HttpResponse::build(status);
         if matches!(self, ApiError::Unauthorized) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }

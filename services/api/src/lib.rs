@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod models;
 pub mod routes;
 pub mod startup;
+pub mod state;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -1,4 +1,5 @@
-//! Builds the application: the model holder and its poller, the HTTP server. Tests run this.
+//! Builds the application: the model holder and its poller, the middleware, the HTTP server.
+//! The state is in `state.rs`, the route table in `routes::configure`. Tests run this.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -11,14 +12,7 @@ use crate::error::ApiError;
 use crate::auth::{self, ApiKeys};
 use crate::config::Settings;
 use crate::models::Models;
-use crate::routes::{batch_jobs, model, openapi, predict, training_jobs};
-
-pub struct AppState {
-    pub models: Arc<Models>,
-    pub settings: Settings,
-    /// Batch jobs, once Redis is reachable.
-    pub batch: Arc<arc_swap::ArcSwapOption<crate::batch::Batch>>,
-}
+use crate::state::AppState;
 
 pub struct Application {
     port: u16,
@@ -93,43 +87,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::Malformed(format!("invalid query string: {e}")).into()
                 }))
-                // One resource per path: a known path with another method is a 405, an unknown
-                // path a 404, both as problem documents.
-                .service(resource("/v1/predict").route(web::post().to(predict::predict)))
-                .service(
-                    resource("/v1/predict/batch").route(web::post().to(predict::predict_batch)),
-                )
-                .service(resource("/v1/batch-jobs").route(web::post().to(batch_jobs::create)))
-                .service(
-                    resource("/v1/batch-jobs/{id}")
-                        .route(web::get().to(batch_jobs::get))
-                        .route(web::delete().to(batch_jobs::cancel)),
-                )
-                .service(
-                    resource("/v1/batch-jobs/{id}/results")
-                        .route(web::get().to(batch_jobs::results)),
-                )
-                .service(
-                    resource("/v1/batch-jobs/{id}/errors").route(web::get().to(batch_jobs::errors)),
-                )
-                .service(resource("/v1/training-jobs").route(web::post().to(training_jobs::create)))
-                .service(
-                    resource("/v1/training-jobs/{id}")
-                        .route(web::get().to(training_jobs::get))
-                        .route(web::delete().to(training_jobs::cancel)),
-                )
-                .service(resource("/v1/model").route(web::get().to(model::get_model)))
-                .service(resource("/v1/model/reload").route(web::post().to(model::reload)))
-                .service(resource("/healthz").route(web::get().to(model::healthz)))
-                .service(resource("/readyz").route(web::get().to(model::readyz)))
-                .service(resource("/metrics").route(web::get().to(model::metrics)))
-                .service(resource("/openapi.json").route(web::get().to(openapi::openapi)))
-                .service(resource("/docs").route(web::get().to(openapi::docs)))
-                .default_service(web::to(|| async {
-                    Err::<actix_web::HttpResponse, _>(ApiError::NotFound(
-                        "no such endpoint; see /openapi.json".into(),
-                    ))
-                }))
+                .configure(crate::routes::configure)
         })
         .shutdown_timeout(shutdown)
         .listen(listener)?
@@ -157,11 +115,4 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
-}
-
-/// A resource whose other methods answer 405 as a problem document.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async {
-        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed)
-    }))
 }

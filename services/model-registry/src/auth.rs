@@ -436,6 +436,20 @@ pub fn required_permission(method: &Method, path: &str) -> Permission {
     }
 }
 
+/// How browser pages take part in authentication. The UI provides it as app data (this module
+/// does not know the UI): without it every path is treated as the REST API.
+#[derive(Clone, Copy)]
+pub struct Browser {
+    /// Whether a path is a page: the token cookie is accepted, and a 401 is a page.
+    pub is_page: fn(&str) -> bool,
+    /// Pages open without credentials (the sign-in page, the stylesheet).
+    pub is_open: fn(&str) -> bool,
+    /// The cookie a signed-in browser sends its token in.
+    pub token_cookie: &'static str,
+    /// The page for a browser without credentials (`basic`: also offer Basic auth).
+    pub unauthenticated: fn(&actix_web::HttpRequest, bool) -> actix_web::HttpResponse,
+}
+
 /// Rejects unauthenticated requests when authentication is on, and requests beyond the user's
 /// permission; `/health` and `/metrics` stay open for probes and scrapers, and the UI's sign-in
 /// page and stylesheet for browsers. UI pages also accept a token from the sign-in cookie, and
@@ -451,8 +465,10 @@ pub async fn require(
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let path = req.path().to_string();
-    let ui = crate::ui::is_ui_path(&path);
-    let open = path == "/health" || path == "/metrics" || crate::ui::is_open_path(&path);
+    let browser = req.app_data::<web::Data<Browser>>().map(|b| *b.get_ref());
+    let ui = browser.is_some_and(|b| (b.is_page)(&path));
+    let open =
+        path == "/health" || path == "/metrics" || browser.is_some_and(|b| (b.is_open)(&path));
     if open {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
@@ -461,9 +477,9 @@ pub async fn require(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let cookie = ui
-        .then(|| req.cookie(crate::ui::TOKEN_COOKIE))
-        .flatten()
+    let cookie = browser
+        .filter(|_| ui)
+        .and_then(|b| req.cookie(b.token_cookie))
         .map(|c| c.value().to_string());
     let ip = req.peer_addr().map(|a| a.ip());
     let checker = data.clone();
@@ -480,8 +496,8 @@ pub async fn require(
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        if ui {
-            let resp = crate::ui::unauthenticated_page(req.request(), auth.has_users());
+        if let Some(b) = browser.filter(|_| ui) {
+            let resp = (b.unauthenticated)(req.request(), auth.has_users());
             return Ok(req.into_response(resp));
         }
         let resp = RegistryError::Unauthenticated(

@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod border;
 pub mod config;
 pub mod error;
 pub mod moves;

@@ -402,6 +402,21 @@ pub fn translate(
     })
 }
 
+/// Binds search values in order.
+pub fn bind_args<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.clone()),
+            Arg::Real(n) => q.bind(*n),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

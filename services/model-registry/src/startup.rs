@@ -104,7 +104,7 @@ impl Application {
                 web_guard::list(&settings.allowed_hosts),
                 &settings.host,
                 origins.clone(),
-                crate::error::rejected,
+                crate::border::rejected,
             )
             .any_host(&["/health", "/metrics"])
             .json_only(&[
@@ -128,6 +128,7 @@ impl Application {
             local_root,
             settings,
         });
+        let browser = web::Data::new(crate::ui::browser());
         let server = HttpServer::new(move || {
             let mut cors = actix_cors::Cors::default()
                 .allowed_methods(["GET", "POST", "PATCH", "PUT", "DELETE"])
@@ -160,6 +161,7 @@ impl Application {
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(browser.clone())
                 .app_data(guard.clone())
                 .app_data(web::PayloadConfig::new(max_json))
                 .service(web::scope("/api/2.0/mlflow").configure(routes::mlflow_api))
@@ -188,7 +190,7 @@ impl Application {
                 )
                 .route("/metrics", web::get().to(routes::metrics))
                 .route("/version", web::get().to(routes::version))
-                .configure(crate::ui::configure)
+                .configure(crate::ui::routes::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(shutdown)

@@ -1,79 +1,16 @@
 //! `POST /v1/batch-jobs`, `GET /v1/batch-jobs/{id}`, `GET …/results`, `GET …/errors`,
 //! `DELETE /v1/batch-jobs/{id}`.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use jobs::{Format, JobRecord, JobState, PinnedModel, ScoreChunk, StoreError};
+use jobs::{Format, JobRecord, JobState, PinnedModel, ScoreChunk};
 use model::ReasonPolicy;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
+use super::jobs::{batch, create_job_dir, save_upload, store_error};
 use crate::batch::Batch;
 use crate::error::ApiError;
-use crate::startup::AppState;
-
-pub(crate) fn batch(state: &AppState) -> Result<Arc<Batch>, ApiError> {
-    state.batch.load_full().ok_or_else(|| {
-        ApiError::Unavailable(
-            "batch jobs are unavailable: Redis cannot be reached (single scoring still works); retry shortly".into(),
-        )
-    })
-}
-
-/// Streams a request body to `path` (never whole in memory), up to `limit` bytes.
-pub(crate) async fn save_upload(
-    payload: &mut web::Payload,
-    path: &std::path::Path,
-    limit: u64,
-) -> Result<u64, ApiError> {
-    // Large writes: every write to a tokio file is a trip to the blocking pool.
-    let mut file = tokio::io::BufWriter::with_capacity(
-        4 << 20,
-        tokio::fs::File::create(path)
-            .await
-            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot create the upload: {e}")))?,
-    );
-    let mut size = 0u64;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::Malformed(format!("upload interrupted: {e}")))?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(ApiError::TooLarge(limit as usize));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot store the upload: {e}")))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cannot store the upload: {e}")))?;
-    Ok(size)
-}
-
-/// Creates the job's folder on the shared storage.
-pub(crate) async fn create_job_dir(b: &Batch, id: &str) -> Result<std::path::PathBuf, ApiError> {
-    let dir = b
-        .layout
-        .job_dir(id)
-        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("invalid job id")))?;
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-        ApiError::Unexpected(anyhow::anyhow!("cannot create {}: {e}", dir.display()))
-    })?;
-    Ok(dir)
-}
-
-pub(crate) fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound(id) => ApiError::NotFound(format!("batch job '{id}' not found")),
-        // Only the Redis store can be unavailable.
-        StoreError::Unavailable(m) => ApiError::Unavailable(format!(
-            "batch jobs are unavailable: Redis cannot be reached ({m}); single scoring still works, retry shortly"
-        )),
-        other => ApiError::Unexpected(anyhow::anyhow!(other)),
-    }
-}
+use crate::state::AppState;
 
 fn job_json(r: &JobRecord) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
@@ -179,26 +116,16 @@ pub async fn create(
         version: model.version.clone(),
         local_uri: local.then(|| model.source.clone()),
     };
-    let now = jobs::now();
     let record = JobRecord {
-        id: id.clone(),
-        kind: jobs::JobKind::Score,
-        state: JobState::Queued,
-        format,
-        rows_total: split.rows,
-        rows_scored: 0,
-        rows_rejected: 0,
-        chunks_total: split.chunks,
-        chunks_done: 0,
-        model: pinned.clone(),
-        reasons,
-        created_at: now.clone(),
-        updated_at: now,
-        finished_at: None,
-        error: None,
-        params: None,
-        output: None,
         owner,
+        ..JobRecord::scoring(
+            id.clone(),
+            format,
+            split.rows,
+            split.chunks,
+            pinned.clone(),
+            reasons,
+        )
     };
     let created = b
         .store

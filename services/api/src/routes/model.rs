@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::models::Checked;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `GET /v1/model`: what is serving, with its spec (so clients can build forms), metrics and
 /// thresholds.

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use features::FeatureKind;
 use serde_json::{json, Value};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 fn application_schema(state: &AppState) -> Value {
     let Some(m) = state.models.current() else {

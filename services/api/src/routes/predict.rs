@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::models::ServingModel;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct ExplainQuery {

@@ -4,12 +4,12 @@
 //! new version. No alias moves: promotion stays a human decision.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use jobs::{Format, JobKind, JobRecord, JobState, PinnedModel, TrainModel, TrainSettings};
+use jobs::{JobKind, JobRecord, JobState, TrainModel, TrainSettings};
 use serde_json::json;
 
-use super::batch_jobs::{batch, create_job_dir, save_upload, store_error};
+use super::jobs::{batch, create_job_dir, save_upload, store_error};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Training settings from the query string; anything left out takes the training default.
 #[derive(serde::Deserialize)]
@@ -219,30 +219,13 @@ pub async fn create(
             return Err(e);
         }
     };
-    let now = jobs::now();
     let record = JobRecord {
-        id: id.clone(),
-        kind: JobKind::Train,
-        state: JobState::Queued,
-        format: Format::Csv,
-        rows_total: 0,
-        rows_scored: 0,
-        rows_rejected: 0,
-        chunks_total: 1,
-        chunks_done: 0,
-        model: PinnedModel {
-            name: settings.register_as.clone(),
-            version: String::new(),
-            local_uri: None,
-        },
-        reasons: model::ReasonPolicy::None,
-        created_at: now.clone(),
-        updated_at: now,
-        finished_at: None,
-        error: None,
-        params: Some(serde_json::to_value(&settings).unwrap_or_default()),
-        output: None,
         owner: crate::auth::caller(&req).map(|c| c.id),
+        ..JobRecord::training(
+            id.clone(),
+            settings.register_as.clone(),
+            serde_json::to_value(&settings).unwrap_or_default(),
+        )
     };
     b.store.create(&record, None).await.map_err(store_error)?;
     let trace_context = telemetry::current_trace_context();

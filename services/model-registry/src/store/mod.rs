@@ -175,22 +175,6 @@ pub fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Binds search values in order.
-pub fn bind_args<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: &[crate::search_sql::Arg],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    use crate::search_sql::Arg;
-    for a in args {
-        q = match a {
-            Arg::Text(s) => q.bind(s.clone()),
-            Arg::Real(n) => q.bind(*n),
-            Arg::Int(i) => q.bind(*i),
-        };
-    }
-    q
-}
-
 pub fn get_str(row: &AnyRow, col: &str) -> Result<String> {
     row.try_get::<String, _>(col).map_err(RegistryError::from)
 }

@@ -3,12 +3,12 @@
 use serde_json::{json, Value};
 
 use super::{
-    bind_args, get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms,
-    placeholders, Backend, Pool, View,
+    get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms, placeholders,
+    Backend, Pool, View,
 };
 use crate::error::{invalid, RegistryError, Result};
 use crate::search::{self, Clause, Field, OrderBy, Searchable};
-use crate::search_sql::{self, Arg, Kind, Shape};
+use crate::search_sql::{self, bind_args, Arg, Kind, Shape};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {

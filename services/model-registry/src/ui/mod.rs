@@ -10,6 +10,7 @@ mod chart;
 mod experiments;
 mod markdown;
 mod models;
+pub mod routes;
 mod runs;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -40,25 +41,14 @@ pub fn is_open_path(path: &str) -> bool {
     matches!(path, "/login" | "/static/ui.css" | "/favicon.ico")
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(experiments::list))
-        .route("/experiments/{id}", web::get().to(experiments::show))
-        .route("/compare", web::get().to(experiments::compare))
-        .route("/runs/{run_id}", web::get().to(runs::show))
-        .route("/runs/{run_id}/artifacts", web::get().to(runs::artifacts))
-        .route(
-            "/runs/{run_id}/artifact-file",
-            web::get().to(runs::artifact_file),
-        )
-        .route("/models", web::get().to(models::list))
-        .route("/model", web::get().to(models::show))
-        .route("/model/confirm", web::get().to(models::confirm))
-        .route("/model/apply", web::post().to(models::apply))
-        .route("/login", web::get().to(login_page))
-        .route("/login", web::post().to(login))
-        .route("/logout", web::post().to(logout))
-        .route("/static/ui.css", web::get().to(css))
-        .route("/favicon.ico", web::get().to(HttpResponse::NoContent));
+/// What authentication needs to know about these pages.
+pub fn browser() -> crate::auth::Browser {
+    crate::auth::Browser {
+        is_page: is_ui_path,
+        is_open: is_open_path,
+        token_cookie: TOKEN_COOKIE,
+        unauthenticated: unauthenticated_page,
+    }
 }
 
 /// A UI handler's result: a page, or an error shown as a page.
