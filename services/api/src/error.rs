@@ -35,8 +35,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NotFinished(String),
-    #[error("this endpoint does not take that method")]
-    MethodNotAllowed,
+    /// The methods the path does take, for the `Allow` header.
+    #[error("this endpoint does not take that method (it takes {0})")]
+    MethodNotAllowed(&'static str),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -89,7 +90,7 @@ impl ApiError {
             ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             ApiError::NotFinished(_) => (S::CONFLICT, "job-not-finished", "Job not finished"),
-            ApiError::MethodNotAllowed => (
+            ApiError::MethodNotAllowed(_) => (
                 S::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
@@ -127,6 +128,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(status);
         if matches!(self, ApiError::Unauthorized) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            resp.insert_header(("Allow", *allow));
         }
         if matches!(self, ApiError::NotReady | ApiError::Unavailable(_)) {
             resp.insert_header(("Retry-After", "5"));

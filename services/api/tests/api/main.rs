@@ -3,6 +3,7 @@
 mod border;
 mod helpers;
 mod keys;
+mod methods;
 mod models;
 mod predict;
 mod training;
