@@ -228,11 +228,26 @@ impl Client {
         Client::with_tls(tracking_uri, credentials, &TlsSettings::from_env())
     }
 
+    /// How long a request may wait for the next bytes from the server by default (a stalled
+    /// server fails the call instead of holding it forever; a large download that keeps
+    /// arriving is never cut).
+    pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
     /// A client with the given certificate settings.
     pub fn with_tls(
         tracking_uri: &str,
         credentials: Option<Credentials>,
         tls: &TlsSettings,
+    ) -> Result<Client> {
+        Client::with_options(tracking_uri, credentials, tls, Client::DEFAULT_READ_TIMEOUT)
+    }
+
+    /// A client with the given certificate settings and read timeout.
+    pub fn with_options(
+        tracking_uri: &str,
+        credentials: Option<Credentials>,
+        tls: &TlsSettings,
+        read_timeout: std::time::Duration,
     ) -> Result<Client> {
         let mut base = url::Url::parse(tracking_uri).map_err(|e| {
             ClientError::Invalid(format!("invalid tracking URI '{tracking_uri}': {e}"))
@@ -247,7 +262,11 @@ impl Client {
             base.set_path(&p);
         }
         let http = tls
-            .apply(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10)))?
+            .apply(
+                reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .read_timeout(read_timeout),
+            )?
             .build()?;
         Ok(Client {
             base,
@@ -259,6 +278,19 @@ impl Client {
     /// A client with credentials from the MLflow environment variables.
     pub fn from_env(tracking_uri: &str) -> Result<Client> {
         Client::new(tracking_uri, Credentials::from_env())
+    }
+
+    /// Like [`Client::from_env`], with a read timeout.
+    pub fn from_env_with_timeout(
+        tracking_uri: &str,
+        read_timeout: std::time::Duration,
+    ) -> Result<Client> {
+        Client::with_options(
+            tracking_uri,
+            Credentials::from_env(),
+            &TlsSettings::from_env(),
+            read_timeout,
+        )
     }
 
     fn url(&self, path: &str) -> Result<url::Url> {

@@ -15,6 +15,24 @@ use crate::ModelError;
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
 /// File name of the JSON document inside the bundle directory.
 pub const MODEL_FILE: &str = "model.json";
+
+/// The bundle file a path names: a `model.json`, a bundle folder (holding one), or a training
+/// output folder (`loanctl train --out DIR` writes the bundle to `DIR/model/`).
+pub fn locate(path: &Path) -> Result<PathBuf, ModelError> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    [path.join(MODEL_FILE), path.join("model").join(MODEL_FILE)]
+        .into_iter()
+        .find(|f| f.is_file())
+        .ok_or_else(|| {
+            ModelError::Io(format!(
+                "no model bundle at {} (looked for {MODEL_FILE} and model/{MODEL_FILE}; \
+                 `loanctl train --out DIR` writes its bundle to DIR/model/)",
+                path.display()
+            ))
+        })
+}
 /// MLflow flavor name.
 pub const FLAVOR: &str = "loan_default";
 /// Refuse to parse model documents larger than this (inputs are hostile).
@@ -139,13 +157,10 @@ impl Bundle {
         Ok(())
     }
 
-    /// Reads a bundle from its directory (or its `model.json`) and checks it.
+    /// Reads a bundle and checks it. `path` is anything [`locate`] takes: the bundle's folder,
+    /// its `model.json`, or a `loanctl train --out` folder.
     pub fn load(path: &Path) -> Result<Bundle, ModelError> {
-        let file: PathBuf = if path.is_dir() {
-            path.join(MODEL_FILE)
-        } else {
-            path.to_path_buf()
-        };
+        let file = locate(path)?;
         let meta = std::fs::metadata(&file).map_err(|e| io(&file, e))?;
         if meta.len() > MAX_BUNDLE_BYTES {
             return Err(ModelError::InvalidBundle(format!(
@@ -238,6 +253,21 @@ mod tests {
     use super::*;
     use crate::calibration::ThresholdRule;
     use crate::trees::{Node, Tree};
+
+    #[test]
+    fn locate_takes_a_file_a_bundle_folder_or_a_training_output_folder() {
+        let dir = std::env::temp_dir().join(format!("locate-{}", uuid::Uuid::new_v4().simple()));
+        let bundle = dir.join("model");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let file = bundle.join(MODEL_FILE);
+        std::fs::write(&file, "{}").unwrap();
+        assert_eq!(locate(&file).unwrap(), file);
+        assert_eq!(locate(&bundle).unwrap(), file);
+        assert_eq!(locate(&dir).unwrap(), file);
+        let err = locate(&dir.join("nothing")).unwrap_err().to_string();
+        assert!(err.contains("model/model.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use features::Raw;
 
     fn bundle() -> Bundle {

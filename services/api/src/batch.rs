@@ -83,7 +83,11 @@ fn start_embedded(
     retention: Duration,
 ) {
     let store = Store::memory(retention);
-    let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
+    let registry = mlflow_client::Client::from_env_with_timeout(
+        &settings.tracking_uri,
+        Duration::from_secs(settings.registry_timeout_seconds.max(1)),
+    )
+    .ok();
     let mut state = job_handlers::WorkerState::new(
         store.clone(),
         layout.clone(),

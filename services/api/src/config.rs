@@ -31,6 +31,10 @@ pub struct Settings {
     /// Seconds between checks of the alias.
     #[arg(long, env = "MODEL_POLL_SECONDS", default_value_t = 30)]
     pub poll_seconds: u64,
+    /// Seconds a registry call may wait for the registry's next bytes before it fails (a stalled
+    /// registry must not hold the model poller or `/v1/model/reload`).
+    #[arg(long, env = "REGISTRY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub registry_timeout_seconds: u64,
     /// Where downloaded bundles are kept.
     #[arg(
         long,
@@ -88,6 +92,7 @@ impl std::fmt::Debug for Settings {
             .field("model_alias", &self.model_alias)
             .field("model_uri", &self.model_uri)
             .field("poll_seconds", &self.poll_seconds)
+            .field("registry_timeout_seconds", &self.registry_timeout_seconds)
             .field("api_keys", &self.api_keys.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }

@@ -51,14 +51,17 @@ pub enum Checked {
 
 impl Models {
     pub fn new(settings: &Settings) -> anyhow::Result<Models> {
+        let timeout = Duration::from_secs(settings.registry_timeout_seconds.max(1));
+        let client =
+            || mlflow_client::Client::from_env_with_timeout(&settings.tracking_uri, timeout);
         let source = match settings.model_uri.as_deref() {
             Some(uri) if uri.starts_with("models:/") => Source::Registry {
-                client: mlflow_client::Client::from_env(&settings.tracking_uri)?,
+                client: client()?,
                 reference: mlflow_client::ModelRef::parse(uri)?,
             },
             Some(dir) if !dir.is_empty() => Source::Local(PathBuf::from(dir)),
             _ => Source::Registry {
-                client: mlflow_client::Client::from_env(&settings.tracking_uri)?,
+                client: client()?,
                 reference: mlflow_client::ModelRef::Alias {
                     name: settings.model_name.clone(),
                     alias: settings.model_alias.clone(),
@@ -92,7 +95,11 @@ impl Models {
             Ok(Checked::Unchanged) => {}
             Err(e) => {
                 metrics::model_load_failures().inc();
-                tracing::warn!(error = %e, "model check failed; still serving the current model");
+                if self.current().is_some() {
+                    tracing::warn!(error = %e, "model check failed; still serving the current model");
+                } else {
+                    tracing::warn!(error = %e, "model check failed; no model is loaded yet");
+                }
             }
         }
         result
@@ -191,7 +198,10 @@ fn load_dir(
     dir: &std::path::Path,
     registered: Option<(String, String)>,
 ) -> Result<ServingModel, String> {
-    let bundle = Bundle::load(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = model::bundle::locate(dir).map_err(|e| e.to_string())?;
+    // Which file: MODEL_URI may name a bundle, its model.json, or a training output folder.
+    tracing::info!(bundle = %file.display(), "loading the model bundle");
+    let bundle = Bundle::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let scorer = Scorer::new(bundle).map_err(|e| e.to_string())?;
     smoke_test(&scorer)?;
     let (name, version) =

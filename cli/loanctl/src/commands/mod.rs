@@ -11,26 +11,12 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use model::{Bundle, Scorer};
 
 /// Finds the bundle for `--model`: a training output folder, a bundle folder, or `model.json`.
 pub fn resolve_bundle(path: &Path) -> Result<PathBuf> {
-    for candidate in [
-        path.join("model").join(model::bundle::MODEL_FILE),
-        path.join(model::bundle::MODEL_FILE),
-    ] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    if path.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    bail!(
-        "no model bundle at {} (looked for model/model.json and model.json); train one with `loanctl train`",
-        path.display()
-    )
+    Ok(model::bundle::locate(path)?)
 }
 
 /// Loads the bundle behind `--model` and builds its scorer.

@@ -120,3 +120,48 @@ async fn hot_swap_under_load_loses_no_request_and_rolls_back(db: Db) {
     );
 }
 on_both_backends!(hot_swap_under_load_loses_no_request_and_rolls_back);
+
+/// `MODEL_URI` may name a `loanctl train --out` folder (its bundle is in `model/`), the folder
+/// `loanctl score --model` takes; before, the API looked only for `model.json` in it and never
+/// served.
+#[tokio::test]
+async fn a_training_output_folder_as_model_uri_serves_its_bundle() {
+    let out = test_support::tmp("api-train-out");
+    test_support::train_german_bundle(&out.join("model"), 20, 3);
+    let uuid = model::Bundle::load(&out.join("model")).unwrap().model_uuid;
+    let api = spawn_api(&["--model-uri", out.to_str().unwrap()]).await;
+    assert!(api.wait_for_version(&uuid, 10).await, "never served");
+    let (s, v) = api.post("/v1/predict", &german()[0].1).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A registry that accepts connections and never answers: a reload fails (502) within the
+/// registry timeout instead of hanging while it holds the poller's lock. Before, registry calls
+/// had a connect timeout only, and this request never came back.
+#[tokio::test]
+async fn a_stalled_registry_fails_a_reload_instead_of_hanging() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let api = spawn_api(&[
+        "--tracking-uri",
+        &registry,
+        "--registry-timeout-seconds",
+        "1",
+        "--poll-seconds",
+        "3600",
+    ])
+    .await;
+    let empty = serde_json::json!({});
+    let reload = api.post("/v1/model/reload", &empty);
+    let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(30), reload)
+        .await
+        .expect("the reload answered");
+    assert_eq!(s, 502, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("registry"), "{v}");
+}
