@@ -249,7 +249,8 @@ fi
 for log in "$REPORT_DIR/api.log" "$REPORT_DIR/registry.log"; do
   if grep -q '"message":"request failed"\|panicked' "$log"; then
     echo "schemathesis: $(basename "$log" .log) logged failures:" >&2
-    grep '"message":"request failed"\|panicked' "$log" | cut -c1-400 | head -20 >&2
+    # -m, not head: under pipefail, head closing the pipe would end the script with SIGPIPE.
+    grep -m 20 '"message":"request failed"\|panicked' "$log" | cut -c1-400 >&2
     status=1
   fi
 done

@@ -1,6 +1,8 @@
 //! The one place logging and metrics start: an `EnvFilter` from `RUST_LOG` (default `info`),
 //! JSON logs on stderr, and one Prometheus registry with the HTTP metrics every service shares.
 
+pub mod requests;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -128,8 +130,10 @@ fn otlp_http_client() -> Result<reqwest_otlp::blocking::Client, String> {
 /// the tool's own output stays readable.
 pub fn init_cli() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colours only on a terminal: piped into a file or a test, escape codes are noise.
     let _ = fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

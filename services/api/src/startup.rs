@@ -79,7 +79,9 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(web_guard::enforce))
                 .wrap(cors)
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<
+                    telemetry::requests::RequestLog,
+                >::new())
                 .app_data(state.clone())
                 .app_data(keys.clone())
                 .app_data(guard.clone())

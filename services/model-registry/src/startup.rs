@@ -158,7 +158,9 @@ impl Application {
                     cors,
                 ))
                 .wrap(actix_web::middleware::from_fn(telemetry::record_http))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<
+                    telemetry::requests::RequestLog,
+                >::new())
                 .app_data(state.clone())
                 .app_data(auth.clone())
                 .app_data(browser.clone())
