@@ -2,6 +2,7 @@
 //! out. Models come from the registry (following an alias) or a local bundle, and are swapped
 //! in without dropping a request.
 
+pub mod applications;
 pub mod auth;
 pub mod batch;
 pub mod config;

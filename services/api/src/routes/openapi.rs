@@ -105,7 +105,7 @@ fn batch_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
         "description": "Which rows get reason codes: all, only review and decline rows (what adverse-action notices need), or none (fastest)"});
     let idempotency = json!({"name": "Idempotency-Key", "in": "header", "required": false,
         "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
-        "description": "Printable ASCII, no spaces; a repeated key returns the first job instead of creating another"});
+        "description": "Printable ASCII, no spaces; the same key with the same request returns the first job instead of creating another, with a different request it is a 422"});
     let file = json!({"type": "string", "format": "binary"});
     let create = json!({"post": {
         "summary": "Submit a file of applications to score in the background", "parameters": [reasons, idempotency],
@@ -118,8 +118,9 @@ fn batch_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
             "401": unauthorized.clone(),
             "413": problem_resp("File larger than BATCH_MAX_BYTES"),
             "415": problem_resp("Not text/csv or application/x-ndjson"),
-            "422": problem_resp("Invalid file (required columns missing, malformed CSV, a line that is not a JSON object, no rows), invalid reasons value or Idempotency-Key"),
-            "503": unavailable_or_no_model}}});
+            "422": problem_resp("Invalid file (required columns missing, malformed CSV, a line that is not a JSON object, a record over 1 MiB, no rows), invalid reasons value or Idempotency-Key, or an Idempotency-Key already used for a different request"),
+            "503": unavailable_or_no_model,
+            "507": problem_resp("The job storage is full; nothing was kept")}}});
     let status = json!({
         "get": {"summary": "A batch job's state and progress", "parameters": [id.clone()], "responses": {
             "200": {"description": "The job", "content": job.clone()},
@@ -240,9 +241,10 @@ fn training_job_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
             "202": {"description": "Accepted and queued", "headers": location, "content": job.clone()},
             "400": problem_resp("Malformed JSON body, upload interrupted, or an unknown or unparsable query parameter"),
             "401": unauthorized.clone(),
-            "413": problem_resp("Upload larger than BATCH_MAX_BYTES, or a JSON body over 4096 bytes"),
+            "413": problem_resp("Upload larger than TRAIN_MAX_BYTES, or a JSON body over 4096 bytes"),
+            "507": problem_resp("The job storage is full; nothing was kept"),
             "415": problem_resp("Not text/csv or application/json"),
-            "422": problem_resp("Invalid settings, or an invalid dataset (not a CSV, required columns or the label missing, no rows, a dataset_path outside the shared storage or not found)"),
+            "422": problem_resp("Invalid settings, or an invalid dataset (not a CSV, required columns or the label missing, no rows, a dataset_path outside the shared storage, not found or larger than TRAIN_MAX_BYTES)"),
             "503": unavailable_or_no_model}}});
     let status = json!({
         "get": {"summary": "A training job's state, settings and result", "parameters": [id.clone()], "responses": {
@@ -341,7 +343,9 @@ pub fn document(state: &AppState) -> Value {
             "/v1/predict/batch": {"post": {
                 "summary": "Score up to the configured number of applications at once", "parameters": [explain],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["applications"],
-                    "properties": {"applications": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}}}}}}},
+                    "properties": {"applications": {"type": "array", "maxItems": state.settings.max_batch,
+                        "description": "Applications shaped as the Application schema. Each one is validated on its own: one that is not an object, or has a missing, unknown or wrong-typed field, is reported by its index in `results` (200), and the others are still scored. Only the body's shape (not JSON, no `applications` list, more than the limit) is a 4xx.",
+                        "items": {"description": "An application (see the Application schema); validated per row"}}}}}}},
                 "responses": merge(json!({"200": {"description": "Each application scored, or its errors by index",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchScores"}}}}}), &errors)}},
             "/v1/model": {"get": {"summary": "The serving model: name, version, spec, metrics, thresholds",

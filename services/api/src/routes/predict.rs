@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use model::batch::Row;
 use model::{BlockScorer, Decision, Reason, ReasonPolicy};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
+use crate::applications::{self, Application, BodyError};
 use crate::error::ApiError;
 use crate::models::ServingModel;
 use crate::state::AppState;
@@ -32,12 +32,13 @@ pub fn request_id(req: &HttpRequest) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), String::from)
 }
 
-/// Reads a JSON body within the size limit, checking the content type.
+/// Reads a JSON body within the size limit, checking the content type. The bytes are parsed by
+/// [`crate::applications`], which keeps nothing bigger than the body.
 pub async fn read_json(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Value, ApiError> {
+) -> Result<web::Bytes, ApiError> {
     let ct = req
         .headers()
         .get("content-type")
@@ -52,7 +53,17 @@ pub async fn read_json(
     if mime != "application/json" && !mime.ends_with("+json") {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let mut body = web::BytesMut::new();
+    // One allocation of the announced size (within the limit), not a doubling series.
+    let announced = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if announced > limit {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = web::BytesMut::with_capacity(announced);
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|e| ApiError::Malformed(format!("cannot read the request body: {e}")))?;
@@ -61,9 +72,7 @@ pub async fn read_json(
         }
         body.extend_from_slice(&chunk);
     }
-    // serde_json rejects NaN and Infinity, which JSON does not have.
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))
+    Ok(body.freeze())
 }
 
 fn field_error(field: &str, code: &'static str, message: impl Into<String>) -> FieldError {
@@ -74,43 +83,9 @@ fn field_error(field: &str, code: &'static str, message: impl Into<String>) -> F
     }
 }
 
-/// Maps a JSON object onto the spec's features (in spec order). Unknown fields are errors;
-/// the spec's id column is allowed and ignored.
-fn record<'a>(
-    m: &ServingModel,
-    obj: &'a Map<String, Value>,
-) -> Result<Vec<Raw<'a>>, Vec<FieldError>> {
-    let spec = &m.scorer.bundle().spec;
-    let mut errors: Vec<FieldError> = obj
-        .keys()
-        .filter(|k| spec.position(k).is_none() && spec.id_column.as_deref() != Some(k.as_str()))
-        .map(|k| {
-            let shown: String = k.chars().take(64).collect();
-            field_error(
-                &shown,
-                "unknown_field",
-                "is not a feature of the serving model",
-            )
-        })
-        .collect();
-    let raws: Vec<Raw<'a>> = spec
-        .features
-        .iter()
-        .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
-        .collect();
-    if errors.is_empty() {
-        // Scoring validates the values (every field at once) on its way.
-        return Ok(raws);
-    }
-    // Report bad values along with the unknown fields, so the caller sees every problem.
-    if let Err(mut e) = spec.validate(&raws) {
-        errors.append(&mut e);
-    }
-    if errors.is_empty() {
-        Ok(raws)
-    } else {
-        Err(errors)
-    }
+fn malformed(e: impl std::fmt::Display) -> ApiError {
+    // serde_json rejects NaN and Infinity, which JSON does not have.
+    ApiError::Malformed(format!("the body is not valid JSON: {e}"))
 }
 
 /// The model that answered.
@@ -176,15 +151,17 @@ pub async fn predict(
     let rid = request_id(&req);
     let body = read_json(&req, payload, state.settings.max_body_bytes).await?;
     let m = state.models.current().ok_or(ApiError::NotReady)?;
-    let Value::Object(obj) = &body else {
+    let spec = &m.scorer.bundle().spec;
+    let app = applications::read_one(&body, spec).map_err(malformed)?;
+    if app == Application::NotObject {
         return Err(ApiError::Invalid(vec![field_error(
             "",
             "wrong_type",
             "the body must be a JSON object of feature values",
         )]));
-    };
+    }
     let explain = query.explain.unwrap_or(true);
-    let raws = record(&m, obj).map_err(ApiError::Invalid)?;
+    let raws = app.raws(spec).map_err(ApiError::Invalid)?;
     let s = m
         .scorer
         .score(&raws, explain)
@@ -214,35 +191,30 @@ pub async fn predict_batch(
     let limit = state.settings.max_body_bytes.saturating_mul(16);
     let body = read_json(&req, payload, limit).await?;
     let m = state.models.current().ok_or(ApiError::NotReady)?;
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::InvalidBatch(
-            "the body must be {\"applications\": [ ... ]}".into(),
-        ));
-    };
-    let apps = match body.remove("applications") {
-        Some(Value::Array(a)) => a,
-        _ => {
-            return Err(ApiError::InvalidBatch(
-                "the body must be {\"applications\": [ ... ]}".into(),
-            ))
-        }
-    };
-    if apps.len() > state.settings.max_batch {
-        return Err(ApiError::InvalidBatch(format!(
-            "{} applications is more than the limit of {}",
-            apps.len(),
-            state.settings.max_batch
-        )));
-    }
+    let max = state.settings.max_batch;
     let policy = if query.explain.unwrap_or(true) {
         ReasonPolicy::All
     } else {
         ReasonPolicy::None
     };
     let m2 = m.clone();
-    let results = web::block(move || score_applications(&m2, &apps, policy))
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("batch scoring failed: {e}")))?;
+    // Read and scored on the blocking pool (a full batch is milliseconds of CPU); applications
+    // past the limit are never parsed.
+    let results = web::block(move || {
+        let apps = applications::read_batch(&body, &m2.scorer.bundle().spec, max)?;
+        Ok::<_, BodyError>(score_applications(&m2, &apps, policy))
+    })
+    .await
+    .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("batch scoring failed: {e}")))?
+    .map_err(|e| match e {
+        BodyError::Malformed(e) => malformed(e),
+        BodyError::NotBatch => {
+            ApiError::InvalidBatch("the body must be {\"applications\": [ ... ]}".into())
+        }
+        BodyError::TooMany(max) => ApiError::InvalidBatch(format!(
+            "more applications than the limit of {max} (API_MAX_BATCH)"
+        )),
+    })?;
     let rejected = results
         .iter()
         .filter(|r| matches!(r, BatchResult::Rejected { .. }))
@@ -260,18 +232,14 @@ pub async fn predict_batch(
 }
 
 /// Scores the applications as one block; each one's problems are reported by its index.
-fn score_applications(m: &ServingModel, apps: &[Value], policy: ReasonPolicy) -> Vec<BatchResult> {
-    let records: Vec<Result<Vec<Raw<'_>>, Vec<FieldError>>> = apps
-        .iter()
-        .map(|app| match app {
-            Value::Object(obj) => record(m, obj),
-            _ => Err(vec![field_error(
-                "",
-                "wrong_type",
-                "each application must be a JSON object",
-            )]),
-        })
-        .collect();
+fn score_applications(
+    m: &ServingModel,
+    apps: &[Application<'_>],
+    policy: ReasonPolicy,
+) -> Vec<BatchResult> {
+    let spec = &m.scorer.bundle().spec;
+    let records: Vec<Result<Vec<Raw<'_>>, Vec<FieldError>>> =
+        apps.iter().map(|app| app.raws(spec)).collect();
     let mut block = BlockScorer::new(&m.scorer, policy);
     block.score(records.len(), |i, raws| match &records[i] {
         Ok(r) => {

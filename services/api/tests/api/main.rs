@@ -3,6 +3,7 @@
 mod border;
 mod helpers;
 mod keys;
+mod memory;
 mod methods;
 mod models;
 mod predict;

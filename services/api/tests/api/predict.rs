@@ -1,7 +1,7 @@
 use features::Raw;
 use serde_json::{json, Value};
 
-use crate::helpers::{german, shared_bundle, spawn_api};
+use crate::helpers::{german, shared_bundle, spawn_api, spawn_binary};
 
 fn local() -> Vec<&'static str> {
     vec!["--model-uri", shared_bundle().to_str().unwrap()]
@@ -308,6 +308,22 @@ async fn openapi_describes_the_serving_model() {
     assert!(props["purpose"]["enum"].as_array().unwrap().len() > 5);
     assert_eq!(props["duration_in_month"]["maximum"], 120.0);
     assert!(doc["paths"]["/v1/predict"]["post"]["responses"]["422"].is_object());
+    // Batch items are validated per row: the document must not promise a 4xx for a bad item
+    // (the server answers 200 with that row rejected), and it states the count limit.
+    let apps = &doc["paths"]["/v1/predict/batch"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["properties"]["applications"];
+    assert_eq!(apps["maxItems"], 1000, "{apps}");
+    assert!(
+        apps["items"].get("$ref").is_none() && apps["items"].get("type").is_none(),
+        "{apps}"
+    );
+    let (s, v) = api
+        .post(
+            "/v1/predict/batch",
+            &json!({"applications": [7, {"purpose": 3}]}),
+        )
+        .await;
+    assert_eq!((s, v["rejected"].as_u64()), (200, Some(2)), "{v}");
     // The document allows what the server answers: the serving model's source is in its enum.
     let (_, served) = api.get("/v1/model").await;
     let sources = doc["components"]["schemas"]["ServingModel"]["properties"]["model_source"]
@@ -380,46 +396,15 @@ async fn imported_xgboost_bundles_serve_the_same_way() {
 
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--model-uri",
-            shared_bundle().to_str().unwrap(),
-            "--shutdown-timeout",
-            "5",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the binary became ready");
+    let (mut child, _port) = spawn_binary(&["--shutdown-timeout", "5"]).await;
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if let Some(code) = child.try_wait().unwrap() {
+        if let Some(code) = child.0.try_wait().unwrap() {
             assert!(code.success(), "exit status {code}");
             break;
         }
