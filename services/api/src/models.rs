@@ -95,17 +95,22 @@ impl Models {
             Ok(Checked::Unchanged) => {}
             Err(e) => {
                 metrics::model_load_failures().inc();
+                let e_msg = &e.message;
                 if self.current().is_some() {
-                    tracing::warn!(error = %e, "model check failed; still serving the current model");
+                    tracing::warn!(error = %e_msg, "model check failed; still serving the current model");
+                } else if e.not_registered {
+                    // A normal first start: nothing is registered (or has the alias) yet.
+                    // `/readyz` says so; the poller keeps looking.
+                    tracing::debug!(error = %e_msg, "no model to load yet");
                 } else {
-                    tracing::warn!(error = %e, "model check failed; no model is loaded yet");
+                    tracing::warn!(error = %e_msg, "model check failed; no model is loaded yet");
                 }
             }
         }
-        result
+        result.map_err(|e| e.message)
     }
 
-    async fn check_inner(&self) -> Result<Checked, String> {
+    async fn check_inner(&self) -> Result<Checked, CheckError> {
         match &self.source {
             Source::Local(dir) => {
                 if self.current().is_some() {
@@ -118,10 +123,10 @@ impl Models {
                 Ok(self.swap(loaded))
             }
             Source::Registry { client, reference } => {
-                let mv = client
-                    .resolve(reference)
-                    .await
-                    .map_err(|e| format!("cannot resolve the model in the registry: {e}"))?;
+                let mv = client.resolve(reference).await.map_err(|e| CheckError {
+                    not_registered: e.code() == Some("RESOURCE_DOES_NOT_EXIST"),
+                    message: format!("cannot resolve the model in the registry: {e}"),
+                })?;
                 if let Some(cur) = self.current() {
                     if cur.name == mv.name && cur.version == mv.version {
                         return Ok(Checked::Unchanged);
@@ -131,31 +136,19 @@ impl Models {
                     .get_download_uri(&mv.name, &mv.version)
                     .await
                     .map_err(|e| e.to_string())?;
-                // A fresh directory per attempt, so a half-finished download is never loaded.
+                // A fresh directory per attempt, so a half-finished download is never loaded,
+                // removed whatever happens: the bundle is kept in memory, not on disk.
                 let dest = self.cache_dir.join(format!(
                     "{}-{}",
                     std::process::id(),
                     uuid::Uuid::new_v4().simple()
                 ));
-                let n = client
-                    .download_artifacts(&uri, &dest)
-                    .await
-                    .map_err(|e| format!("cannot download version {}: {e}", mv.version))?;
-                if n == 0 {
-                    return Err(format!(
-                        "version {} of {} has no files at {uri}",
-                        mv.version, mv.name
-                    ));
+                let loaded = fetch(client, &mv, &uri, &dest).await;
+                if let Err(e) = tokio::fs::remove_dir_all(&dest).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dest.display(), error = %e, "cannot remove a downloaded bundle");
+                    }
                 }
-                let name = mv.name.clone();
-                let version = mv.version.clone();
-                let d = dest.clone();
-                let loaded =
-                    tokio::task::spawn_blocking(move || load_dir(&d, Some((name, version))))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                // The bundle is in memory now; the files are not needed.
-                let _ = tokio::fs::remove_dir_all(&dest).await;
                 Ok(self.swap(loaded?))
             }
         }
@@ -191,6 +184,46 @@ impl Models {
             }
         }
     }
+}
+
+/// Why a model check failed.
+struct CheckError {
+    message: String,
+    /// The registry has no such model or alias (yet): expected before the first registration.
+    not_registered: bool,
+}
+
+impl From<String> for CheckError {
+    fn from(message: String) -> CheckError {
+        CheckError {
+            message,
+            not_registered: false,
+        }
+    }
+}
+
+/// Downloads a registered version into `dest` and loads it.
+async fn fetch(
+    client: &mlflow_client::Client,
+    mv: &mlflow_client::ModelVersion,
+    uri: &str,
+    dest: &std::path::Path,
+) -> Result<ServingModel, String> {
+    let n = client
+        .download_artifacts(uri, dest)
+        .await
+        .map_err(|e| format!("cannot download version {}: {e}", mv.version))?;
+    if n == 0 {
+        return Err(format!(
+            "version {} of {} has no files at {uri}",
+            mv.version, mv.name
+        ));
+    }
+    let registered = Some((mv.name.clone(), mv.version.clone()));
+    let d = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || load_dir(&d, registered))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Loads and checks a bundle directory.

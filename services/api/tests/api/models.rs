@@ -2,7 +2,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::helpers::{
-    german, register, set_alias, shared_bundle, spawn_api, spawn_registry, train_bundle, Db,
+    german, register, set_alias, shared_bundle, spawn_api, spawn_registry, spawn_registry_with,
+    train_bundle, Db,
 };
 use crate::on_both_backends;
 
@@ -164,4 +165,56 @@ async fn a_stalled_registry_fails_a_reload_instead_of_hanging() {
         .expect("the reload answered");
     assert_eq!(s, 502, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("registry"), "{v}");
+}
+
+/// A download that fails halfway (here: the registry lists a file name the client refuses, in a
+/// folder fetched after the bundle's own files) leaves nothing in the model cache. Before, every
+/// failed poll left a directory with the files fetched so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_download_leaves_nothing_in_the_model_cache() {
+    let artifacts = test_support::tmp("api-artifacts");
+    let (registry, _handle) = spawn_registry_with(
+        Db::Sqlite,
+        &["--artifacts-destination", artifacts.to_str().unwrap()],
+    )
+    .await;
+    register(&registry, shared_bundle(), "champion").await;
+    let model_json = walkdir(&artifacts)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "model.json"))
+        .expect("the registered bundle on the registry's disk");
+    let bad = model_json.parent().unwrap().join("zz");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("a..b"), b"refused").unwrap();
+    let cache = test_support::tmp("api-cache");
+    let api = spawn_api(&[
+        "--tracking-uri",
+        &registry,
+        "--poll-seconds",
+        "3600",
+        "--model-cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .await;
+    let (s, v) = api.post("/v1/model/reload", &serde_json::json!({})).await;
+    assert_eq!(s, 502, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("a..b"), "{v}");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
