@@ -28,7 +28,41 @@ async fn train_job(
     if job.state.is_final() {
         return Ok(());
     }
+    // Counted before anything else: a worker killed while training (out of memory) has the
+    // task delivered again without apalis counting an attempt, and the next worker would die
+    // the same way, with every batch chunk it was scoring.
+    let deliveries = state.store.count_delivery(&task.job_id).await?;
+    if deliveries > jobs::MAX_TRAINING_DELIVERIES {
+        let reason = format!(
+            "training was started {} times and its worker stopped each time before it finished \
+             (most likely out of memory: the dataset may be too large for the worker's memory \
+             limit); not trying again",
+            deliveries - 1
+        );
+        tracing::warn!(job.id = %task.job_id, deliveries, "training job failed: its worker kept stopping");
+        metrics::training_jobs()
+            .with_label_values(&["failed"])
+            .inc();
+        state
+            .store
+            .finish(&task.job_id, JobState::Failed, &reason)
+            .await?;
+        return Ok(());
+    }
     state.store.mark_running(&task.job_id).await?;
+    if let Some(done) = already_registered(&task, &state).await? {
+        // Delivered again after it registered (its worker died before recording that): the
+        // job is done; training again would register a second version.
+        let output = serde_json::json!({ "registered": done });
+        state.store.set_output(&task.job_id, &output).await?;
+        state.store.complete_chunk(&task.job_id, 0, 0, 0).await?;
+        tracing::info!(
+            job.id = %task.job_id,
+            version = %done.version,
+            "training job had already registered its version"
+        );
+        return Ok(());
+    }
     let started = std::time::Instant::now();
     let outcome = match &state.tracking_uri {
         None => Err(anyhow::anyhow!(
@@ -86,6 +120,22 @@ async fn train_job(
     }
 }
 
+/// The version this job registered in an earlier delivery, if any. A registry that cannot be
+/// asked is an error (the task is retried) rather than a reason to register twice.
+async fn already_registered(
+    task: &jobs::TrainModel,
+    state: &WorkerState,
+) -> Result<Option<training::register::Registered>, JobError> {
+    let Some(url) = &state.tracking_uri else {
+        return Ok(None);
+    };
+    let client = mlflow_client::Client::from_env(url).map_err(anyhow::Error::from)?;
+    let found =
+        training::register::registered_by_job(&client, &task.settings.register_as, &task.job_id)
+            .await?;
+    Ok(found)
+}
+
 /// The training a job asks for: its files inside the shared storage, its output folder in the
 /// job's directory, the registry; everything else at the training defaults.
 fn training_config(
@@ -134,6 +184,7 @@ fn training_config(
         register_as: s.register_as.clone(),
         alias: None,
         source: "training job".into(),
+        job_id: Some(task.job_id.clone()),
     });
     Ok(cfg)
 }

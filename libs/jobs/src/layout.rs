@@ -1,4 +1,4 @@
-//! Where a job's files live under the shared storage root (`ARTIFACT_ROOT`; the RWX volume in
+//! Where a job's files live under the shared storage root (`JOBS_ROOT`; the RWX volume in
 //! Kubernetes): `jobs/<id>/input.<ext>`, `chunks/<n>.<ext>`, `results/<n>.csv`, `errors/<n>.csv`.
 
 use std::path::{Path, PathBuf};

@@ -195,6 +195,18 @@ pub struct JobRecord {
     /// may see the job. `None` when the API runs without keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Training jobs: how many times a worker has started the task. A worker killed while
+    /// training (out of memory) has its task delivered again without apalis counting an
+    /// attempt; this count stops the task after [`MAX_TRAINING_DELIVERIES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deliveries: u32,
+}
+
+/// Starts of one training task before its job is failed (see [`JobRecord::deliveries`]).
+pub const MAX_TRAINING_DELIVERIES: u32 = 3;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl JobRecord {
@@ -227,6 +239,7 @@ impl JobRecord {
             params: None,
             output: None,
             owner: None,
+            deliveries: 0,
         }
     }
 

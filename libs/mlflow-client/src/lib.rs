@@ -598,20 +598,53 @@ impl Client {
         }
     }
 
+    /// Registers `source` as a new version of `name`, with `tags` set in the same request.
     pub async fn create_model_version(
         &self,
         name: &str,
         source: &str,
         run_id: &str,
+        tags: &[(String, String)],
     ) -> Result<ModelVersion> {
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
         let v = self
             .post(
                 "model-versions/create",
-                json!({"name": name, "source": source, "run_id": run_id}),
+                json!({"name": name, "source": source, "run_id": run_id, "tags": tags}),
             )
             .await?;
         serde_json::from_value(v["model_version"].clone())
             .map_err(|e| ClientError::Invalid(e.to_string()))
+    }
+
+    /// The versions matching an MLflow filter (first page, up to 1,000), newest first.
+    pub async fn search_model_versions(&self, filter: &str) -> Result<Vec<ModelVersion>> {
+        let v = self
+            .get(
+                "model-versions/search",
+                &[("filter", filter), ("max_results", "1000")],
+            )
+            .await?;
+        let versions = v["model_versions"].clone();
+        if versions.is_null() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_value(versions).map_err(|e| ClientError::Invalid(e.to_string()))
+    }
+
+    /// A run's ids and artifact location.
+    pub async fn get_run(&self, run_id: &str) -> Result<RunInfo> {
+        let v = self.get("runs/get", &[("run_id", run_id)]).await?;
+        let info = &v["run"]["info"];
+        let field = |k: &str| info[k].as_str().unwrap_or_default().to_string();
+        Ok(RunInfo {
+            run_id: field("run_id"),
+            experiment_id: field("experiment_id"),
+            artifact_uri: field("artifact_uri"),
+        })
     }
 
     pub async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {

@@ -94,7 +94,12 @@ pub async fn register(registry: &str, model: &str, bundle: &Path, alias: &str) -
         .unwrap();
     c.ensure_registered_model(model).await.unwrap();
     let mv = c
-        .create_model_version(model, &format!("runs:/{}/model", run.run_id), &run.run_id)
+        .create_model_version(
+            model,
+            &format!("runs:/{}/model", run.run_id),
+            &run.run_id,
+            &[],
+        )
         .await
         .unwrap();
     c.set_alias(model, alias, &mv.version).await.unwrap();

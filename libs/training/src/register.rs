@@ -14,6 +14,39 @@ pub struct Run<'a> {
     pub alias: Option<&'a str>,
     /// The `mlflow.source.name` tag.
     pub source: &'a str,
+    /// The training job this run belongs to, kept as the [`JOB_TAG`] tag of the run and of the
+    /// version, so a redelivered job finds the version it already registered.
+    pub job_id: Option<&'a str>,
+}
+
+/// The tag naming the training job that registered a version.
+pub const JOB_TAG: &str = "loanctl_job_id";
+
+/// The version a training job already registered as `name`, if any (a job is delivered again
+/// when its worker dies after registering and before recording it).
+pub async fn registered_by_job(
+    client: &Client,
+    name: &str,
+    job_id: &str,
+) -> Result<Option<Registered>> {
+    // By the tag alone: job ids are letters, digits and dashes, safe inside quotes; names
+    // are not, so they are compared here.
+    anyhow::ensure!(
+        jobs_id_is_plain(job_id),
+        "invalid job id '{job_id}' for a registry search"
+    );
+    let filter = format!("tags.{JOB_TAG} = '{job_id}'");
+    let found = client.search_model_versions(&filter).await?;
+    let Some(mv) = found.into_iter().find(|v| v.name == name) else {
+        return Ok(None);
+    };
+    let run = client.get_run(&mv.run_id).await?;
+    Ok(Some(Registered {
+        run_id: mv.run_id,
+        model_name: mv.name,
+        version: mv.version,
+        experiment_id: run.experiment_id,
+    }))
 }
 
 /// The logged run and the registered version.
@@ -23,6 +56,10 @@ pub struct Registered {
     pub model_name: String,
     pub version: String,
     pub experiment_id: String,
+}
+
+fn jobs_id_is_plain(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// Logs params, metrics and everything in `out` (bundle as `model/`, report, plots) as one run,
@@ -39,7 +76,12 @@ pub fn log_and_register(
         name,
         alias,
         source,
+        job_id,
     } = *run_to;
+    let job_tags: Vec<(String, String)> = job_id
+        .map(|id| (JOB_TAG.to_string(), id.to_string()))
+        .into_iter()
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -50,11 +92,12 @@ pub fn log_and_register(
             .await
             .with_context(|| format!("cannot reach the registry at {url}"))?;
         let user = std::env::var("USER").unwrap_or_default();
-        let tags = [
+        let mut tags = vec![
             ("mlflow.source.name".to_string(), source.to_string()),
             ("mlflow.source.type".to_string(), "LOCAL".to_string()),
             ("mlflow.user".to_string(), user),
         ];
+        tags.extend(job_tags.iter().cloned());
         let run_name = format!(
             "train-{}",
             out.file_name()
@@ -80,7 +123,12 @@ pub fn log_and_register(
         };
         client.ensure_registered_model(name).await?;
         let mv = client
-            .create_model_version(name, &format!("runs:/{}/model", run.run_id), &run.run_id)
+            .create_model_version(
+                name,
+                &format!("runs:/{}/model", run.run_id),
+                &run.run_id,
+                &job_tags,
+            )
             .await?;
         if let Some(alias) = alias {
             client.set_alias(name, alias, &mv.version).await?;

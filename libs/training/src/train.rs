@@ -49,6 +49,8 @@ pub struct Registry {
     pub alias: Option<String>,
     /// What the run's `mlflow.source.name` tag says started it.
     pub source: String,
+    /// The training job this is (tagged on the run and the version), if any.
+    pub job_id: Option<String>,
 }
 
 impl Config {
@@ -268,6 +270,7 @@ pub fn run(a: &Config, on: &mut dyn FnMut(Event<'_>)) -> Result<Trained> {
                 name: &r.register_as,
                 alias: r.alias.as_deref(),
                 source: &r.source,
+                job_id: r.job_id.as_deref(),
             },
             &a.out,
             &params,

@@ -103,6 +103,7 @@ async fn run_async(a: Args) -> Result<()> {
                 register_as: MODEL.into(),
                 alias: Some(ALIAS.into()),
                 source: "loanctl quickstart".into(),
+                job_id: None,
             });
             let trained = tokio::task::spawn_blocking(move || {
                 crate::commands::train::train_with_progress(&cfg, false)

@@ -161,6 +161,7 @@ impl Args {
                 register_as: self.register_as.clone(),
                 alias: self.alias.clone(),
                 source: "loanctl train".into(),
+                job_id: None,
             }),
         })
     }

@@ -3,11 +3,12 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use jobs::store::{Created, Idempotency};
 use jobs::{Format, JobRecord, JobState, PinnedModel, ScoreChunk};
 use model::ReasonPolicy;
 use serde_json::json;
 
-use super::jobs::{batch, create_job_dir, save_upload, store_error};
+use super::jobs::{batch, create_job_dir, save_upload, storage_error, store_error};
 use crate::batch::Batch;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -63,9 +64,9 @@ pub async fn create(
     let caller = crate::auth::caller(&req);
     let owner = caller.as_ref().map(|c| c.id.clone());
     // One key's Idempotency-Key never names another key's job.
-    let key = key.map(|k| match &owner {
+    let scoped = key.as_ref().map(|k| match &owner {
         Some(o) => format!("{o}:{k}"),
-        None => k,
+        None => k.clone(),
     });
     let b = batch(&state)?;
     let model = state.models.current().ok_or(ApiError::NotReady)?;
@@ -78,9 +79,39 @@ pub async fn create(
     let cleanup = || async {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     };
-    if let Err(e) = save_upload(&mut payload, &input, state.settings.batch_max_bytes).await {
-        cleanup().await;
-        return Err(e);
+    let upload = match save_upload(&mut payload, &input, state.settings.batch_max_bytes).await {
+        Ok(u) => u,
+        Err(e) => {
+            cleanup().await;
+            return Err(e);
+        }
+    };
+    // The request, for the key: what is scored and how (the model is not part of it: a
+    // retry after the champion moved is the same request).
+    let fingerprint = format!(
+        "{}-{}-{}",
+        format.extension(),
+        reasons.as_str(),
+        upload.sha256
+    );
+    let once = scoped.as_deref().map(|key| Idempotency {
+        key,
+        fingerprint: &fingerprint,
+    });
+    let sent = key.as_deref().unwrap_or_default();
+    // A key seen before answers before the file is split.
+    if let Some(once) = &once {
+        match b.store.idempotent(once).await {
+            Ok(Some(seen)) => {
+                cleanup().await;
+                return repeated(&b, seen, sent).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                cleanup().await;
+                return Err(store_error(e));
+            }
+        }
     }
     let spec = model.scorer.bundle().spec.clone();
     let (layout, chunk_rows, job) = (
@@ -105,9 +136,9 @@ pub async fn create(
             cleanup().await;
             return Err(ApiError::InvalidBatch(m));
         }
-        Err(e) => {
+        Err(jobs::split::SplitError::Io(e)) => {
             cleanup().await;
-            return Err(ApiError::Unexpected(anyhow::anyhow!(e)));
+            return Err(storage_error("cannot split the upload into chunks", &e));
         }
     };
     let local = std::path::Path::new(&model.source).is_dir() && model.name == "local";
@@ -127,25 +158,22 @@ pub async fn create(
             reasons,
         )
     };
-    let created = b
-        .store
-        .create(&record, key.as_deref())
-        .await
-        .map_err(store_error);
-    let created = match created {
-        Ok(c) => c,
+    // The record and its key are written in one step (a key never names a missing job); a
+    // concurrent request with the same key may have won since the check above.
+    let created = match &once {
+        Some(once) => b.store.create_once(&record, once).await,
+        None => b.store.create(&record).await.map(|_| Created::New),
+    };
+    match created {
+        Ok(Created::New) => {}
+        Ok(seen) => {
+            cleanup().await;
+            return repeated(&b, seen, sent).await;
+        }
         Err(e) => {
             cleanup().await;
-            return Err(e);
+            return Err(store_error(e));
         }
-    };
-    if created != id {
-        // A repeated submission: the first job stands.
-        cleanup().await;
-        let existing = b.store.get(&created).await.map_err(store_error)?;
-        return Ok(HttpResponse::Ok()
-            .insert_header(("Location", format!("/v1/batch-jobs/{created}")))
-            .json(job_json(&existing)));
     }
     // The request's trace context rides along, so the workers' spans join this trace.
     let trace_context = telemetry::current_trace_context();
@@ -168,10 +196,36 @@ pub async fn create(
             "batch jobs are unavailable: {reason}"
         )));
     }
+    // A failure here leaves the job marked unqueued: the reaper would fail a job whose chunks
+    // are on the queue, so it is only logged; the chunks are scored whatever the marker says.
+    if let Err(e) = b.store.mark_queued(&id).await {
+        tracing::warn!(job.id = %id, error = %e, "cannot record that the job's chunks are queued");
+    }
     tracing::info!(job.id = %id, rows = split.rows, chunks = split.chunks, "batch job queued");
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/batch-jobs/{id}")))
         .json(job_json(&record)))
+}
+
+/// The answer to a request whose `Idempotency-Key` was seen before: the first job (200) when it
+/// was the same request, a 422 when it was not (as the IETF Idempotency-Key draft says).
+async fn repeated(b: &Batch, seen: Created, sent: &str) -> Result<HttpResponse, ApiError> {
+    match seen {
+        Created::Repeat(id) => {
+            let existing = b.store.get(&id).await.map_err(store_error)?;
+            Ok(HttpResponse::Ok()
+                .insert_header(("Location", format!("/v1/batch-jobs/{id}")))
+                .json(job_json(&existing)))
+        }
+        Created::Conflict(id) => {
+            Err(ApiError::InvalidBatch(format!(
+                "Idempotency-Key '{sent}' was used for a different request (job {id}); use a new key for a new file"
+            )))
+        }
+        Created::New => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a new job is not a repeat"
+        ))),
+    }
 }
 
 pub async fn get(

@@ -75,7 +75,7 @@ impl TrainQuery {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DatasetRef {
-    /// Relative to `ARTIFACT_ROOT`.
+    /// Relative to `JOBS_ROOT`.
     dataset_path: String,
 }
 
@@ -181,7 +181,8 @@ pub async fn create(
         let root = b.layout.root().to_path_buf();
         let dataset = if upload {
             let input = dir.join("input.csv");
-            save_upload(&mut payload, &input, state.settings.batch_max_bytes).await?;
+            // Training holds the table in memory: the cap keeps a job within a worker's memory.
+            save_upload(&mut payload, &input, state.settings.train_max_bytes).await?;
             format!("jobs/{id}/input.csv")
         } else {
             let mut body = Vec::new();
@@ -199,7 +200,18 @@ pub async fn create(
                     e.to_string().chars().take(200).collect::<String>()
                 ))
             })?;
-            dataset_inside(&root, &r.dataset_path)?
+            let dataset = dataset_inside(&root, &r.dataset_path)?;
+            let size = tokio::fs::metadata(root.join(&dataset))
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if size > state.settings.train_max_bytes {
+                return Err(ApiError::InvalidBatch(format!(
+                    "the dataset is {size} bytes, above the training limit of {} bytes (TRAIN_MAX_BYTES)",
+                    state.settings.train_max_bytes
+                )));
+            }
+            dataset
         };
         let (path, spec_check) = (root.join(&dataset), spec.clone());
         tokio::task::spawn_blocking(move || check_dataset(&path, &spec_check))
@@ -227,7 +239,7 @@ pub async fn create(
             serde_json::to_value(&settings).unwrap_or_default(),
         )
     };
-    b.store.create(&record, None).await.map_err(store_error)?;
+    b.store.create(&record).await.map_err(store_error)?;
     let trace_context = telemetry::current_trace_context();
     let task = TrainModel {
         job_id: id.clone(),
@@ -242,6 +254,9 @@ pub async fn create(
         return Err(ApiError::Unavailable(format!(
             "training jobs are unavailable: {reason}"
         )));
+    }
+    if let Err(e) = b.store.mark_queued(&id).await {
+        tracing::warn!(job.id = %id, error = %e, "cannot record that the training task is queued");
     }
     tracing::info!(job.id = %id, "training job queued");
     Ok(HttpResponse::Accepted()

@@ -53,15 +53,16 @@ pub struct TestApi {
 pub async fn spawn_api(args: &[&str]) -> TestApi {
     telemetry::init_for_tests();
     let cache = std::env::temp_dir().join(format!("api-cache-{}", uuid::Uuid::new_v4().simple()));
-    let base = [
-        "api",
-        "--port",
-        "0",
-        "--model-cache-dir",
-        cache.to_str().unwrap(),
-    ];
-    let settings =
-        Settings::try_parse_from(base.iter().copied().chain(args.iter().copied())).unwrap();
+    let own_cache = args.contains(&"--model-cache-dir");
+    let base = ["api", "--port", "0"];
+    let cache_args = ["--model-cache-dir", cache.to_str().unwrap()];
+    let settings = Settings::try_parse_from(
+        base.iter()
+            .copied()
+            .chain(cache_args.into_iter().filter(|_| !own_cache))
+            .chain(args.iter().copied()),
+    )
+    .unwrap();
     let app = Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
@@ -180,4 +181,51 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// The `api` binary serving the shared bundle on a free port, once it is ready; the caller ends
+/// it (it is killed when dropped without that).
+pub async fn spawn_binary(extra: &[&str]) -> (ChildGuard, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--model-uri",
+            shared_bundle().to_str().unwrap(),
+        ])
+        .args(extra)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = ChildGuard(child);
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return (child, port);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the api binary did not become ready");
+}
+
+/// A child process killed on drop (a failing test must not leave it running).
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

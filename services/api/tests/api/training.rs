@@ -175,3 +175,50 @@ async fn a_training_job_registers_a_new_version_without_moving_the_alias() {
         .await;
     assert_eq!(s, 404);
 }
+
+/// Training holds its table in memory, so its dataset is capped at submission (TRAIN_MAX_BYTES),
+/// both uploaded and named by path, with the limit in the answer. Before, a training upload could
+/// be as large as a batch upload (2 GiB) and took down the worker that trained it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_dataset_over_the_limit_is_refused_at_submission() {
+    let storage = test_support::tmp("api-train-cap");
+    let bundle = crate::helpers::shared_bundle();
+    let api = spawn_api(&[
+        "--model-uri",
+        bundle.to_str().unwrap(),
+        "--jobs-root",
+        storage.to_str().unwrap(),
+        "--train-max-bytes",
+        "10000",
+    ])
+    .await;
+    let uuid = model::Bundle::load(bundle).unwrap().model_uuid;
+    assert!(api.wait_for_version(&uuid, 10).await);
+    let data = std::fs::read(format!("{REPO}/data/german_credit.csv")).unwrap();
+    assert!(data.len() > 10_000);
+    let (s, v, _) = submit(&api, "", "text/csv", data.clone()).await;
+    assert_eq!(s, 413, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("10000"), "{v}");
+    std::fs::create_dir_all(storage.join("datasets")).unwrap();
+    std::fs::write(storage.join("datasets/g.csv"), &data).unwrap();
+    let (s, v, _) = submit(
+        &api,
+        "",
+        "application/json",
+        json!({"dataset_path": "datasets/g.csv"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("TRAIN_MAX_BYTES") && detail.contains("10000"),
+        "{v}"
+    );
+    // Nothing was left behind for either.
+    let jobs: Vec<_> = std::fs::read_dir(storage.join("jobs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
