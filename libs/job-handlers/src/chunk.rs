@@ -120,13 +120,28 @@ impl Parts {
         Ok(())
     }
 
+    /// Flushes both parts, syncs them to disk, then moves them into place: a part is never
+    /// seen complete before the disk has it. On failure (a full disk) the temporary files go
+    /// (see `Drop`) and the chunk fails, to be retried.
     fn finish(mut self) -> anyhow::Result<(u64, u64)> {
         self.out.flush()?;
         self.err.flush()?;
+        self.out.get_ref().sync_all()?;
+        self.err.get_ref().sync_all()?;
         for (tmp, done) in &self.files {
             std::fs::rename(tmp, done)?;
         }
         Ok((self.scored, self.rejected))
+    }
+}
+
+impl Drop for Parts {
+    /// Removes the temporary files of parts that were not finished (after `finish` they are
+    /// renamed and this finds nothing).
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
 }
 
@@ -317,4 +332,37 @@ fn score_ndjson(
         index += objects.len();
     }
     parts.expect("created on the first pass").finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts that were not finished (the disk filled up, the chunk failed) leave no `.partial`
+    /// files behind; finished parts are moved into place. Before, a failed chunk left both
+    /// temporary files until its job's folder was swept.
+    #[test]
+    fn unfinished_parts_leave_no_partial_files() {
+        let dir = test_support::tmp("chunk-parts");
+        let bundle = test_support::train_german_bundle(&dir.join("bundle"), 3, 1);
+        let scorer = Scorer::new(model::Bundle::load(&bundle).unwrap()).unwrap();
+        let result = dir.join("results/000000.csv");
+        let errors = dir.join("errors/000000.csv");
+        let temporary = [
+            result.with_extension("partial"),
+            errors.with_extension("partial"),
+        ];
+        let parts = Parts::create(&result, &errors, &scorer, vec!["id".into()]).unwrap();
+        assert!(temporary.iter().all(|t| t.exists()));
+        drop(parts);
+        assert!(
+            temporary.iter().all(|t| !t.exists()),
+            "left behind: {temporary:?}"
+        );
+        assert!(!result.exists() && !errors.exists());
+        let parts = Parts::create(&result, &errors, &scorer, vec!["id".into()]).unwrap();
+        assert_eq!(parts.finish().unwrap(), (0, 0));
+        assert!(result.exists() && errors.exists());
+        assert!(temporary.iter().all(|t| !t.exists()));
+    }
 }

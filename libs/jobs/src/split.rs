@@ -1,9 +1,12 @@
-//! Splitting an uploaded file into chunks of rows, streaming: memory is bounded by one record,
-//! not the file. CSV chunks each repeat the header; quoted fields may hold newlines.
+//! Splitting an uploaded file into chunks of rows, streaming: memory is bounded by one record
+//! (at most [`MAX_RECORD_BYTES`]), not the file. CSV chunks each repeat the header; quoted
+//! fields may hold newlines. Chunks are synced to disk before the job is accepted.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 use features::Spec;
 
@@ -15,6 +18,50 @@ pub enum SplitError {
     Invalid(String),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The longest CSV record (header included) or NDJSON line accepted, in bytes. A loan
+/// application is well under a kilobyte; a longer record is refused with its place instead of
+/// being buffered whole (it could be as large as the upload).
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// What the CSV parser may read past the end of a record (its buffer), on top of the limit.
+const READ_AHEAD: u64 = 64 << 10;
+
+/// A reader that fails once more than `MAX_RECORD_BYTES` (plus read-ahead) are read without
+/// `since` being reset, which the caller does after each record.
+struct RecordBound<R> {
+    inner: R,
+    since: Rc<Cell<u64>>,
+    tripped: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for RecordBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.get() > MAX_RECORD_BYTES + READ_AHEAD {
+            self.tripped.set(true);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a record is longer than the limit",
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.since.set(self.since.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn too_long(place: &str) -> SplitError {
+    SplitError::Invalid(format!(
+        "{place} is longer than the limit of {MAX_RECORD_BYTES} bytes per record"
+    ))
+}
+
+/// Flushes a chunk and syncs it to disk.
+fn close(w: BufWriter<File>) -> Result<(), SplitError> {
+    let file = w.into_inner().map_err(|e| SplitError::Io(e.into_error()))?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// What splitting found.
@@ -66,15 +113,28 @@ pub fn split_file(
     let (mut rows, mut chunks) = (0u64, 0u32);
     match format {
         Format::Csv => {
+            let since = Rc::new(Cell::new(0u64));
+            let tripped = Rc::new(Cell::new(false));
             let mut rdr = csv::ReaderBuilder::new()
                 .flexible(false)
-                .from_reader(BufReader::with_capacity(1 << 20, File::open(input)?));
+                .from_reader(RecordBound {
+                    inner: BufReader::with_capacity(1 << 20, File::open(input)?),
+                    since: since.clone(),
+                    tripped: tripped.clone(),
+                });
             let header: Vec<String> = rdr
                 .headers()
-                .map_err(|e| SplitError::Invalid(format!("cannot read the CSV header: {e}")))?
+                .map_err(|e| {
+                    if tripped.get() {
+                        too_long("the CSV header")
+                    } else {
+                        SplitError::Invalid(format!("cannot read the CSV header: {e}"))
+                    }
+                })?
                 .iter()
                 .map(String::from)
                 .collect();
+            since.set(0);
             check_header(spec, &header)?;
             // Parse once to validate and to find where each chunk starts; then copy the bytes
             // (header line + the chunk's rows) instead of re-writing every record.
@@ -85,12 +145,18 @@ pub fn split_file(
             let mut starts: Vec<u64> = Vec::new();
             loop {
                 let at = rdr.position().byte();
-                let more = rdr
-                    .read_record(&mut record)
-                    .map_err(|e| SplitError::Invalid(format!("malformed CSV: {e}")))?;
+                let line = rdr.position().line();
+                let more = rdr.read_record(&mut record).map_err(|e| {
+                    if tripped.get() {
+                        too_long(&format!("row {} (line {line})", rows + 1))
+                    } else {
+                        SplitError::Invalid(format!("malformed CSV: {e}"))
+                    }
+                })?;
                 if !more {
                     break;
                 }
+                since.set(0);
                 if rows % chunk_rows == 0 {
                     starts.push(at);
                 }
@@ -109,7 +175,7 @@ pub fn split_file(
                 w.write_all(&head)?;
                 src.seek(SeekFrom::Start(from))?;
                 std::io::copy(&mut (&mut src).take(to - from), &mut w)?;
-                w.flush()?;
+                close(w)?;
                 chunks += 1;
             }
             Ok(Split {
@@ -119,27 +185,37 @@ pub fn split_file(
             })
         }
         Format::Ndjson => {
-            let rdr = BufReader::with_capacity(1 << 20, File::open(input)?);
+            let mut rdr = BufReader::with_capacity(1 << 20, File::open(input)?);
             let mut out: Option<BufWriter<File>> = None;
-            for (i, line) in rdr.lines().enumerate() {
-                let line = line.map_err(|e| match e.kind() {
-                    std::io::ErrorKind::InvalidData => {
-                        SplitError::Invalid(format!("line {}: not valid UTF-8", i + 1))
-                    }
-                    _ => SplitError::Io(e),
-                })?;
+            let mut bytes = Vec::new();
+            let mut i = 0u64;
+            loop {
+                bytes.clear();
+                // At most one byte past the limit is read: a longer line is never held whole.
+                let n = (&mut rdr)
+                    .take(MAX_RECORD_BYTES + 1)
+                    .read_until(b'\n', &mut bytes)?;
+                if n == 0 {
+                    break;
+                }
+                i += 1;
+                if n as u64 > MAX_RECORD_BYTES && !bytes.ends_with(b"\n") {
+                    return Err(too_long(&format!("line {i}")));
+                }
+                let line = std::str::from_utf8(&bytes)
+                    .map_err(|_| SplitError::Invalid(format!("line {i}: not valid UTF-8")))?
+                    .trim_end_matches(['\n', '\r']);
                 if line.trim().is_empty() {
                     continue;
                 }
                 if !line.trim_start().starts_with('{') {
                     return Err(SplitError::Invalid(format!(
-                        "line {}: each NDJSON line must be a JSON object",
-                        i + 1
+                        "line {i}: each NDJSON line must be a JSON object"
                     )));
                 }
                 if rows % chunk_rows == 0 {
-                    if let Some(mut w) = out.take() {
-                        w.flush()?;
+                    if let Some(w) = out.take() {
+                        close(w)?;
                     }
                     out = Some(open_chunk(chunks)?);
                     chunks += 1;
@@ -150,8 +226,8 @@ pub fn split_file(
                 }
                 rows += 1;
             }
-            if let Some(mut w) = out {
-                w.flush()?;
+            if let Some(w) = out {
+                close(w)?;
             }
             Ok(Split {
                 rows,
@@ -243,6 +319,57 @@ mod tests {
         assert!(split_file(&input, Format::Ndjson, 2, &spec(), |n| d
             .join(format!("m{n}")))
         .is_err());
+    }
+
+    /// One record as long as the upload was buffered whole; now the split stops at the limit
+    /// and names the record.
+    #[test]
+    fn records_longer_than_the_limit_are_refused_with_their_place() {
+        let d = tmp();
+        let long = "x".repeat(MAX_RECORD_BYTES as usize + 200_000);
+        let input = d.join("in.csv");
+        std::fs::write(&input, format!("id,a,b\nr1,1,x\nr2,2,\"{long}\"\nr3,3,y\n")).unwrap();
+        let err = split_file(&input, Format::Csv, 10, &spec(), |n| {
+            d.join(format!("c{n}"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, SplitError::Invalid(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("row 2 (line 3)") && msg.contains("limit"),
+            "{msg}"
+        );
+        // The same for a header, and for an NDJSON line.
+        std::fs::write(&input, format!("id,a,b{long}\nr1,1,x\n")).unwrap();
+        let msg = split_file(&input, Format::Csv, 10, &spec(), |n| {
+            d.join(format!("h{n}"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("header") && msg.contains("limit"), "{msg}");
+        let input = d.join("in.ndjson");
+        std::fs::write(&input, format!("{{\"a\":1}}\n{{\"b\":\"{long}\"}}\n")).unwrap();
+        let msg = split_file(&input, Format::Ndjson, 10, &spec(), |n| {
+            d.join(format!("n{n}"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("line 2") && msg.contains("limit"), "{msg}");
+        // Records just under the limit still pass.
+        let fits = "y".repeat(MAX_RECORD_BYTES as usize - 100);
+        std::fs::write(&input, format!("{{\"b\":\"{fits}\"}}\r\n{{\"a\":2}}")).unwrap();
+        let s = split_file(&input, Format::Ndjson, 10, &spec(), |n| {
+            d.join(format!("f{n}"))
+        })
+        .unwrap();
+        assert_eq!(s.rows, 2);
+        assert_eq!(
+            std::fs::read_to_string(d.join("f0"))
+                .unwrap()
+                .lines()
+                .nth(1),
+            Some("{\"a\":2}")
+        );
     }
 
     /// Found by `scripts/fuzz.sh` (batch_split): a row that is not UTF-8 passed the split and

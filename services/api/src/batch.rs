@@ -54,6 +54,7 @@ pub fn connect_in_background(
             };
             match attempt.await {
                 Ok((store, queue, train_queue)) => {
+                    spawn_reaper(store.clone());
                     slot.store(Some(Arc::new(Batch {
                         store,
                         queue: Queue::redis(queue),
@@ -124,6 +125,28 @@ fn spawn_sweeper(layout: Layout, retention: Duration) {
                 _ => {}
             }
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+}
+
+/// How long a recorded job may wait for its tasks to be queued before it is failed.
+const ENQUEUE_GRACE: Duration = Duration::from_secs(300);
+
+/// Every minute, fails the jobs whose tasks were never queued (an API stopped between recording
+/// a job and queueing it), so that none stays `queued` for ever. Any API replica may do it: the
+/// check and the change are one script.
+fn spawn_reaper(store: Store) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            match store.reap_unqueued(ENQUEUE_GRACE).await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::warn!(job.id = %id, "job failed: its tasks were never queued");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot look for unqueued jobs"),
+            }
         }
     });
 }

@@ -42,14 +42,14 @@ pub struct Settings {
         default_value = "loanctl-data/api-models"
     )]
     pub model_cache_dir: PathBuf,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted body of `POST /v1/predict`, in bytes (`/v1/predict/batch` takes 16 times it).
     #[arg(long, env = "API_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Most applications in one synchronous batch.
     #[arg(long, env = "API_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
     /// Comma-separated API keys; when set (or a keys file is), scoring needs `X-API-Key` or
-    /// `Authorization: Bearer`. /healthz, /readyz and /metrics stay open.
+    /// `Authorization: Bearer`. /healthz, /readyz, /metrics, /openapi.json and /docs stay open.
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
     /// File with one API key per line.
@@ -76,6 +76,11 @@ pub struct Settings {
     /// Largest accepted batch upload, in bytes.
     #[arg(long, env = "BATCH_MAX_BYTES", default_value_t = 2 << 30)]
     pub batch_max_bytes: u64,
+    /// Largest training dataset (upload or `dataset_path`), in bytes. Training holds the table
+    /// in memory, about 6 times the CSV's size at its peak (docs/operations.md): the default
+    /// keeps a job well inside the worker's 2 GiB memory limit.
+    #[arg(long, env = "TRAIN_MAX_BYTES", default_value_t = 256 << 20)]
+    pub train_max_bytes: u64,
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "API_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,

@@ -35,6 +35,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NotFinished(String),
+    /// The job storage is full (ENOSPC or a quota).
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The methods the path does take, for the `Allow` header.
     #[error("this endpoint does not take that method (it takes {0})")]
     MethodNotAllowed(&'static str),
@@ -42,9 +45,9 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// `Debug` is `Display`. tracing-actix-web logs a failed request's error with `{:?}`, and a field
-/// error's message quotes the applicant's value, which must never reach the logs: `Display` says
-/// only how many fields were wrong (the client gets the details in the response).
+/// `Debug` is `Display`. The request log (`telemetry::requests`) logs a failed request's error,
+/// and a field error's message quotes the applicant's value, which must never reach the logs:
+/// `Display` says only how many fields were wrong (the client gets the details in the response).
 impl std::fmt::Debug for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
@@ -90,6 +93,11 @@ impl ApiError {
             ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             ApiError::NotFinished(_) => (S::CONFLICT, "job-not-finished", "Job not finished"),
+            ApiError::InsufficientStorage(_) => (
+                S::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
             ApiError::MethodNotAllowed(_) => (
                 S::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
