@@ -37,6 +37,47 @@ pub async fn queue_with<T>(
     Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
 }
 
+/// Removes what a Redis queue keeps of tasks that finished (done or dead) more than
+/// `older_than` ago: apalis keeps every task's payload, metadata and id after it ran, so with
+/// Redis capped and `noeviction` the queue would fill it. Returns how many tasks went.
+pub async fn vacuum<T>(
+    storage: &mut apalis_redis::RedisStorage<T>,
+    older_than: Duration,
+) -> Result<usize, String>
+where
+    T: Unpin + Send + Sync + 'static,
+{
+    use apalis_core::backend::Vacuum as _;
+    let removed = storage
+        .vacuum_before(older_than)
+        .await
+        .map_err(|e| e.to_string())?;
+    // apalis' vacuum leaves the ids in the done and dead sets; drop those whose data is gone.
+    let config = storage.get_config().clone();
+    redis::Script::new(PRUNE_IDS)
+        .key(config.job_data_hash())
+        .key(config.done_jobs_set())
+        .key(config.dead_jobs_set())
+        .invoke_async::<i64>(storage.get_connection())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(removed)
+}
+
+/// KEYS: the task data hash, then sets of task ids; removes the ids without data.
+const PRUNE_IDS: &str = r"
+local removed = 0
+for i = 2, #KEYS do
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if redis.call('HEXISTS', KEYS[1], id) == 0 then
+      redis.call('SREM', KEYS[i], id)
+      removed = removed + 1
+    end
+  end
+end
+return removed
+";
+
 /// Connections that give up within seconds while Redis is away (so callers answer 503 quickly
 /// instead of hanging) and reconnect by themselves when it is back.
 pub fn fail_fast() -> redis::aio::ConnectionManagerConfig {

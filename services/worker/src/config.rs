@@ -37,7 +37,16 @@ pub struct Settings {
     /// Seconds between heartbeats; a worker that misses a few has its chunks re-enqueued.
     #[arg(long, env = "WORKER_HEARTBEAT_SECONDS", default_value_t = 5)]
     pub heartbeat_seconds: u64,
-    /// Seconds to finish the chunk in hand after SIGTERM (below Kubernetes' 30 s grace period).
+    /// Seconds a registry call (resolving and downloading a pinned model version) may wait for
+    /// the registry's next bytes before it fails and the chunk is retried.
+    #[arg(long, env = "REGISTRY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub registry_timeout_seconds: u64,
+    /// Seconds between sweeps that remove finished tasks (payload, metadata, id) from the Redis
+    /// queues once they are older than `JOB_RETENTION_SECONDS`.
+    #[arg(long, env = "WORKER_VACUUM_SECONDS", default_value_t = 600)]
+    pub vacuum_seconds: u64,
+    /// Seconds to finish the chunk in hand after SIGTERM; keep it below the pod's grace period
+    /// (Kubernetes' default is 30 s; `k8s/base/worker.yaml` sets 60 s with a 90 s grace period).
     #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT", default_value_t = 25)]
     pub shutdown_timeout: u64,
 }

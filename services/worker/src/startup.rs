@@ -194,7 +194,11 @@ async fn consume(
         };
         let state = state
             .get_or_insert_with(|| {
-                let registry = mlflow_client::Client::from_env(&settings.tracking_uri).ok();
+                let registry = mlflow_client::Client::from_env_with_timeout(
+                    &settings.tracking_uri,
+                    Duration::from_secs(settings.registry_timeout_seconds.max(1)),
+                )
+                .ok();
                 let mut state = WorkerState::new(
                     store,
                     jobs::Layout::new(&settings.jobs.jobs_root),
@@ -212,6 +216,12 @@ async fn consume(
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
+        let vacuum = vacuum_queues(
+            chunks.clone(),
+            training.clone(),
+            Duration::from_secs(settings.vacuum_seconds.max(1)),
+            Duration::from_secs(settings.jobs.job_retention_seconds),
+        );
         let queues = RedisQueues {
             chunks,
             training,
@@ -225,6 +235,7 @@ async fn consume(
             stopping(stop_rx.clone()),
         );
         tokio::select! {
+            () = vacuum => unreachable!("the vacuum loop never ends"),
             r = consumers => {
                 if *stop_rx.borrow() {
                     break;
@@ -240,6 +251,33 @@ async fn consume(
             () = async { stopping(stop_rx.clone()).await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_s = grace.as_secs(), "grace period over; exiting with chunks in hand (they will be re-enqueued)");
                 break;
+            }
+        }
+    }
+}
+
+/// Every `every`, removes from both queues the tasks that finished more than `retention` ago
+/// (apalis keeps them otherwise, and Redis runs `noeviction` with a memory cap). Never ends;
+/// a failed sweep is logged and tried again at the next.
+async fn vacuum_queues(
+    mut chunks: apalis_redis::RedisStorage<jobs::ScoreChunk>,
+    mut training: apalis_redis::RedisStorage<jobs::TrainModel>,
+    every: Duration,
+    retention: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let swept = (
+            jobs::queue::vacuum(&mut chunks, retention).await,
+            jobs::queue::vacuum(&mut training, retention).await,
+        );
+        match swept {
+            (Ok(a), Ok(b)) if a + b > 0 => {
+                tracing::info!(tasks = a + b, "removed finished tasks from the queues");
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove finished tasks from the queues");
             }
         }
     }

@@ -56,7 +56,7 @@ async fn recorded_job() -> Job {
         pinned.clone(),
         Default::default(),
     );
-    store.create(&record, None).await.unwrap();
+    store.create(&record).await.unwrap();
     Job {
         dir,
         prefix,
@@ -91,7 +91,13 @@ async fn enqueue(job: &Job) {
 /// A worker process on a port of its choosing (port 0), and that port, read from the line it
 /// prints at start. Its stderr is drained in the background so that it never blocks.
 fn spawn_worker(job: &Job) -> (Child, u16) {
+    spawn_worker_with(job, &[])
+}
+
+/// [`spawn_worker`] with more environment variables.
+fn spawn_worker_with(job: &Job, env: &[(&str, String)]) -> (Child, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("REDIS_URL", "redis://127.0.0.1:6379")
         .env("JOB_QUEUE", &job.queue)
         .env("JOB_KEY_PREFIX", &job.prefix)
@@ -294,4 +300,210 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
         shares.iter().all(|n| *n > 0),
         "both workers scored chunks: {shares:?}"
     );
+}
+
+/// The poison training task of issue 18: a worker killed while it trains (as the kernel kills
+/// one out of memory) has the task delivered again without apalis counting an attempt. Killed
+/// three times, the task is not started a fourth time: its job fails with the reason, and a
+/// batch job queued after it is scored by the same worker. Before, every worker that took the
+/// task died, and batch scoring stalled with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_task_that_kills_its_workers_fails_and_batch_jobs_go_on() {
+    let job = recorded_job().await;
+    let registry = common::spawn_registry(&job.dir).await;
+    let store = Store::redis(
+        "redis://127.0.0.1:6379",
+        &job.prefix,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    // A training job long enough (30,000 rows, 5,000 trees) that it is always killed mid-way.
+    let train_id = jobs::new_job_id();
+    let job_dir = Layout::new(job.dir.join("storage"))
+        .job_dir(&train_id)
+        .unwrap();
+    std::fs::create_dir_all(&job_dir).unwrap();
+    let german =
+        std::fs::read_to_string(format!("{}/data/german_credit.csv", test_support::REPO)).unwrap();
+    let (header, rows) = german.split_once('\n').unwrap();
+    let mut data = format!("{header}\n");
+    for _ in 0..30 {
+        data.push_str(rows);
+    }
+    std::fs::write(job_dir.join("input.csv"), data).unwrap();
+    std::fs::copy(
+        format!("{}/data/german_credit.spec.json", test_support::REPO),
+        job_dir.join("spec.json"),
+    )
+    .unwrap();
+    let settings = jobs::TrainSettings {
+        register_as: "loan-default".into(),
+        experiment: "poison".into(),
+        trees: 5000,
+        max_depth: 6,
+        learning_rate: 0.01,
+        seed: 1,
+        test_fraction: 0.2,
+        smote: false,
+        engine: "hist".into(),
+    };
+    let record = JobRecord::training(
+        train_id.clone(),
+        "loan-default".into(),
+        serde_json::json!({}),
+    );
+    store.create(&record).await.unwrap();
+    let train_queue = format!("{}train", job.prefix);
+    let mut q = jobs::queue::queue("redis://127.0.0.1:6379", &train_queue)
+        .await
+        .unwrap();
+    q.push(jobs::TrainModel {
+        job_id: train_id.clone(),
+        dataset: format!("jobs/{train_id}/input.csv"),
+        spec: format!("jobs/{train_id}/spec.json"),
+        settings,
+        trace_context: Default::default(),
+    })
+    .await
+    .unwrap();
+    let env = [
+        ("TRAIN_QUEUE", train_queue.clone()),
+        ("MLFLOW_TRACKING_URI", registry.clone()),
+    ];
+    let training = |store: Store, id: String| async move { store.get(&id).await.unwrap() };
+    for start in 1..=jobs::MAX_TRAINING_DELIVERIES {
+        let (mut w, _) = spawn_worker_with(&job, &env);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let r = training(store.clone(), train_id.clone()).await;
+            if r.deliveries >= start && r.state == JobState::Running {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "start {start} never began training: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        w.kill().unwrap(); // SIGKILL, as the OOM killer does
+        w.wait().unwrap();
+    }
+    // The next worker takes the task a fourth time and fails its job instead of training.
+    let (mut w, _) = spawn_worker_with(&job, &env);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let r = training(store.clone(), train_id.clone()).await;
+        if r.state.is_final() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never failed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("started 3 times"),
+        "{failed:?}"
+    );
+    // A batch job queued after it is scored by the same worker.
+    enqueue(&job).await;
+    let done = wait_for(&job, |r| r.state.is_final(), 120).await;
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_every_row_once(&job);
+}
+
+/// Finished tasks leave Redis once they are older than the retention: apalis keeps each task's
+/// payload, metadata and id after it ran, and Redis runs `noeviction` with a memory cap, so
+/// before the worker swept them they stayed until Redis was full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_tasks_are_removed_from_redis_after_the_retention() {
+    let job = queued_job().await;
+    let env = [
+        ("JOB_RETENTION_SECONDS", "1".to_string()),
+        ("WORKER_VACUUM_SECONDS", "1".to_string()),
+    ];
+    let (mut w, _) = spawn_worker_with(&job, &env);
+    let done = wait_for(&job, |r| r.state.is_final(), 120).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    let storage = jobs::queue::queue::<ScoreChunk>("redis://127.0.0.1:6379", &job.queue)
+        .await
+        .unwrap();
+    let config = storage.get_config().clone();
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut left = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let data: usize = redis::cmd("HLEN")
+            .arg(config.job_data_hash())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let done_ids: usize = redis::cmd("SCARD")
+            .arg(config.done_jobs_set())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let meta: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", config.job_meta_hash()))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        left = (data, done_ids, meta.len());
+        if left == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(
+        left,
+        (0, 0, 0),
+        "task data, done ids and task metadata left after the retention"
+    );
+}
+
+/// A registry that accepts connections and never answers: a chunk pinned to a registered
+/// version fails within REGISTRY_TIMEOUT_SECONDS per try, so its job fails in seconds. Before,
+/// the worker ignored the setting and each try waited the client's fixed 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_registry_fails_a_job_within_the_registry_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut job = recorded_job().await;
+    job.model = PinnedModel {
+        name: "loan-default".into(),
+        version: "1".into(),
+        local_uri: None,
+    };
+    let env = [
+        ("MLFLOW_TRACKING_URI", registry),
+        ("REGISTRY_TIMEOUT_SECONDS", "1".to_string()),
+    ];
+    let (mut w, _) = spawn_worker_with(&job, &env);
+    let started = Instant::now();
+    enqueue(&job).await;
+    let done = wait_for(&job, |r| r.state.is_final(), 60).await;
+    let took = started.elapsed();
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    // Four tries of 1 s plus 3.5 s of backoff; 30 s per try before.
+    assert!(took < Duration::from_secs(25), "took {took:?}");
 }

@@ -42,7 +42,7 @@ async fn a_queued_job_is_scored_once_per_row_by_the_worker() {
         pinned.clone(),
         Default::default(),
     );
-    store.create(&record, None).await.unwrap();
+    store.create(&record).await.unwrap();
     let mut queue = jobs::queue::queue("redis://127.0.0.1:6379", &format!("{prefix}score-batch"))
         .await
         .unwrap();
@@ -165,7 +165,7 @@ async fn a_chunk_that_keeps_failing_fails_its_job_with_the_reason_after_retries(
         pinned.clone(),
         Default::default(),
     );
-    store.create(&record, None).await.unwrap();
+    store.create(&record).await.unwrap();
     let mut state = job_handlers::WorkerState::new(store, layout, None, dir.join("models"));
     state.attempts = 3;
     state.retry_base_ms = 50;

@@ -35,6 +35,8 @@ pub fn ids(n: u64) -> Vec<String> {
 /// The API (serving `bundle`) and one in-process worker on a private Redis queue and key prefix.
 pub struct Running {
     pub base: String,
+    /// The private Redis key prefix of this stack's jobs.
+    pub prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     worker: tokio::task::JoinHandle<Result<(), apalis::prelude::WorkerError>>,
 }
@@ -92,6 +94,7 @@ pub async fn spawn_stack(dir: &Path, bundle: &Path, extra: &[&str]) -> Running {
     );
     Running {
         base,
+        prefix,
         stop: Some(stop),
         worker,
     }
@@ -118,4 +121,26 @@ pub async fn wait_for_job(client: &reqwest::Client, url: &str) -> serde_json::Va
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     status
+}
+
+/// A real registry (SQLite, artifacts on disk) under `dir/registry`; returns its URL.
+pub async fn spawn_registry(dir: &Path) -> String {
+    use clap::Parser;
+    let settings = model_registry::Settings::try_parse_from([
+        "model-registry",
+        "--port",
+        "0",
+        "--data-dir",
+        dir.join("registry").to_str().unwrap(),
+        "--backend-store-uri",
+        &model_registry::store::sqlite_url(&dir.join("registry/r.db")),
+        "--artifacts-destination",
+        dir.join("registry/artifacts").to_str().unwrap(),
+    ])
+    .unwrap();
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    let app = model_registry::Application::build(settings).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    url
 }
