@@ -1,8 +1,10 @@
 //! Request parameters the way MLflow's client sends them: a JSON body for POST, PATCH and
 //! DELETE, a query string for GET (and either for some endpoints). Both land in one map with
-//! typed, validating getters.
+//! typed, validating getters; handlers take them as extractors ([`Params`], [`QueryParams`]).
 
-use actix_web::HttpRequest;
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value};
 
 use crate::error::{invalid, Result};
@@ -20,7 +22,7 @@ pub struct Params(Map<String, Value>);
 
 impl Params {
     /// Merges the query string and, when present, the JSON body.
-    pub fn from_request(req: &HttpRequest, body: &[u8]) -> Result<Params> {
+    pub fn parse(req: &HttpRequest, body: &[u8]) -> Result<Params> {
         let mut map = Map::new();
         for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
             let v = Value::String(v.into_owned());
@@ -200,6 +202,46 @@ impl Params {
     }
 }
 
+/// The query string merged with the JSON body, for handlers that take `p: Params`. The body is
+/// read by actix's own `web::Bytes` extractor, so the app's `PayloadConfig` limit applies and an
+/// oversized or broken body is refused exactly as that extractor refuses it.
+impl FromRequest for Params {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, std::result::Result<Params, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = actix_web::web::Bytes::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move { Ok(Params::parse(&req, &body.await?)?) })
+    }
+}
+
+/// The query string alone, for handlers that leave the body unread (GET downloads, listings)
+/// or stream it themselves (uploads).
+#[derive(Debug, Default)]
+pub struct QueryParams(pub Params);
+
+impl std::ops::Deref for QueryParams {
+    type Target = Params;
+
+    fn deref(&self) -> &Params {
+        &self.0
+    }
+}
+
+impl FromRequest for QueryParams {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<std::result::Result<QueryParams, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            Params::parse(req, &[])
+                .map(QueryParams)
+                .map_err(actix_web::Error::from),
+        )
+    }
+}
+
 /// MLflow's answer to a value of the wrong type: `Invalid value 31 for parameter 'run_id'
 /// supplied` (the value as JSON).
 pub fn bad_value<T>(key: &str, value: &Value) -> Result<T> {
@@ -264,7 +306,7 @@ fn has_nul(v: &Value) -> bool {
 
 /// Refuses a request whose path or query string holds an encoded NUL (`%00`) with 400:
 /// PostgreSQL cannot store U+0000 in text, and no name, id or path of this server contains one.
-/// (JSON bodies are checked in [`Params::from_request`].)
+/// (JSON bodies are checked in [`Params::parse`].)
 pub async fn refuse_nul(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,

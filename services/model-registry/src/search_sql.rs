@@ -402,19 +402,20 @@ pub fn translate(
     })
 }
 
-/// Binds search values in order.
-pub fn bind_args<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: &[Arg],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+/// Search values as a query's arguments, in order (for `sqlx::query_as_with` and
+/// `sqlx::query_scalar_with`).
+pub fn arguments(args: &[Arg]) -> sqlx::Result<sqlx::any::AnyArguments<'static>> {
+    use sqlx::Arguments;
+    let mut out = sqlx::any::AnyArguments::default();
     for a in args {
-        q = match a {
-            Arg::Text(s) => q.bind(s.clone()),
-            Arg::Real(n) => q.bind(*n),
-            Arg::Int(i) => q.bind(*i),
-        };
+        match a {
+            Arg::Text(s) => out.add(s.clone()),
+            Arg::Real(n) => out.add(*n),
+            Arg::Int(i) => out.add(*i),
+        }
+        .map_err(sqlx::Error::Encode)?;
     }
-    q
+    Ok(out)
 }
 
 #[cfg(test)]

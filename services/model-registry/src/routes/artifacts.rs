@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::error::Result;
+use crate::params::QueryParams;
 use crate::startup::AppState;
 
 type Resp = Result<HttpResponse>;
@@ -35,8 +36,7 @@ pub async fn download(req: HttpRequest, s: web::Data<AppState>) -> Resp {
 /// `GET /get-artifact?run_id=…&path=…`, the UI's download of one run artifact: served from this
 /// server's store when the run's artifacts are there (400 for a run whose artifacts are the
 /// client's, such as a `file://` location).
-pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp {
-    let p = crate::params::Params::from_request(&req, &[])?;
+pub async fn get_run_artifact(req: HttpRequest, p: QueryParams, s: web::Data<AppState>) -> Resp {
     let sub = crate::artifacts::check_relative(&p.str("path")?)?;
     let run =
         crate::store::runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
@@ -46,8 +46,11 @@ pub async fn get_run_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp 
 
 /// `GET /model-versions/get-artifact?name=…&version=…&path=…`, the UI's download of one file of
 /// a model version, served from this server's store.
-pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>) -> Resp {
-    let p = crate::params::Params::from_request(&req, &[])?;
+pub async fn get_model_version_artifact(
+    req: HttpRequest,
+    p: QueryParams,
+    s: web::Data<AppState>,
+) -> Resp {
     let sub = crate::artifacts::check_relative(&p.str("path")?)?;
     let version = crate::store::registry::parse_version(&p.str("version")?)?;
     let v = crate::store::registry::get_model_version(&s.pool, &p.str("name")?, version).await?;
@@ -60,10 +63,10 @@ pub async fn get_model_version_artifact(req: HttpRequest, s: web::Data<AppState>
 /// upload): stored under the run's artifacts on this server's store.
 pub async fn upload_run_artifact(
     req: HttpRequest,
+    p: QueryParams,
     payload: web::Payload,
     s: web::Data<AppState>,
 ) -> Resp {
-    let p = crate::params::Params::from_request(&req, &[])?;
     let Some(run_id) = p.opt_str("run_uuid")?.filter(|r| !r.is_empty()) else {
         return crate::error::invalid("Request must specify run_uuid.");
     };
@@ -183,8 +186,7 @@ pub async fn delete(req: HttpRequest, s: web::Data<AppState>) -> Resp {
 }
 
 /// `GET …/artifacts?path=dir`: names relative to `dir`; a missing directory or a file lists as `{}`.
-pub async fn list(req: HttpRequest, s: web::Data<AppState>) -> Resp {
-    let p = crate::params::Params::from_request(&req, &[])?;
+pub async fn list(p: QueryParams, s: web::Data<AppState>) -> Resp {
     let dir = p.opt_str("path")?.unwrap_or_default();
     let files = s.artifacts.list(&dir).await?;
     if files.is_empty() {

@@ -4,15 +4,14 @@ use actix_web::{web, HttpRequest};
 use serde_json::json;
 
 use crate::error::Result;
-use crate::params::{self, Params};
+use crate::params::{self, Params, QueryParams};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
 
 use super::{ok, Resp};
 use crate::store::{experiments, logged_models};
 
-pub async fn create(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = Params::from_request(&req, &body)?;
+pub async fn create(p: Params, s: web::Data<AppState>) -> Resp {
     let exp = experiments::parse_id(&p.str("experiment_id")?)?;
     let name = p
         .opt_str("name")?
@@ -39,13 +38,7 @@ pub async fn get(path: web::Path<String>, s: web::Data<AppState>) -> Resp {
     ok(json!({"model": m.json()}))
 }
 
-pub async fn finalize(
-    path: web::Path<String>,
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = Params::from_request(&req, &body)?;
+pub async fn finalize(path: web::Path<String>, p: Params, s: web::Data<AppState>) -> Resp {
     let m = logged_models::set_status(&s.pool, &path, &p.str("status")?).await?;
     ok(json!({"model": m.json()}))
 }
@@ -55,13 +48,7 @@ pub async fn delete(path: web::Path<String>, s: web::Data<AppState>) -> Resp {
     ok(json!({}))
 }
 
-pub async fn set_tags(
-    path: web::Path<String>,
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = Params::from_request(&req, &body)?;
+pub async fn set_tags(path: web::Path<String>, p: Params, s: web::Data<AppState>) -> Resp {
     logged_models::set_tags(
         &s.pool,
         &path,
@@ -77,13 +64,7 @@ pub async fn delete_tag(path: web::Path<(String, String)>, s: web::Data<AppState
     ok(json!({}))
 }
 
-pub async fn log_params(
-    path: web::Path<String>,
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = Params::from_request(&req, &body)?;
+pub async fn log_params(path: web::Path<String>, p: Params, s: web::Data<AppState>) -> Resp {
     logged_models::log_params(
         &s.pool,
         &path,
@@ -93,8 +74,7 @@ pub async fn log_params(
     ok(json!({}))
 }
 
-pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = Params::from_request(&req, &body)?;
+pub async fn search(p: Params, s: web::Data<AppState>) -> Resp {
     let max = search::max_results(p.opt_i64("max_results")?, 100, 50_000)?;
     let ids = p
         .str_list("experiment_ids")?
@@ -154,11 +134,10 @@ pub async fn search(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) 
 /// `GET logged-models/{id}/artifacts/directories?artifact_directory_path=…` (MLflow's UI): the
 /// files in one folder of a logged model, from this server's store.
 pub async fn list_artifacts(
-    req: HttpRequest,
     path: web::Path<String>,
+    p: QueryParams,
     s: web::Data<AppState>,
 ) -> Resp {
-    let p = Params::from_request(&req, &[])?;
     let sub = crate::artifacts::check_relative(
         &p.opt_str("artifact_directory_path")?.unwrap_or_default(),
     )?;
@@ -174,9 +153,9 @@ pub async fn list_artifacts(
 pub async fn get_artifact(
     req: HttpRequest,
     path: web::Path<String>,
+    p: QueryParams,
     s: web::Data<AppState>,
 ) -> Resp {
-    let p = Params::from_request(&req, &[])?;
     let sub = crate::artifacts::check_relative(&p.str("artifact_file_path")?)?;
     let m = logged_models::get_logged_model(&s.pool, &path.into_inner()).await?;
     let (store, root) = s.store_for(&m.artifact_uri)?;

@@ -9,7 +9,6 @@ pub mod tracking;
 use actix_web::{web, HttpResponse};
 
 use crate::error::RegistryError;
-use crate::params::Params;
 
 /// What every MLflow handler returns.
 pub(crate) type Resp = Result<HttpResponse, RegistryError>;
@@ -17,11 +16,6 @@ pub(crate) type Resp = Result<HttpResponse, RegistryError>;
 /// 200 with a JSON body.
 pub(crate) fn ok(v: serde_json::Value) -> Resp {
     Ok(HttpResponse::Ok().json(v))
-}
-
-/// The request's parameters (query string and JSON body).
-pub(crate) fn p(req: &actix_web::HttpRequest, body: &web::Bytes) -> Result<Params, RegistryError> {
-    Params::from_request(req, body)
 }
 
 /// One resource per path with its methods, so a known path with the wrong method is a 405

@@ -8,7 +8,7 @@ use crate::params::{self, Params};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
 
-use super::{ok, p, Resp};
+use super::{ok, Resp};
 use crate::store::{logged_models, registry, runs};
 
 fn model_name(p: &Params, key: &str) -> Result<String> {
@@ -26,12 +26,7 @@ fn version(p: &Params) -> Result<i64> {
     registry::parse_version(&p.str("version")?)
 }
 
-pub async fn create_registered_model(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn create_registered_model(p: Params, s: web::Data<AppState>) -> Resp {
     let name = model_name(&p, "name")?;
     let tags = p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?;
     let m = registry::insert_registered_model(
@@ -44,34 +39,19 @@ pub async fn create_registered_model(
     ok(json!({"registered_model": m.json()}))
 }
 
-pub async fn get_registered_model(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_registered_model(p: Params, s: web::Data<AppState>) -> Resp {
     let m = registry::get_registered_model(&s.pool, &p.str("name")?).await?;
     ok(json!({"registered_model": m.json()}))
 }
 
-pub async fn rename_registered_model(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn rename_registered_model(p: Params, s: web::Data<AppState>) -> Resp {
     let m =
         registry::rename_registered_model(&s.pool, &p.str("name")?, &model_name(&p, "new_name")?)
             .await?;
     ok(json!({"registered_model": m.json()}))
 }
 
-pub async fn update_registered_model(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn update_registered_model(p: Params, s: web::Data<AppState>) -> Resp {
     let m = registry::update_registered_model(
         &s.pool,
         &p.str("name")?,
@@ -81,22 +61,12 @@ pub async fn update_registered_model(
     ok(json!({"registered_model": m.json()}))
 }
 
-pub async fn delete_registered_model(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_registered_model(p: Params, s: web::Data<AppState>) -> Resp {
     registry::delete_registered_model(&s.pool, &p.str("name")?).await?;
     ok(json!({}))
 }
 
-pub async fn search_registered_models(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn search_registered_models(p: Params, s: web::Data<AppState>) -> Resp {
     let max = search::max_results(p.opt_i64("max_results")?, 100, 1000)?;
     let clauses = search::parse_filter(
         &p.opt_str("filter")?.unwrap_or_default(),
@@ -122,12 +92,7 @@ pub async fn search_registered_models(
     ))
 }
 
-pub async fn set_registered_model_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn set_registered_model_tag(p: Params, s: web::Data<AppState>) -> Resp {
     let (key, value) = (p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     params::check_key(&key)?;
     params::check_value(&key, &value, params::MAX_REGISTRY_TAG_VALUE)?;
@@ -135,12 +100,7 @@ pub async fn set_registered_model_tag(
     ok(json!({}))
 }
 
-pub async fn delete_registered_model_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_registered_model_tag(p: Params, s: web::Data<AppState>) -> Resp {
     registry::delete_registered_model_tag(&s.pool, &p.str("name")?, &p.str("key")?).await?;
     ok(json!({}))
 }
@@ -256,12 +216,7 @@ fn normalise(path: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
-pub async fn create_model_version(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn create_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     let name = p.str("name")?;
     let source = p.str("source")?;
     let run_id = p.opt_str("run_id")?.unwrap_or_default();
@@ -320,18 +275,12 @@ async fn record_version_on_model(
     logged_models::set_tags(&s.pool, model_id, &[("mlflow.modelVersions".into(), value)]).await
 }
 
-pub async fn get_model_version(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     let v = registry::get_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
     ok(json!({"model_version": v.json()}))
 }
 
-pub async fn update_model_version(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn update_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     let v = registry::update_model_version(
         &s.pool,
         &p.str("name")?,
@@ -342,22 +291,12 @@ pub async fn update_model_version(
     ok(json!({"model_version": v.json()}))
 }
 
-pub async fn delete_model_version(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     registry::delete_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
     ok(json!({}))
 }
 
-pub async fn search_model_versions(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn search_model_versions(p: Params, s: web::Data<AppState>) -> Resp {
     let max = search::max_results(p.opt_i64("max_results")?, 10_000, 200_000)?;
     let clauses = search::parse_filter(
         &p.opt_str("filter")?.unwrap_or_default(),
@@ -396,8 +335,7 @@ pub async fn search_model_versions(
 
 /// Where a version's files are: a logged model's artifact URI for `models:/m-…`, the run's
 /// artifact URI plus the path for `runs:/…`, else the source itself.
-pub async fn get_download_uri(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_download_uri(p: Params, s: web::Data<AppState>) -> Resp {
     let v = registry::get_model_version(&s.pool, &p.str("name")?, version(&p)?).await?;
     ok(json!({"artifact_uri": download_uri(&s, &v.source).await?}))
 }
@@ -425,12 +363,7 @@ fn join_uri(base: &str, path: &str) -> String {
     }
 }
 
-pub async fn set_model_version_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn set_model_version_tag(p: Params, s: web::Data<AppState>) -> Resp {
     let (key, value) = (p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     params::check_key(&key)?;
     params::check_value(&key, &value, params::MAX_REGISTRY_TAG_VALUE)?;
@@ -438,19 +371,13 @@ pub async fn set_model_version_tag(
     ok(json!({}))
 }
 
-pub async fn delete_model_version_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_model_version_tag(p: Params, s: web::Data<AppState>) -> Resp {
     registry::delete_model_version_tag(&s.pool, &p.str("name")?, version(&p)?, &p.str("key")?)
         .await?;
     ok(json!({}))
 }
 
-pub async fn transition_stage(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn transition_stage(req: HttpRequest, p: Params, s: web::Data<AppState>) -> Resp {
     let v = crate::moves::transition_stage(
         &req,
         crate::moves::Via::Rest,
@@ -464,18 +391,12 @@ pub async fn transition_stage(req: HttpRequest, body: web::Bytes, s: web::Data<A
     ok(json!({"model_version": v.json()}))
 }
 
-pub async fn get_latest_versions(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_latest_versions(p: Params, s: web::Data<AppState>) -> Resp {
     let vs = registry::latest_versions(&s.pool, &p.str("name")?, &p.str_list("stages")?).await?;
     ok(json!({"model_versions": vs.iter().map(registry::ModelVersion::json).collect::<Vec<_>>()}))
 }
 
-pub async fn set_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn set_alias(req: HttpRequest, p: Params, s: web::Data<AppState>) -> Resp {
     crate::moves::set_alias(
         &req,
         crate::moves::Via::Rest,
@@ -488,14 +409,12 @@ pub async fn set_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState
     ok(json!({}))
 }
 
-pub async fn get_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_alias(p: Params, s: web::Data<AppState>) -> Resp {
     let v = registry::get_version_by_alias(&s.pool, &p.str("name")?, &p.str("alias")?).await?;
     ok(json!({"model_version": v.json()}))
 }
 
-pub async fn delete_alias(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_alias(req: HttpRequest, p: Params, s: web::Data<AppState>) -> Resp {
     crate::moves::delete_alias(
         &req,
         crate::moves::Via::Rest,

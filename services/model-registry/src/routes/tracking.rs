@@ -1,6 +1,6 @@
 //! Experiments, runs, params, metrics and tags (MLflow REST API 2.0).
 
-use actix_web::{web, HttpRequest};
+use actix_web::web;
 use serde_json::{json, Value};
 
 use crate::error::{invalid, Result};
@@ -8,7 +8,7 @@ use crate::params::{self, Params};
 use crate::search::{self, Entity};
 use crate::startup::AppState;
 
-use super::{ok, p, Resp};
+use super::{ok, Resp};
 use crate::store::{experiments, runs, View};
 
 fn experiment_name(p: &Params, key: &str) -> Result<String> {
@@ -44,8 +44,7 @@ fn experiment_location(location: &str) -> Result<String> {
     Ok(cwd.join(location).display().to_string())
 }
 
-pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn create_experiment(p: Params, s: web::Data<AppState>) -> Resp {
     let name = experiment_name(&p, "name")?;
     let location = p
         .opt_str("artifact_location")?
@@ -59,29 +58,18 @@ pub async fn create_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<
     ok(json!({"experiment_id": id.to_string()}))
 }
 
-pub async fn get_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_experiment(p: Params, s: web::Data<AppState>) -> Resp {
     let id = experiments::parse_id(&p.str("experiment_id")?)?;
     let e = experiments::get_experiment(&s.pool, id).await?;
     ok(json!({"experiment": e.json()}))
 }
 
-pub async fn get_experiment_by_name(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_experiment_by_name(p: Params, s: web::Data<AppState>) -> Resp {
     let e = experiments::get_experiment_by_name(&s.pool, &p.str("experiment_name")?).await?;
     ok(json!({"experiment": e.json()}))
 }
 
-pub async fn search_experiments(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn search_experiments(p: Params, s: web::Data<AppState>) -> Resp {
     let max = search::max_results(p.opt_i64("max_results")?, 1000, 50_000)?;
     let clauses = search::parse_filter(
         &p.opt_str("filter")?.unwrap_or_default(),
@@ -114,15 +102,13 @@ pub async fn search_experiments(
     ))
 }
 
-pub async fn update_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn update_experiment(p: Params, s: web::Data<AppState>) -> Resp {
     let id = experiments::parse_id(&p.str("experiment_id")?)?;
     experiments::rename_experiment(&s.pool, id, &experiment_name(&p, "new_name")?).await?;
     ok(json!({}))
 }
 
-pub async fn delete_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_experiment(p: Params, s: web::Data<AppState>) -> Resp {
     experiments::set_experiment_stage(
         &s.pool,
         experiments::parse_id(&p.str("experiment_id")?)?,
@@ -132,12 +118,7 @@ pub async fn delete_experiment(req: HttpRequest, body: web::Bytes, s: web::Data<
     ok(json!({}))
 }
 
-pub async fn restore_experiment(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn restore_experiment(p: Params, s: web::Data<AppState>) -> Resp {
     experiments::set_experiment_stage(
         &s.pool,
         experiments::parse_id(&p.str("experiment_id")?)?,
@@ -147,12 +128,7 @@ pub async fn restore_experiment(
     ok(json!({}))
 }
 
-pub async fn set_experiment_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn set_experiment_tag(p: Params, s: web::Data<AppState>) -> Resp {
     let key = p.str("key")?;
     params::check_key(&key)?;
     let value = p.opt_str("value")?.unwrap_or_default();
@@ -167,12 +143,7 @@ pub async fn set_experiment_tag(
     ok(json!({}))
 }
 
-pub async fn delete_experiment_tag(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_experiment_tag(p: Params, s: web::Data<AppState>) -> Resp {
     experiments::delete_experiment_tag(
         &s.pool,
         experiments::parse_id(&p.str("experiment_id")?)?,
@@ -182,8 +153,7 @@ pub async fn delete_experiment_tag(
     ok(json!({}))
 }
 
-pub async fn create_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn create_run(p: Params, s: web::Data<AppState>) -> Resp {
     let exp = experiments::parse_id(&p.opt_str("experiment_id")?.unwrap_or_else(|| "0".into()))?;
     let tags = p.key_values("tags", params::MAX_RUN_TAG_VALUE)?;
     let user = p
@@ -199,14 +169,12 @@ pub async fn create_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppStat
     ok(json!({"run": run.json()}))
 }
 
-pub async fn get_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn get_run(p: Params, s: web::Data<AppState>) -> Resp {
     let run = runs::get_run(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     ok(json!({"run": run.json()}))
 }
 
-pub async fn update_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn update_run(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str_either("run_id", "run_uuid")?;
     let info = runs::update_run(
         &s.pool,
@@ -219,14 +187,12 @@ pub async fn update_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppStat
     ok(json!({"run_info": info.info_json()}))
 }
 
-pub async fn delete_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_run(p: Params, s: web::Data<AppState>) -> Resp {
     runs::set_run_stage(&s.pool, &p.str("run_id")?, "deleted").await?;
     ok(json!({}))
 }
 
-pub async fn restore_run(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn restore_run(p: Params, s: web::Data<AppState>) -> Resp {
     runs::set_run_stage(&s.pool, &p.str("run_id")?, "active").await?;
     ok(json!({}))
 }
@@ -250,15 +216,13 @@ fn metric_in(p: &Params) -> Result<runs::MetricIn> {
     })
 }
 
-pub async fn log_metric(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn log_metric(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str_either("run_id", "run_uuid")?;
     runs::log_batch(&s.pool, &run_id, &[metric_in(&p)?], &[], &[]).await?;
     ok(json!({}))
 }
 
-pub async fn log_param(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn log_param(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str_either("run_id", "run_uuid")?;
     let key = p.str("key")?;
     params::check_key(&key)?;
@@ -268,8 +232,7 @@ pub async fn log_param(req: HttpRequest, body: web::Bytes, s: web::Data<AppState
     ok(json!({}))
 }
 
-pub async fn set_tag(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn set_tag(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str_either("run_id", "run_uuid")?;
     let key = p.str("key")?;
     params::check_key(&key)?;
@@ -279,14 +242,12 @@ pub async fn set_tag(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>)
     ok(json!({}))
 }
 
-pub async fn delete_tag(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn delete_tag(p: Params, s: web::Data<AppState>) -> Resp {
     runs::delete_tag(&s.pool, &p.str("run_id")?, &p.str("key")?).await?;
     ok(json!({}))
 }
 
-pub async fn log_batch(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn log_batch(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str("run_id")?;
     let metrics = p.objects("metrics")?;
     let params_ = p.key_values("params", params::MAX_PARAM_VALUE)?;
@@ -313,8 +274,7 @@ pub async fn log_batch(req: HttpRequest, body: web::Bytes, s: web::Data<AppState
     ok(json!({}))
 }
 
-pub async fn log_inputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn log_inputs(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str("run_id")?;
     let datasets: Vec<Value> = match p.get("datasets") {
         Some(Value::Array(a)) => a.clone(),
@@ -330,8 +290,7 @@ pub async fn log_inputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppStat
     ok(json!({}))
 }
 
-pub async fn log_outputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn log_outputs(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str("run_id")?;
     let models = p
         .objects("models")?
@@ -342,8 +301,7 @@ pub async fn log_outputs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
     ok(json!({}))
 }
 
-pub async fn metric_history(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn metric_history(p: Params, s: web::Data<AppState>) -> Resp {
     let run_id = p.str_either("run_id", "run_uuid")?;
     let max = search::max_results(p.opt_i64("max_results")?, 25_000, 25_000)?;
     let all = runs::metric_history(&s.pool, &run_id, &p.str("metric_key")?).await?;
@@ -367,12 +325,7 @@ fn bulk_point(run_id: &str, m: &runs::Metric) -> Value {
 
 /// `GET metrics/get-history-bulk?run_id=…&run_id=…&metric_key=…` (MLflow's UI endpoint): the
 /// histories of one metric for several runs, by run, then time, step and value.
-pub async fn metric_history_bulk(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn metric_history_bulk(p: Params, s: web::Data<AppState>) -> Resp {
     let mut ids = p.str_list("run_id")?;
     if ids.is_empty() {
         return invalid("GetMetricHistoryBulk request must specify at least one run_id.");
@@ -409,12 +362,7 @@ pub async fn metric_history_bulk(
 /// `GET metrics/get-history-bulk-interval?run_ids=…&metric_key=…[&start_step&end_step]
 /// [&max_results]` (MLflow's UI endpoint for charts): the points at up to `max_results` steps
 /// spread evenly over the steps the runs have (first and last included).
-pub async fn metric_history_bulk_interval(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn metric_history_bulk_interval(p: Params, s: web::Data<AppState>) -> Resp {
     let mut ids = p.str_list("run_ids")?;
     if ids.is_empty() {
         return invalid("Missing value for required parameter 'run_ids'.");
@@ -489,8 +437,7 @@ fn sample_steps(steps: &[i64], max: usize) -> std::collections::HashSet<i64> {
     keep
 }
 
-pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppState>) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn search_runs(p: Params, s: web::Data<AppState>) -> Resp {
     let max = search::max_results(p.opt_i64("max_results")?, 1000, 50_000)?;
     let ids = p
         .str_list("experiment_ids")?
@@ -525,12 +472,7 @@ pub async fn search_runs(req: HttpRequest, body: web::Bytes, s: web::Data<AppSta
 }
 
 /// `GET /artifacts/list?run_id=&path=`: a run's artifacts, with run-relative paths.
-pub async fn list_run_artifacts(
-    req: HttpRequest,
-    body: web::Bytes,
-    s: web::Data<AppState>,
-) -> Resp {
-    let p = p(&req, &body)?;
+pub async fn list_run_artifacts(p: Params, s: web::Data<AppState>) -> Resp {
     let run = runs::get_run_info(&s.pool, &p.str_either("run_id", "run_uuid")?).await?;
     let sub = crate::artifacts::check_relative(&p.opt_str("path")?.unwrap_or_default())?;
     let (store, root) = s.store_for(&run.artifact_uri)?;

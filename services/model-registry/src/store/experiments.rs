@@ -2,18 +2,20 @@
 
 use serde_json::{json, Value};
 
-use super::{get_i64, get_str, kv_json, now_ms, placeholders, Pool, View};
+use super::{kv_json, now_ms, placeholders, Pool, View};
 use crate::error::{RegistryError, Result};
 use crate::search::{self, Field, Searchable};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Experiment {
+    #[sqlx(rename = "experiment_id")]
     pub id: i64,
     pub name: String,
     pub artifact_location: String,
     pub lifecycle_stage: String,
     pub creation_time: i64,
     pub last_update_time: i64,
+    #[sqlx(skip)]
     pub tags: Vec<(String, String)>,
 }
 
@@ -86,7 +88,7 @@ pub async fn insert_experiment(
 ) -> Result<i64> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(
+    let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
          VALUES ($1, '', 'active', $2, $3) RETURNING experiment_id",
     )
@@ -96,7 +98,6 @@ pub async fn insert_experiment(
     .fetch_one(&mut *tx)
     .await
     .map_err(super::already_exists(format!("Experiment '{name}' already exists.")))?;
-    let id = get_i64(&row, "experiment_id")?;
     let location = artifact_location.map_or_else(|| format!("{root}/{id}"), str::to_string);
     sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
         .bind(&location)
@@ -118,18 +119,6 @@ pub async fn insert_experiment(
     Ok(id)
 }
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<Experiment> {
-    Ok(Experiment {
-        id: get_i64(row, "experiment_id")?,
-        name: get_str(row, "name")?,
-        artifact_location: get_str(row, "artifact_location")?,
-        lifecycle_stage: get_str(row, "lifecycle_stage")?,
-        creation_time: get_i64(row, "creation_time")?,
-        last_update_time: get_i64(row, "last_update_time")?,
-        tags: Vec::new(),
-    })
-}
-
 const COLUMNS: &str =
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time";
 
@@ -141,15 +130,13 @@ async fn with_tags(pool: &Pool, mut exps: Vec<Experiment>) -> Result<Vec<Experim
         "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) ORDER BY key",
         placeholders(1, exps.len())
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql);
     for e in &exps {
         q = q.bind(e.id);
     }
-    for row in q.fetch_all(pool).await? {
-        let id = get_i64(&row, "experiment_id")?;
+    for (id, key, value) in q.fetch_all(pool).await? {
         if let Some(e) = exps.iter_mut().find(|e| e.id == id) {
-            e.tags
-                .push((get_str(&row, "key")?, get_str(&row, "value")?));
+            e.tags.push((key, value));
         }
     }
     Ok(exps)
@@ -163,18 +150,18 @@ pub fn parse_id(id: &str) -> Result<i64> {
 }
 
 pub async fn get_experiment(pool: &Pool, id: i64) -> Result<Experiment> {
-    let row = sqlx::query(&format!(
+    let e = sqlx::query_as::<_, Experiment>(&format!(
         "SELECT {COLUMNS} FROM experiments WHERE experiment_id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| RegistryError::NotFound(format!("No Experiment with id={id} exists")))?;
-    Ok(with_tags(pool, vec![from_row(&row)?]).await?.remove(0))
+    Ok(with_tags(pool, vec![e]).await?.remove(0))
 }
 
 pub async fn get_experiment_by_name(pool: &Pool, name: &str) -> Result<Experiment> {
-    let row = sqlx::query(&format!(
+    let e = sqlx::query_as::<_, Experiment>(&format!(
         "SELECT {COLUMNS} FROM experiments WHERE name = $1"
     ))
     .bind(name)
@@ -183,7 +170,7 @@ pub async fn get_experiment_by_name(pool: &Pool, name: &str) -> Result<Experimen
     .ok_or_else(|| {
         RegistryError::NotFound(format!("Could not find experiment with name '{name}'"))
     })?;
-    Ok(with_tags(pool, vec![from_row(&row)?]).await?.remove(0))
+    Ok(with_tags(pool, vec![e]).await?.remove(0))
 }
 
 /// All experiments in a lifecycle view.
@@ -192,10 +179,10 @@ pub async fn list_experiments(pool: &Pool, view: View) -> Result<Vec<Experiment>
         Some(stage) => format!(" WHERE lifecycle_stage = '{stage}'"),
         None => String::new(),
     };
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM experiments{filter}"))
-        .fetch_all(pool)
-        .await?;
-    let exps = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let exps =
+        sqlx::query_as::<_, Experiment>(&format!("SELECT {COLUMNS} FROM experiments{filter}"))
+            .fetch_all(pool)
+            .await?;
     with_tags(pool, exps).await
 }
 

@@ -2,11 +2,11 @@
 
 use serde_json::{json, Value};
 
-use super::{get_i64, get_opt_str, get_str, kv_json, now_ms, placeholders, Pool};
+use super::{kv_json, now_ms, placeholders, Pool};
 use crate::error::{invalid, RegistryError, Result};
 use crate::search::{self, Field, Searchable};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LoggedModel {
     pub model_id: String,
     pub experiment_id: i64,
@@ -17,8 +17,11 @@ pub struct LoggedModel {
     pub status: String,
     pub model_type: Option<String>,
     pub source_run_id: Option<String>,
+    #[sqlx(skip)]
     pub params: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub tags: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub metrics: Vec<Value>,
 }
 
@@ -143,35 +146,14 @@ pub async fn insert_logged_model(
 
 const COLUMNS: &str = "model_id, experiment_id, name, artifact_uri, creation_timestamp_ms, last_updated_timestamp_ms, status, model_type, source_run_id";
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<LoggedModel> {
-    Ok(LoggedModel {
-        model_id: get_str(row, "model_id")?,
-        experiment_id: get_i64(row, "experiment_id")?,
-        name: get_str(row, "name")?,
-        artifact_uri: get_str(row, "artifact_uri")?,
-        creation_timestamp_ms: get_i64(row, "creation_timestamp_ms")?,
-        last_updated_timestamp_ms: get_i64(row, "last_updated_timestamp_ms")?,
-        status: get_str(row, "status")?,
-        model_type: get_opt_str(row, "model_type")?,
-        source_run_id: get_opt_str(row, "source_run_id")?,
-        params: Vec::new(),
-        tags: Vec::new(),
-        metrics: Vec::new(),
-    })
-}
-
 async fn fill(pool: &Pool, m: &mut LoggedModel) -> Result<()> {
     for table in ["logged_model_params", "logged_model_tags"] {
-        let rows = sqlx::query(&format!(
+        let kv = sqlx::query_as::<_, (String, String)>(&format!(
             "SELECT key, value FROM {table} WHERE model_id = $1 ORDER BY key"
         ))
         .bind(&m.model_id)
         .fetch_all(pool)
         .await?;
-        let kv = rows
-            .iter()
-            .map(|r| Ok((get_str(r, "key")?, get_str(r, "value")?)))
-            .collect::<Result<Vec<_>>>()?;
         if table == "logged_model_params" {
             m.params = kv;
         } else {
@@ -183,7 +165,7 @@ async fn fill(pool: &Pool, m: &mut LoggedModel) -> Result<()> {
 }
 
 pub async fn get_logged_model(pool: &Pool, model_id: &str) -> Result<LoggedModel> {
-    let row = sqlx::query(&format!(
+    let mut m = sqlx::query_as::<_, LoggedModel>(&format!(
         "SELECT {COLUMNS} FROM logged_models WHERE model_id = $1 AND lifecycle_stage = 'active'"
     ))
     .bind(model_id)
@@ -192,7 +174,6 @@ pub async fn get_logged_model(pool: &Pool, model_id: &str) -> Result<LoggedModel
     .ok_or_else(|| {
         RegistryError::NotFound(format!("Logged model with ID '{model_id}' not found."))
     })?;
-    let mut m = from_row(&row)?;
     fill(pool, &mut m).await?;
     Ok(m)
 }
@@ -205,15 +186,13 @@ pub async fn list_logged_models(pool: &Pool, experiment_ids: &[i64]) -> Result<V
         "SELECT {COLUMNS} FROM logged_models WHERE lifecycle_stage = 'active' AND experiment_id IN ({})",
         placeholders(1, experiment_ids.len())
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_as::<_, LoggedModel>(&sql);
     for id in experiment_ids {
         q = q.bind(*id);
     }
-    let mut out = Vec::new();
-    for row in q.fetch_all(pool).await? {
-        let mut m = from_row(&row)?;
-        fill(pool, &mut m).await?;
-        out.push(m);
+    let mut out = q.fetch_all(pool).await?;
+    for m in &mut out {
+        fill(pool, m).await?;
     }
     Ok(out)
 }
@@ -291,13 +270,12 @@ pub async fn models_with_dataset(
     name: &str,
     digest: Option<&str>,
 ) -> Result<Vec<String>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_scalar::<_, String>(
         "SELECT DISTINCT model_id FROM metrics WHERE model_id IS NOT NULL AND dataset_name = $1 \
          AND ($2 = '' OR dataset_digest = $2)",
     )
     .bind(name)
     .bind(digest.unwrap_or(""))
     .fetch_all(pool)
-    .await?;
-    rows.iter().map(|r| super::get_str(r, "model_id")).collect()
+    .await?)
 }

@@ -7,8 +7,7 @@ pub mod registry;
 pub mod runs;
 
 use serde_json::{json, Value};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
 
 use crate::error::{RegistryError, Result};
 
@@ -173,28 +172,6 @@ pub fn placeholders(from: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn get_str(row: &AnyRow, col: &str) -> Result<String> {
-    row.try_get::<String, _>(col).map_err(RegistryError::from)
-}
-
-pub fn get_opt_str(row: &AnyRow, col: &str) -> Result<Option<String>> {
-    row.try_get::<Option<String>, _>(col)
-        .map_err(RegistryError::from)
-}
-
-pub fn get_i64(row: &AnyRow, col: &str) -> Result<i64> {
-    row.try_get::<i64, _>(col).map_err(RegistryError::from)
-}
-
-pub fn get_opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>> {
-    row.try_get::<Option<i64>, _>(col)
-        .map_err(RegistryError::from)
-}
-
-pub fn get_f64(row: &AnyRow, col: &str) -> Result<f64> {
-    row.try_get::<f64, _>(col).map_err(RegistryError::from)
 }
 
 /// `[{key, value}]`.

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{get_i64, get_opt_str, get_str, kv_json, now_ms, Pool};
+use super::{kv_json, now_ms, Pool};
 use crate::error::{invalid, RegistryError, Result};
 use crate::search::{self, Field, Searchable};
 
@@ -17,7 +17,7 @@ pub fn canonical_stage(s: &str) -> Result<&'static str> {
         .ok_or_else(|| RegistryError::InvalidParameter(format!("Invalid Model Version stage: {s}. Value must be one of None, Staging, Production, Archived.")))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ModelVersion {
     pub name: String,
     pub version: i64,
@@ -31,7 +31,9 @@ pub struct ModelVersion {
     pub run_link: String,
     pub status: String,
     pub model_id: Option<String>,
+    #[sqlx(skip)]
     pub tags: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub aliases: Vec<String>,
 }
 
@@ -79,14 +81,17 @@ impl Searchable for ModelVersion {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RegisteredModel {
     pub name: String,
     pub creation_timestamp: i64,
     pub last_updated_timestamp: i64,
     pub description: String,
+    #[sqlx(skip)]
     pub tags: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub aliases: Vec<(String, i64)>,
+    #[sqlx(skip)]
     pub latest_versions: Vec<ModelVersion>,
 }
 
@@ -181,63 +186,58 @@ pub async fn insert_registered_model(
 const RM_COLUMNS: &str = "name, creation_timestamp, last_updated_timestamp, description";
 const MV_COLUMNS: &str = "name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id";
 
-fn mv_from_row(row: &sqlx::any::AnyRow) -> Result<ModelVersion> {
-    Ok(ModelVersion {
-        name: get_str(row, "name")?,
-        version: get_i64(row, "version")?,
-        creation_timestamp: get_i64(row, "creation_timestamp")?,
-        last_updated_timestamp: get_i64(row, "last_updated_timestamp")?,
-        description: get_str(row, "description")?,
-        user_id: get_str(row, "user_id")?,
-        current_stage: get_str(row, "current_stage")?,
-        source: get_str(row, "source")?,
-        run_id: get_str(row, "run_id")?,
-        run_link: get_str(row, "run_link")?,
-        status: get_str(row, "status")?,
-        model_id: get_opt_str(row, "model_id")?,
-        tags: Vec::new(),
-        aliases: Vec::new(),
-    })
+/// ` WHERE name = $1` when loading one model's rows, nothing when loading all.
+fn where_name(name: Option<&str>) -> &'static str {
+    if name.is_some() {
+        " WHERE name = $1"
+    } else {
+        ""
+    }
+}
+
+/// The rows of `sql`, with `name` bound as `$1` when given (see [`where_name`]).
+async fn fetch_for<T>(pool: &Pool, sql: &str, name: Option<&str>) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let mut q = sqlx::query_as::<_, T>(sql);
+    if let Some(n) = name {
+        q = q.bind(n);
+    }
+    Ok(q.fetch_all(pool).await?)
 }
 
 /// Versions (all, or of one model) with tags and aliases.
 async fn load_versions(pool: &Pool, name: Option<&str>) -> Result<Vec<ModelVersion>> {
-    let where_ = if name.is_some() {
-        " WHERE name = $1"
-    } else {
-        ""
-    };
-    let fetch = |sql: String| async move {
-        let mut q = sqlx::query(&sql);
-        if let Some(n) = name {
-            q = q.bind(n);
-        }
-        q.fetch_all(pool).await
-    };
-    let rows = fetch(format!(
-        "SELECT {MV_COLUMNS} FROM model_versions{where_} ORDER BY name, version"
-    ))
+    let where_ = where_name(name);
+    let mut versions: Vec<ModelVersion> = fetch_for(
+        pool,
+        &format!("SELECT {MV_COLUMNS} FROM model_versions{where_} ORDER BY name, version"),
+        name,
+    )
     .await?;
-    let mut versions = rows.iter().map(mv_from_row).collect::<Result<Vec<_>>>()?;
-    let tags = fetch(format!(
-        "SELECT name, version, key, value FROM model_version_tags{where_} ORDER BY key"
-    ))
+    let tags: Vec<(String, i64, String, String)> = fetch_for(
+        pool,
+        &format!("SELECT name, version, key, value FROM model_version_tags{where_} ORDER BY key"),
+        name,
+    )
     .await?;
-    for row in tags {
-        let (n, v) = (get_str(&row, "name")?, get_i64(&row, "version")?);
+    for (n, v, key, value) in tags {
         if let Some(mv) = versions.iter_mut().find(|m| m.name == n && m.version == v) {
-            mv.tags
-                .push((get_str(&row, "key")?, get_str(&row, "value")?));
+            mv.tags.push((key, value));
         }
     }
-    let aliases = fetch(format!(
-        "SELECT name, alias, version FROM registered_model_aliases{where_} ORDER BY alias"
-    ))
+    let aliases: Vec<(String, String, i64)> = fetch_for(
+        pool,
+        &format!(
+            "SELECT name, alias, version FROM registered_model_aliases{where_} ORDER BY alias"
+        ),
+        name,
+    )
     .await?;
-    for row in aliases {
-        let (n, v) = (get_str(&row, "name")?, get_i64(&row, "version")?);
+    for (n, alias, v) in aliases {
         if let Some(mv) = versions.iter_mut().find(|m| m.name == n && m.version == v) {
-            mv.aliases.push(get_str(&row, "alias")?);
+            mv.aliases.push(alias);
         }
     }
     Ok(versions)
@@ -262,59 +262,47 @@ fn latest_per_stage(versions: &[ModelVersion], stages: &[&str]) -> Vec<ModelVers
 }
 
 async fn load_models(pool: &Pool, name: Option<&str>) -> Result<Vec<RegisteredModel>> {
-    let rows = match name {
-        Some(n) => {
-            sqlx::query(&format!(
-                "SELECT {RM_COLUMNS} FROM registered_models WHERE name = $1"
-            ))
-            .bind(n)
-            .fetch_all(pool)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!("SELECT {RM_COLUMNS} FROM registered_models"))
-                .fetch_all(pool)
-                .await?
-        }
-    };
+    let where_ = where_name(name);
+    let mut models: Vec<RegisteredModel> = fetch_for(
+        pool,
+        &format!("SELECT {RM_COLUMNS} FROM registered_models{where_}"),
+        name,
+    )
+    .await?;
     let versions = load_versions(pool, name).await?;
-    let (tags, aliases) = match name {
-        Some(n) => (
-            sqlx::query("SELECT name, key, value FROM registered_model_tags WHERE name = $1 ORDER BY key").bind(n).fetch_all(pool).await?,
-            sqlx::query("SELECT name, alias, version FROM registered_model_aliases WHERE name = $1 ORDER BY alias").bind(n).fetch_all(pool).await?,
+    let tags: Vec<(String, String, String)> = fetch_for(
+        pool,
+        &format!("SELECT name, key, value FROM registered_model_tags{where_} ORDER BY key"),
+        name,
+    )
+    .await?;
+    let aliases: Vec<(String, String, i64)> = fetch_for(
+        pool,
+        &format!(
+            "SELECT name, alias, version FROM registered_model_aliases{where_} ORDER BY alias"
         ),
-        None => (
-            sqlx::query("SELECT name, key, value FROM registered_model_tags ORDER BY key").fetch_all(pool).await?,
-            sqlx::query("SELECT name, alias, version FROM registered_model_aliases ORDER BY alias").fetch_all(pool).await?,
-        ),
-    };
-    let mut out = Vec::new();
-    for row in rows {
-        let n = get_str(&row, "name")?;
-        let mine: Vec<ModelVersion> = versions.iter().filter(|v| v.name == n).cloned().collect();
-        let mut m = RegisteredModel {
-            creation_timestamp: get_i64(&row, "creation_timestamp")?,
-            last_updated_timestamp: get_i64(&row, "last_updated_timestamp")?,
-            description: get_str(&row, "description")?,
-            tags: Vec::new(),
-            aliases: Vec::new(),
-            latest_versions: latest_per_stage(&mine, &[]),
-            name: n,
-        };
-        for t in tags.iter() {
-            if get_str(t, "name")? == m.name {
-                m.tags.push((get_str(t, "key")?, get_str(t, "value")?));
-            }
-        }
-        for a in aliases.iter() {
-            if get_str(a, "name")? == m.name {
-                m.aliases
-                    .push((get_str(a, "alias")?, get_i64(a, "version")?));
-            }
-        }
-        out.push(m);
+        name,
+    )
+    .await?;
+    for m in &mut models {
+        let mine: Vec<ModelVersion> = versions
+            .iter()
+            .filter(|v| v.name == m.name)
+            .cloned()
+            .collect();
+        m.latest_versions = latest_per_stage(&mine, &[]);
+        m.tags = tags
+            .iter()
+            .filter(|(n, _, _)| *n == m.name)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        m.aliases = aliases
+            .iter()
+            .filter(|(n, _, _)| *n == m.name)
+            .map(|(_, a, v)| (a.clone(), *v))
+            .collect();
     }
-    Ok(out)
+    Ok(models)
 }
 
 pub async fn get_registered_model(pool: &Pool, name: &str) -> Result<RegisteredModel> {
@@ -456,13 +444,12 @@ pub struct NewVersion<'a> {
 pub async fn insert_model_version(pool: &Pool, v: NewVersion<'_>) -> Result<ModelVersion> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query("UPDATE registered_models SET last_version = last_version + 1, last_updated_timestamp = $1 WHERE name = $2 RETURNING last_version")
+    let version = sqlx::query_scalar::<_, i64>("UPDATE registered_models SET last_version = last_version + 1, last_updated_timestamp = $1 WHERE name = $2 RETURNING last_version")
         .bind(now)
         .bind(v.name)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found(v.name))?;
-    let version = get_i64(&row, "last_version")?;
     sqlx::query(
         "INSERT INTO model_versions (name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id) \
          VALUES ($1, $2, $3, $4, $5, '', 'None', $6, $7, $8, 'READY', $9)",
@@ -665,19 +652,18 @@ pub async fn set_alias(pool: &Pool, name: &str, alias: &str, version: i64) -> Re
 
 pub async fn get_version_by_alias(pool: &Pool, name: &str, alias: &str) -> Result<ModelVersion> {
     get_registered_model(pool, name).await?;
-    let row =
-        sqlx::query("SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .fetch_optional(pool)
-            .await?
-            // MLflow answers an unknown alias with 400, not 404.
-            .ok_or_else(|| {
-                RegistryError::InvalidParameter(format!(
-                    "Registered model alias {alias} not found."
-                ))
-            })?;
-    get_model_version(pool, name, get_i64(&row, "version")?).await
+    let version = sqlx::query_scalar::<_, i64>(
+        "SELECT version FROM registered_model_aliases WHERE name = $1 AND alias = $2",
+    )
+    .bind(name)
+    .bind(alias)
+    .fetch_optional(pool)
+    .await?
+    // MLflow answers an unknown alias with 400, not 404.
+    .ok_or_else(|| {
+        RegistryError::InvalidParameter(format!("Registered model alias {alias} not found."))
+    })?;
+    get_model_version(pool, name, version).await
 }
 
 pub async fn delete_alias(pool: &Pool, name: &str, alias: &str) -> Result<()> {

@@ -2,13 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{
-    get_f64, get_i64, get_opt_i64, get_str, kv_json, metric_value_json, now_ms, placeholders,
-    Backend, Pool, View,
-};
+use super::{kv_json, metric_value_json, now_ms, placeholders, Backend, Pool, View};
 use crate::error::{invalid, RegistryError, Result};
 use crate::search::{self, Clause, Field, OrderBy, Searchable};
-use crate::search_sql::{self, bind_args, Arg, Kind, Shape};
+use crate::search_sql::{self, arguments, Arg, Kind, Shape};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -25,6 +22,47 @@ impl Metric {
     }
 }
 
+/// A metric as stored: `is_nan` is an integer column on both backends (SQLite has no boolean),
+/// so it is read as `i64` and turned into [`Metric::is_nan`].
+#[derive(sqlx::FromRow)]
+struct MetricRow {
+    key: String,
+    value: f64,
+    is_nan: i64,
+    timestamp: i64,
+    step: i64,
+}
+
+impl From<MetricRow> for Metric {
+    fn from(r: MetricRow) -> Metric {
+        Metric {
+            key: r.key,
+            value: r.value,
+            is_nan: r.is_nan != 0,
+            timestamp: r.timestamp,
+            step: r.step,
+        }
+    }
+}
+
+/// A run's latest value of a metric.
+#[derive(sqlx::FromRow)]
+struct RunMetricRow {
+    run_id: String,
+    #[sqlx(flatten)]
+    metric: MetricRow,
+}
+
+/// A point logged against a logged model, with its run and dataset.
+#[derive(sqlx::FromRow)]
+struct ModelMetricRow {
+    run_id: String,
+    #[sqlx(flatten)]
+    metric: MetricRow,
+    dataset_name: Option<String>,
+    dataset_digest: Option<String>,
+}
+
 /// A metric as logged (3.x clients may tie it to a logged model and a dataset).
 #[derive(Debug, Clone)]
 pub struct MetricIn {
@@ -37,7 +75,7 @@ pub struct MetricIn {
     pub dataset_digest: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Run {
     pub run_id: String,
     pub experiment_id: i64,
@@ -48,12 +86,18 @@ pub struct Run {
     pub end_time: Option<i64>,
     pub artifact_uri: String,
     pub lifecycle_stage: String,
+    #[sqlx(skip)]
     pub params: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub tags: Vec<(String, String)>,
+    #[sqlx(skip)]
     pub metrics: Vec<Metric>,
+    #[sqlx(skip)]
     pub dataset_inputs: Vec<Value>,
     /// `{"model_id": …}` for each logged model the run took as input.
+    #[sqlx(skip)]
     pub model_inputs: Vec<Value>,
+    #[sqlx(skip)]
     pub model_outputs: Vec<(String, i64)>,
 }
 
@@ -219,24 +263,16 @@ pub async fn insert_run(
 
 const COLUMNS: &str = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage";
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<Run> {
-    Ok(Run {
-        run_id: get_str(row, "run_id")?,
-        experiment_id: get_i64(row, "experiment_id")?,
-        run_name: get_str(row, "run_name")?,
-        user_id: get_str(row, "user_id")?,
-        status: get_str(row, "status")?,
-        start_time: get_i64(row, "start_time")?,
-        end_time: get_opt_i64(row, "end_time")?,
-        artifact_uri: get_str(row, "artifact_uri")?,
-        lifecycle_stage: get_str(row, "lifecycle_stage")?,
-        params: Vec::new(),
-        tags: Vec::new(),
-        metrics: Vec::new(),
-        dataset_inputs: Vec::new(),
-        model_inputs: Vec::new(),
-        model_outputs: Vec::new(),
-    })
+/// The rows of one of the runs' tables (`t`, joined to `runs r`) for the runs in `scope`.
+async fn scoped_rows<T>(pool: &Pool, select: &str, scope: &str, args: &[Arg]) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let sql =
+        format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope} ORDER BY t.run_id");
+    Ok(sqlx::query_as_with::<_, T, _>(&sql, arguments(args)?)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Loads params, tags, latest metrics, inputs and outputs for runs, in one query per table.
@@ -249,60 +285,69 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
         .enumerate()
         .map(|(i, r)| (r.run_id.clone(), i))
         .collect();
-    let tables = [
-        ("params", "SELECT t.run_id, t.key, t.value FROM params t"),
-        ("tags", "SELECT t.run_id, t.key, t.value FROM tags t"),
-        (
-            "latest_metrics",
-            "SELECT t.run_id, t.key, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t",
-        ),
-        (
-            "run_inputs",
-            "SELECT t.run_id, t.kind, t.payload FROM run_inputs t",
-        ),
-        (
-            "run_outputs",
-            "SELECT t.run_id, t.model_id, t.step FROM run_outputs t",
-        ),
-    ];
-    for (table, select) in tables {
-        let sql =
-            format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope} ORDER BY t.run_id");
-        for row in bind_args(sqlx::query(&sql), scope_args)
-            .fetch_all(pool)
-            .await?
-        {
-            let Some(&i) = index.get(&get_str(&row, "run_id")?) else {
-                continue;
-            };
-            let run = &mut runs[i];
-            match table {
-                "params" => run
-                    .params
-                    .push((get_str(&row, "key")?, get_str(&row, "value")?)),
-                "tags" => run
-                    .tags
-                    .push((get_str(&row, "key")?, get_str(&row, "value")?)),
-                "latest_metrics" => run.metrics.push(Metric {
-                    key: get_str(&row, "key")?,
-                    value: get_f64(&row, "value")?,
-                    is_nan: get_i64(&row, "is_nan")? != 0,
-                    timestamp: get_i64(&row, "timestamp")?,
-                    step: get_i64(&row, "step")?,
-                }),
-                "run_inputs" => {
-                    let payload =
-                        serde_json::from_str(&get_str(&row, "payload")?).unwrap_or(Value::Null);
-                    if get_str(&row, "kind")? == "model" {
-                        run.model_inputs.push(payload);
-                    } else {
-                        run.dataset_inputs.push(payload);
-                    }
-                }
-                _ => run
-                    .model_outputs
-                    .push((get_str(&row, "model_id")?, get_i64(&row, "step")?)),
+    let params: Vec<(String, String, String)> = scoped_rows(
+        pool,
+        "SELECT t.run_id, t.key, t.value FROM params t",
+        scope,
+        scope_args,
+    )
+    .await?;
+    for (run_id, key, value) in params {
+        if let Some(&i) = index.get(&run_id) {
+            runs[i].params.push((key, value));
+        }
+    }
+    let tags: Vec<(String, String, String)> = scoped_rows(
+        pool,
+        "SELECT t.run_id, t.key, t.value FROM tags t",
+        scope,
+        scope_args,
+    )
+    .await?;
+    for (run_id, key, value) in tags {
+        if let Some(&i) = index.get(&run_id) {
+            runs[i].tags.push((key, value));
+        }
+    }
+    let metrics: Vec<RunMetricRow> = scoped_rows(
+        pool,
+        "SELECT t.run_id, t.key, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t",
+        scope,
+        scope_args,
+    )
+    .await?;
+    for row in metrics {
+        if let Some(&i) = index.get(&row.run_id) {
+            runs[i].metrics.push(row.metric.into());
+        }
+    }
+    let inputs: Vec<(String, String, String)> = scoped_rows(
+        pool,
+        "SELECT t.run_id, t.kind, t.payload FROM run_inputs t",
+        scope,
+        scope_args,
+    )
+    .await?;
+    for (run_id, kind, payload) in inputs {
+        if let Some(&i) = index.get(&run_id) {
+            let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
+            if kind == "model" {
+                runs[i].model_inputs.push(payload);
+            } else {
+                runs[i].dataset_inputs.push(payload);
             }
+        }
+    }
+    let outputs: Vec<(String, String, i64)> = scoped_rows(
+        pool,
+        "SELECT t.run_id, t.model_id, t.step FROM run_outputs t",
+        scope,
+        scope_args,
+    )
+    .await?;
+    for (run_id, model_id, step) in outputs {
+        if let Some(&i) = index.get(&run_id) {
+            runs[i].model_outputs.push((model_id, step));
         }
     }
     for r in runs.iter_mut() {
@@ -314,12 +359,12 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
 }
 
 pub async fn get_run(pool: &Pool, run_id: &str) -> Result<Run> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
+    let run = sqlx::query_as::<_, Run>(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
         .bind(run_id)
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))?;
-    let mut runs = vec![from_row(&row)?];
+    let mut runs = vec![run];
     fill(
         pool,
         &mut runs,
@@ -351,12 +396,11 @@ pub async fn list_runs(pool: &Pool, experiment_ids: &[i64], view: View) -> Resul
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_as::<_, Run>(&sql);
     for id in experiment_ids {
         q = q.bind(*id);
     }
-    let rows = q.fetch_all(pool).await?;
-    let mut runs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let mut runs = q.fetch_all(pool).await?;
     let args: Vec<Arg> = experiment_ids.iter().map(|i| Arg::Int(*i)).collect();
     fill(pool, &mut runs, &scope, &args).await?;
     Ok(runs)
@@ -434,13 +478,9 @@ pub async fn search_page(
         max.saturating_add(1),
         offset
     );
-    let rows = bind_args(sqlx::query(&statement), &args)
+    let mut ids = sqlx::query_scalar_with::<_, String, _>(&statement, arguments(&args)?)
         .fetch_all(pool)
         .await?;
-    let mut ids = rows
-        .iter()
-        .map(|r| get_str(r, "run_id"))
-        .collect::<Result<Vec<_>>>()?;
     let more = ids.len() > max;
     ids.truncate(max);
     Ok(Some((runs_by_id(pool, &ids).await?, more)))
@@ -454,8 +494,9 @@ async fn runs_by_id(pool: &Pool, ids: &[String]) -> Result<Vec<Run>> {
     let scope = format!("r.run_id IN ({})", placeholders(1, ids.len()));
     let args: Vec<Arg> = ids.iter().map(|i| Arg::Text(i.clone())).collect();
     let sql = format!("SELECT {COLUMNS} FROM runs r WHERE {scope}");
-    let rows = bind_args(sqlx::query(&sql), &args).fetch_all(pool).await?;
-    let mut runs = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    let mut runs = sqlx::query_as_with::<_, Run, _>(&sql, arguments(&args)?)
+        .fetch_all(pool)
+        .await?;
     fill(pool, &mut runs, &scope, &args).await?;
     let position: std::collections::HashMap<&str, usize> = ids
         .iter()
@@ -480,12 +521,11 @@ pub async fn active_run(pool: &Pool, run_id: &str) -> Result<Run> {
 
 /// The run's own columns only (no params, tags or metrics).
 pub async fn get_run_info(pool: &Pool, run_id: &str) -> Result<Run> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
+    sqlx::query_as::<_, Run>(&format!("SELECT {COLUMNS} FROM runs WHERE run_id = $1"))
         .bind(run_id)
         .fetch_optional(pool)
         .await?
-        .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))?;
-    from_row(&row)
+        .ok_or_else(|| RegistryError::NotFound(format!("Run with id={run_id} not found")))
 }
 
 pub async fn update_run(
@@ -550,14 +590,15 @@ pub async fn log_batch(
     active_run(pool, run_id).await?;
     let mut tx = pool.begin().await?;
     for (k, v) in params {
-        let existing = sqlx::query("SELECT value FROM params WHERE run_id = $1 AND key = $2")
-            .bind(run_id)
-            .bind(k)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing = sqlx::query_scalar::<_, String>(
+            "SELECT value FROM params WHERE run_id = $1 AND key = $2",
+        )
+        .bind(run_id)
+        .bind(k)
+        .fetch_optional(&mut *tx)
+        .await?;
         match existing {
-            Some(row) => {
-                let old = get_str(&row, "value")?;
+            Some(old) => {
                 if &old != v {
                     return invalid(format!(
                         "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{v}'."
@@ -651,22 +692,12 @@ pub async fn delete_tag(pool: &Pool, run_id: &str, key: &str) -> Result<()> {
 /// A metric's whole history, ordered by step then timestamp.
 pub async fn metric_history(pool: &Pool, run_id: &str, key: &str) -> Result<Vec<Metric>> {
     get_run_info(pool, run_id).await?;
-    let rows = sqlx::query("SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step, timestamp, id")
+    let rows = sqlx::query_as::<_, MetricRow>("SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_id = $1 AND key = $2 ORDER BY step, timestamp, id")
         .bind(run_id)
         .bind(key)
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Metric {
-                key: get_str(row, "key")?,
-                value: get_f64(row, "value")?,
-                is_nan: get_i64(row, "is_nan")? != 0,
-                timestamp: get_i64(row, "timestamp")?,
-                step: get_i64(row, "step")?,
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(Metric::from).collect())
 }
 
 pub async fn log_inputs(
@@ -708,7 +739,7 @@ pub async fn log_outputs(pool: &Pool, run_id: &str, models: &[(String, i64)]) ->
 
 /// Latest metric values logged against a logged model, with their run and dataset.
 pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, ModelMetricRow>(
         "SELECT run_id, key, value, is_nan, timestamp, step, dataset_name, dataset_digest FROM metrics WHERE model_id = $1 ORDER BY key, step, timestamp, id",
     )
     .bind(model_id)
@@ -716,18 +747,19 @@ pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
     .await?;
     let mut out: Vec<Value> = Vec::new();
     for row in rows {
+        let point = Metric::from(row.metric);
         let mut m = json!({
-            "key": get_str(&row, "key")?,
-            "value": metric_value_json(get_f64(&row, "value")?, get_i64(&row, "is_nan")? != 0),
-            "timestamp": get_i64(&row, "timestamp")?,
-            "step": get_i64(&row, "step")?,
-            "run_id": get_str(&row, "run_id")?,
+            "key": point.key,
+            "value": metric_value_json(point.value, point.is_nan),
+            "timestamp": point.timestamp,
+            "step": point.step,
+            "run_id": row.run_id,
             "model_id": model_id,
         });
-        if let Some(n) = super::get_opt_str(&row, "dataset_name")? {
+        if let Some(n) = row.dataset_name {
             m["dataset_name"] = json!(n);
         }
-        if let Some(d) = super::get_opt_str(&row, "dataset_digest")? {
+        if let Some(d) = row.dataset_digest {
             m["dataset_digest"] = json!(d);
         }
         // Keep the latest per (key, dataset): rows come ordered, so later ones replace.
@@ -749,12 +781,10 @@ pub fn now() -> i64 {
 
 /// The number of active runs in each experiment that has any.
 pub async fn count_by_experiment(pool: &Pool) -> Result<std::collections::HashMap<i64, i64>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, (i64, i64)>(
         "SELECT experiment_id, COUNT(*) AS n FROM runs WHERE lifecycle_stage = 'active' GROUP BY experiment_id",
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| Ok((get_i64(r, "experiment_id")?, get_i64(r, "n")?)))
-        .collect()
+    Ok(rows.into_iter().collect())
 }
