@@ -9,6 +9,35 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
+/// Where the registry is and how long a call may wait for it: the flags and variables every
+/// service that calls the registry reads (flattened into their settings).
+#[cfg(feature = "settings")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Where the model registry is (the MLflow client's own variable).
+    #[arg(
+        long,
+        env = "MLFLOW_TRACKING_URI",
+        default_value = "http://localhost:5000"
+    )]
+    pub tracking_uri: String,
+    /// Seconds a registry call may wait for the registry's next bytes before it fails (a stalled
+    /// registry must not hold a model poller or a job).
+    #[arg(long, env = "REGISTRY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub registry_timeout_seconds: u64,
+}
+
+#[cfg(feature = "settings")]
+impl Settings {
+    /// A client of the registry with these settings (credentials and TLS from the environment).
+    pub fn client(&self) -> Result<Client> {
+        Client::from_env_with_timeout(
+            &self.tracking_uri,
+            std::time::Duration::from_secs(self.registry_timeout_seconds.max(1)),
+        )
+    }
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

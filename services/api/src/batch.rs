@@ -84,18 +84,14 @@ fn start_embedded(
     retention: Duration,
 ) {
     let store = Store::memory(retention);
-    let registry = mlflow_client::Client::from_env_with_timeout(
-        &settings.tracking_uri,
-        Duration::from_secs(settings.registry_timeout_seconds.max(1)),
-    )
-    .ok();
+    let registry = settings.registry.client().ok();
     let mut state = job_handlers::WorkerState::new(
         store.clone(),
         layout.clone(),
         registry,
         settings.model_cache_dir.join("batch"),
     );
-    state.tracking_uri = Some(settings.tracking_uri.clone());
+    state.tracking_uri = Some(settings.registry.tracking_uri.clone());
     let concurrency = settings.jobs.worker_concurrency.max(1);
     let (queue, train_queue) = job_handlers::in_process(Arc::new(state), concurrency);
     slot.store(Some(Arc::new(Batch {

@@ -12,13 +12,9 @@ pub struct Settings {
     /// Port to listen on; tests pass 0 to get a free one.
     #[arg(long, env = "API_PORT", default_value_t = 8000)]
     pub port: u16,
-    /// Where the model registry is (the MLflow client's own variable).
-    #[arg(
-        long,
-        env = "MLFLOW_TRACKING_URI",
-        default_value = "http://localhost:5000"
-    )]
-    pub tracking_uri: String,
+    /// The model registry: MLFLOW_TRACKING_URI and REGISTRY_TIMEOUT_SECONDS.
+    #[command(flatten)]
+    pub registry: mlflow_client::Settings,
     /// Registered model to serve.
     #[arg(long, env = "MODEL_NAME", default_value = "loan-default")]
     pub model_name: String,
@@ -31,10 +27,6 @@ pub struct Settings {
     /// Seconds between checks of the alias.
     #[arg(long, env = "MODEL_POLL_SECONDS", default_value_t = 30)]
     pub poll_seconds: u64,
-    /// Seconds a registry call may wait for the registry's next bytes before it fails (a stalled
-    /// registry must not hold the model poller or `/v1/model/reload`).
-    #[arg(long, env = "REGISTRY_TIMEOUT_SECONDS", default_value_t = 30)]
-    pub registry_timeout_seconds: u64,
     /// Where downloaded bundles are kept.
     #[arg(
         long,
@@ -92,12 +84,11 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("tracking_uri", &self.tracking_uri)
+            .field("registry", &self.registry)
             .field("model_name", &self.model_name)
             .field("model_alias", &self.model_alias)
             .field("model_uri", &self.model_uri)
             .field("poll_seconds", &self.poll_seconds)
-            .field("registry_timeout_seconds", &self.registry_timeout_seconds)
             .field("api_keys", &self.api_keys.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }

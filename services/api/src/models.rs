@@ -51,9 +51,7 @@ pub enum Checked {
 
 impl Models {
     pub fn new(settings: &Settings) -> anyhow::Result<Models> {
-        let timeout = Duration::from_secs(settings.registry_timeout_seconds.max(1));
-        let client =
-            || mlflow_client::Client::from_env_with_timeout(&settings.tracking_uri, timeout);
+        let client = || settings.registry.client();
         let source = match settings.model_uri.as_deref() {
             Some(uri) if uri.starts_with("models:/") => Source::Registry {
                 client: client()?,

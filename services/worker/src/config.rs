@@ -17,13 +17,10 @@ pub struct Settings {
     pub redis_url: String,
     #[command(flatten)]
     pub jobs: jobs::Settings,
-    /// Where the registry is, for jobs pinned to a registered model version.
-    #[arg(
-        long,
-        env = "MLFLOW_TRACKING_URI",
-        default_value = "http://localhost:5000"
-    )]
-    pub tracking_uri: String,
+    /// The model registry, for jobs pinned to a registered model version and for training:
+    /// MLFLOW_TRACKING_URI and REGISTRY_TIMEOUT_SECONDS.
+    #[command(flatten)]
+    pub registry: mlflow_client::Settings,
     /// Where downloaded bundles are kept.
     #[arg(
         long,
@@ -37,10 +34,6 @@ pub struct Settings {
     /// Seconds between heartbeats; a worker that misses a few has its chunks re-enqueued.
     #[arg(long, env = "WORKER_HEARTBEAT_SECONDS", default_value_t = 5)]
     pub heartbeat_seconds: u64,
-    /// Seconds a registry call (resolving and downloading a pinned model version) may wait for
-    /// the registry's next bytes before it fails and the chunk is retried.
-    #[arg(long, env = "REGISTRY_TIMEOUT_SECONDS", default_value_t = 30)]
-    pub registry_timeout_seconds: u64,
     /// Seconds between sweeps that remove finished tasks (payload, metadata, id) from the Redis
     /// queues once they are older than `JOB_RETENTION_SECONDS`.
     #[arg(long, env = "WORKER_VACUUM_SECONDS", default_value_t = 600)]

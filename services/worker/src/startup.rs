@@ -194,18 +194,14 @@ async fn consume(
         };
         let state = state
             .get_or_insert_with(|| {
-                let registry = mlflow_client::Client::from_env_with_timeout(
-                    &settings.tracking_uri,
-                    Duration::from_secs(settings.registry_timeout_seconds.max(1)),
-                )
-                .ok();
+                let registry = settings.registry.client().ok();
                 let mut state = WorkerState::new(
                     store,
                     jobs::Layout::new(&settings.jobs.jobs_root),
                     registry,
                     settings.model_cache_dir.clone(),
                 );
-                state.tracking_uri = Some(settings.tracking_uri.clone());
+                state.tracking_uri = Some(settings.registry.tracking_uri.clone());
                 Arc::new(state)
             })
             .clone();
