@@ -115,6 +115,20 @@ pub struct TlsProxy {
     pub ca_pem: PathBuf,
 }
 
+/// The URL of a server that accepts connections and never answers (a stalled registry): each
+/// connection is held open until the test process ends.
+pub fn stalled_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
+}
+
 /// Starts a TLS-terminating proxy in front of `upstream` (`http://127.0.0.1:<port>`) on the
 /// current Tokio runtime.
 pub fn tls_proxy(upstream: &str) -> TlsProxy {

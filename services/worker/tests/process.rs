@@ -478,14 +478,7 @@ async fn finished_tasks_are_removed_from_redis_after_the_retention() {
 /// the worker ignored the setting and each try waited the client's fixed 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_registry_fails_a_job_within_the_registry_timeout() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let registry = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let registry = test_support::stalled_server();
     let mut job = recorded_job().await;
     job.model = PinnedModel {
         name: "loan-default".into(),

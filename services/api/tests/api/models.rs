@@ -141,14 +141,7 @@ async fn a_training_output_folder_as_model_uri_serves_its_bundle() {
 /// had a connect timeout only, and this request never came back.
 #[tokio::test]
 async fn a_stalled_registry_fails_a_reload_instead_of_hanging() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let registry = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let registry = test_support::stalled_server();
     let api = spawn_api(&[
         "--tracking-uri",
         &registry,
