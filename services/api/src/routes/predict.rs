@@ -246,21 +246,17 @@ fn score_applications(
             raws.extend_from_slice(r);
             Ok(())
         }
-        // Reported from `records` below.
-        Err(_) => Err(features::FeatureError::Invalid(Vec::new())),
+        Err(errors) => Err(features::FeatureError::Invalid(errors.clone())),
     });
     records
         .iter()
         .enumerate()
         .map(|(index, rec)| match (rec, block.row(index)) {
-            (Err(errors), _) => BatchResult::Rejected {
-                index,
-                errors: errors.clone(),
-            },
-            (Ok(_), Row::Rejected(e)) => BatchResult::Rejected {
+            (_, Row::Rejected(e)) => BatchResult::Rejected {
                 index,
                 errors: field_errors_of(e),
             },
+            (Err(_), Row::Scored { .. }) => unreachable!("a row refused by `raws` is rejected"),
             (
                 Ok(raws),
                 Row::Scored {
