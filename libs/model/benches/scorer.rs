@@ -110,6 +110,20 @@ fn bench(c: &mut Criterion) {
     c.bench_function("predict_block_4096_rows", |b| {
         b.iter(|| scorer.predictor().margins(black_box(&block), &mut out))
     });
+    // Explaining 256 different rows, as a batch does: one row at a time (each row walks every
+    // tree's tables, which do not fit in L2), then tree by tree over the block.
+    let rows = &block[..256 * w];
+    let mut phis = vec![0.0f64; 256 * w];
+    c.bench_function("treeshap_256_rows_one_by_one", |b| {
+        b.iter(|| {
+            for (row, p) in rows.chunks_exact(w).zip(phis.chunks_exact_mut(w)) {
+                fast.contributions(ens, black_box(row), p);
+            }
+        })
+    });
+    c.bench_function("treeshap_256_rows_block", |b| {
+        b.iter(|| fast.contributions_block(ens, black_box(rows), w, &mut phis))
+    });
 }
 
 criterion_group! {

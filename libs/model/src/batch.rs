@@ -9,7 +9,7 @@ use features::{FeatureError, Raw, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::Decision;
-use crate::scorer::{Scorer, Scratch};
+use crate::scorer::Scorer;
 
 /// Which scored rows get reason codes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,9 +154,17 @@ pub struct BlockScorer<'s> {
     reasons: Vec<(usize, f64)>,
     ends: Vec<usize>,
     top: Vec<(usize, f64)>,
-    scratch: Scratch,
+    /// Rows to explain in this block, their encoded values gathered, their contributions.
+    picked: Vec<usize>,
+    gathered: Vec<f32>,
+    phi: Vec<f64>,
+    by_feature: Vec<f64>,
     number: String,
 }
+
+/// Rows explained together: enough for the explainer's tree-by-tree pass to pay, few enough
+/// that their contributions stay small (256 rows x 55 columns x 8 bytes = 110 KB).
+const EXPLAIN_ROWS: usize = 256;
 
 impl<'s> BlockScorer<'s> {
     pub fn new(scorer: &'s Scorer, policy: ReasonPolicy) -> BlockScorer<'s> {
@@ -171,7 +179,10 @@ impl<'s> BlockScorer<'s> {
             reasons: Vec::new(),
             ends: Vec::new(),
             top: Vec::with_capacity(scorer.bundle().max_reasons + 1),
-            scratch: scorer.scratch(),
+            picked: Vec::new(),
+            gathered: Vec::new(),
+            phi: Vec::new(),
+            by_feature: vec![0.0; scorer.bundle().spec.features.len()],
             number: String::new(),
         }
     }
@@ -208,21 +219,43 @@ impl<'s> BlockScorer<'s> {
         self.probabilities.clear();
         self.decisions.clear();
         self.reasons.clear();
-        self.ends.clear();
+        self.picked.clear();
         for i in 0..n {
             let p = calibration.apply(f64::from(self.margins[i]));
             let decision = thresholds.decide(p);
             if self.errors[i].is_none() && self.policy.explains(decision) {
-                self.scorer.top_reasons(
-                    &self.encoded[i * w..(i + 1) * w],
-                    &mut self.scratch,
-                    &mut self.top,
-                );
-                self.reasons.extend_from_slice(&self.top);
+                self.picked.push(i);
             }
             self.probabilities.push(p);
             self.decisions.push(decision);
-            self.ends.push(self.reasons.len());
+        }
+        // Reasons for the picked rows, many at a time; `ends` first holds each row's count.
+        self.ends.clear();
+        self.ends.resize(n, 0);
+        for group in self.picked.chunks(EXPLAIN_ROWS) {
+            self.gathered.clear();
+            for &i in group {
+                self.gathered
+                    .extend_from_slice(&self.encoded[i * w..(i + 1) * w]);
+            }
+            self.phi.resize(group.len() * w, 0.0);
+            self.scorer
+                .contributions_block(&self.gathered, &mut self.phi[..group.len() * w]);
+            for (k, &i) in group.iter().enumerate() {
+                self.scorer.top_reasons_from(
+                    &self.phi[k * w..(k + 1) * w],
+                    &self.gathered[k * w..(k + 1) * w],
+                    &mut self.by_feature,
+                    &mut self.top,
+                );
+                self.reasons.extend_from_slice(&self.top);
+                self.ends[i] = self.top.len();
+            }
+        }
+        let mut end = 0;
+        for e in &mut self.ends {
+            end += *e;
+            *e = end;
         }
     }
 
