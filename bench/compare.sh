@@ -5,11 +5,13 @@
 # writes it to OUT (default bench/results.md, relative to the repository root). With OUT
 # BENCHMARKS.md it replaces its own section there (between its markers) or appends it.
 #
-#   bench/compare.sh [--quick] [--duration S] [--connections "16 64"] [--tuned-python]
+#   bench/compare.sh [--quick] [--duration S] [--connections "16 64"] [--threads N] [--tuned-python]
 #                    [--skip-single] [--skip-batch] [--skip-registry] [OUT]
 #
 #   --quick          3 s per load run (default 15 s) and 1 s warm-ups: a smoke run, noisy figures
 #   --duration S     seconds per load run
+#   --threads N      wrk load threads for single scoring (default 1; 2 puts the load generator on
+#                    both cores, competing with the server under test)
 #   --tuned-python   also load the Python service with REF_ENCODER=numpy (hand-written encoder
 #                    instead of a one-row DataFrame through the ColumnTransformer)
 #   --retrain        retrain both models even if models/gc and models/reference exist
@@ -34,6 +36,7 @@ DURATION=15
 WARMUP=2
 CONNECTIONS="16 64"
 TUNED=0
+THREADS=1
 SKIP_SINGLE=0
 SKIP_BATCH=0
 SKIP_REGISTRY=0
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --connections) CONNECTIONS=$2; shift ;;
     --tuned-python) TUNED=1 ;;
+    --threads) THREADS=$2; shift ;;
     --skip-single) SKIP_SINGLE=1 ;;
     --skip-batch) SKIP_BATCH=1 ;;
     --skip-registry) SKIP_REGISTRY=1 ;;
@@ -208,7 +212,7 @@ pyver() { "$PY" -c "import importlib.metadata as m, sys; print(' '.join(f'{p} {m
   echo "| Rust | $(rustc --version 2>/dev/null || echo 'rustc not on PATH'), release build; git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)') |"
   echo "| Python | $("$PY" -c 'import platform; print(platform.python_version())'); $(pyver fastapi uvicorn pydantic scikit-learn xgboost-cpu pandas numpy imbalanced-learn); OpenBLAS kernel $("$PY" -c 'import numpy, threadpoolctl; print(",".join(sorted({i.get("architecture") or "?" for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})) or "?")' 2>/dev/null || echo '?') |"
   [ -n "$MLPY" ] && echo "| MLflow | $("$MLPY" -c 'import mlflow; print(mlflow.__version__)') (\`mlflow server\`, its defaults: uvicorn workers, SQLite backend) |"
-  echo "| load generator | $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), one thread (\`wrk -t1\`), on the same cores as the servers |"
+  echo "| load generator | $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), \`wrk -t$THREADS\` for single scoring (\`-t1\` for the registry), on the same cores as the servers |"
 } >"$TMP/head.md"
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ BODY=$(sed -n 's/^wrk.body = \[\[\(.*\)\]\]$/\1/p' bench/predict.lua)
 
 # load NAME URL CONNECTIONS SECONDS: runs wrk, saves its output as $TMP/wrk-NAME.txt.
 load() {
-  wrk -t1 -c"$3" -d"$4"s --timeout 10s --latency -s "$BODY_LUA" "$2" >"$TMP/wrk-$1.txt" 2>&1 || {
+  wrk -t"$THREADS" -c"$3" -d"$4"s --timeout 10s --latency -s "$BODY_LUA" "$2" >"$TMP/wrk-$1.txt" 2>&1 || {
     cat "$TMP/wrk-$1.txt" >&2; die "wrk failed on $2"; }
 }
 # wrk_stats FILE: "rps p50_ms p99_ms errors mean_ms"
@@ -285,7 +289,7 @@ serve_load() {
   local key=$1 url=$2 c
   load "$key-warmup" "$url" 16 "$WARMUP"
   for c in $CONNECTIONS; do
-    say "  $key: wrk -t1 -c$c -d${DURATION}s"
+    say "  $key: wrk -t$THREADS -c$c -d${DURATION}s"
     load "$key-$c" "$url" "$c" "$DURATION"
     S["$key-$c"]=$(wrk_stats "$TMP/wrk-$key-$c.txt")
   done
@@ -351,6 +355,8 @@ if [ "$SKIP_SINGLE" = 0 ]; then
       read -r tr t50 t99 terr tmean <<<"${S[pytuned-$c]}"
       row "$sec" "requests/s vs tuned Python (REF_ENCODER=numpy)" "$rr" "$tr" "req/s" high "errors: tuned Python $terr"
       row "$sec" "p99 latency vs tuned Python" "$r99" "$t99" "ms" low ""
+      row "$sec" "requests/s (Rust **with** reason codes) vs tuned Python" "$er" "$tr" "req/s" high "tuned Python computes no reasons"
+      row "$sec" "p99 latency (Rust **with** reason codes) vs tuned Python" "$e99" "$t99" "ms" low ""
     fi
   done
   sec="Scoring service"
@@ -512,9 +518,9 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Render.
-python3 - "$RES" "$TMP/head.md" "$OUT" "$CORES" "$RUST_AUC" "$PY_AUC" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+python3 - "$RES" "$TMP/head.md" "$OUT" "$CORES" "$RUST_AUC" "$PY_AUC" "$(cut -d' ' -f1-3 /proc/loadavg)" "$THREADS" <<'PY'
 import sys
-res, head, out, cores, rust_auc, py_auc, load_end = sys.argv[1:8]
+res, head, out, cores, rust_auc, py_auc, load_end, threads = sys.argv[1:9]
 
 def fmt(v, unit):
     v = float(v)
@@ -567,8 +573,8 @@ if has("Single") or has("Scoring"):
     if any("tuned" in l[1] for l in lines):
         md.append("- Tuned Python (`REF_ENCODER=numpy`): the same service with the DataFrame + ColumnTransformer step replaced by a "
                   "hand-written encoder using the same fitted parameters; shows how much of the gap is per-row pandas/scikit-learn overhead.")
-    md.append("- Load: `wrk -t1 -cN --latency` with the body of `bench/predict.lua`, after a warm-up; errors are socket errors plus "
-              "non-2xx answers. wrk shares the two cores with the server under test.")
+    md.append(f"- Load: `wrk -t{threads} -cN --latency` with the body of `bench/predict.lua`, after a warm-up; errors are socket "
+              "errors plus non-2xx answers. wrk shares the two cores with the server under test.")
 if has("Batch"):
     md.append(f"- Batch: Rust through `bench/batch-job.sh embedded none` (upload over HTTP, split into 50,000-row chunks, {cores} chunks "
               f"at once, results written) and `loanctl score --reasons none`; Python `bench/reference/batch.py` ({cores} prefork "
