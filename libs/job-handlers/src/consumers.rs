@@ -117,8 +117,12 @@ where
     let stop = stop.shared();
     run_pair!(
         name,
-        queues.chunks.poll_with_interval(queues.poll),
-        queues.training.poll_with_interval(queues.poll),
+        queues
+            .chunks
+            .poll_with_strategy(jobs::queue::EveryInterval::new(queues.poll)),
+        queues
+            .training
+            .poll_with_strategy(jobs::queue::EveryInterval::new(queues.poll)),
         concurrency,
         state,
         stop
