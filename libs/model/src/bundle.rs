@@ -160,6 +160,13 @@ impl Bundle {
     /// Reads a bundle and checks it. `path` is anything [`locate`] takes: the bundle's folder,
     /// its `model.json`, or a `loanctl train --out` folder.
     pub fn load(path: &Path) -> Result<Bundle, ModelError> {
+        Ok(Bundle::load_with_digest(path)?.0)
+    }
+
+    /// [`Bundle::load`], with the SHA-256 (hex) of the bundle file's bytes: what the audit log
+    /// records for each decision and replay checks a downloaded version against.
+    pub fn load_with_digest(path: &Path) -> Result<(Bundle, String), ModelError> {
+        use sha2::Digest;
         let file = locate(path)?;
         let meta = std::fs::metadata(&file).map_err(|e| io(&file, e))?;
         if meta.len() > MAX_BUNDLE_BYTES {
@@ -171,7 +178,8 @@ impl Bundle {
             )));
         }
         let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
-        Bundle::from_json(&text)
+        let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        Ok((Bundle::from_json(&text)?, digest))
     }
 
     /// Parses and checks a bundle document.

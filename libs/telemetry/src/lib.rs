@@ -162,6 +162,13 @@ pub fn registry() -> &'static prometheus::Registry {
     })
 }
 
+/// Registers `c` in the process-wide registry and returns it (a name registered twice keeps the
+/// first; each metric is created once, behind a `OnceLock`).
+pub fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
+    let _ = registry().register(Box::new(c.clone()));
+    c
+}
+
 /// The HTTP metrics, registered once.
 pub fn http_metrics() -> &'static HttpMetrics {
     static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
