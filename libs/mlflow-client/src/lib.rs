@@ -685,6 +685,45 @@ impl Client {
         Ok(())
     }
 
+    /// Subscribes `url` to alias moves (MLflow 3's webhooks), signed with `secret`; the
+    /// webhook's id.
+    pub async fn create_alias_webhook(
+        &self,
+        name: &str,
+        url: &str,
+        secret: &str,
+    ) -> Result<String> {
+        let v = self
+            .post(
+                "webhooks",
+                json!({
+                    "name": name,
+                    "url": url,
+                    "secret": secret,
+                    "events": [
+                        {"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"},
+                        {"entity": "MODEL_VERSION_ALIAS", "action": "DELETED"},
+                    ],
+                }),
+            )
+            .await?;
+        v["webhook"]["webhook_id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| ClientError::Invalid("no webhook_id in the answer".into()))
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("webhooks/{id}"),
+            None,
+            &[],
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn get_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
         let v = self
             .get(

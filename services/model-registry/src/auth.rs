@@ -402,6 +402,14 @@ pub fn required_permission(method: &Method, path: &str) -> Permission {
         "runs/delete",
         "experiments/restore",
     ];
+    // Webhooks say where events go and sign them: managing, even listing, them is MANAGE.
+    if API
+        .iter()
+        .filter_map(|p| path.strip_prefix(p))
+        .any(|rest| rest == "webhooks" || rest.starts_with("webhooks/"))
+    {
+        return Permission::Manage;
+    }
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if safe {
         return Permission::Read;

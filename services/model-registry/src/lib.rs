@@ -15,6 +15,7 @@ pub mod search_sql;
 pub mod startup;
 pub mod store;
 pub mod ui;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use startup::Application;

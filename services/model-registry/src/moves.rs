@@ -42,6 +42,12 @@ pub async fn set_alias(
 ) -> Result<()> {
     let old = version_of_alias(pool, name, alias).await;
     registry::set_alias(pool, name, alias, version).await?;
+    crate::webhooks::fire(
+        pool,
+        "model_version_alias",
+        "created",
+        serde_json::json!({"name": name, "alias": alias, "version": version.to_string()}),
+    );
     tracing::info!(
         target: "registry::moves",
         event = "alias_set",
@@ -65,6 +71,12 @@ pub async fn delete_alias(
 ) -> Result<()> {
     let old = version_of_alias(pool, name, alias).await;
     registry::delete_alias(pool, name, alias).await?;
+    crate::webhooks::fire(
+        pool,
+        "model_version_alias",
+        "deleted",
+        serde_json::json!({"name": name, "alias": alias}),
+    );
     tracing::info!(
         target: "registry::moves",
         event = "alias_deleted",

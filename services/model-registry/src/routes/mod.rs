@@ -77,6 +77,9 @@ pub fn mlflow_api(cfg: &mut web::ServiceConfig) {
     resource!(cfg, "/model-versions/set-tag", post => r::set_model_version_tag);
     resource!(cfg, "/model-versions/delete-tag", delete => r::delete_model_version_tag);
     resource!(cfg, "/model-versions/transition-stage", post => r::transition_stage);
+    resource!(cfg, "/webhooks", post => crate::webhooks::create, get => crate::webhooks::list);
+    resource!(cfg, "/webhooks/{webhook_id}", get => crate::webhooks::get, patch => crate::webhooks::update, delete => crate::webhooks::delete);
+    resource!(cfg, "/webhooks/{webhook_id}/test", post => crate::webhooks::test);
     resource!(cfg, "/logged-models", post => l::create);
     resource!(cfg, "/logged-models/search", post => l::search);
     resource!(cfg, "/logged-models/{model_id}", get => l::get, patch => l::finalize, delete => l::delete);

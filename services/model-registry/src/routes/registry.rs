@@ -36,6 +36,12 @@ pub async fn create_registered_model(p: Params, s: web::Data<AppState>) -> Resp 
         &tags,
     )
     .await?;
+    crate::webhooks::fire(
+        &s.pool,
+        "registered_model",
+        "created",
+        json!({"name": name, "tags": tags.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "description": p.opt_str("description")?}),
+    );
     ok(json!({"registered_model": m.json()}))
 }
 
@@ -239,6 +245,19 @@ pub async fn create_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     if let Some(id) = &model_id {
         record_version_on_model(&s, id, &name, v.version).await?;
     }
+    crate::webhooks::fire(
+        &s.pool,
+        "model_version",
+        "created",
+        json!({
+            "name": name,
+            "version": v.version.to_string(),
+            "source": source,
+            "run_id": run_id,
+            "tags": tags.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "description": p.opt_str("description")?,
+        }),
+    );
     ok(json!({"model_version": v.json()}))
 }
 

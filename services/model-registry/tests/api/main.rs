@@ -10,3 +10,4 @@ mod registry;
 mod search;
 mod tracking;
 mod ui;
+mod webhooks;

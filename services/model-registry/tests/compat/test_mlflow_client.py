@@ -214,3 +214,77 @@ def test_concurrent_registrations_get_distinct_consecutive_versions(client):
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         versions = sorted(pool.map(register, range(24)))
     assert versions == list(range(1, 25))
+
+
+def test_webhooks_through_the_client_and_signed_alias_events(client):
+    """MLflow 3's webhook API with the client's own calls, and an alias move delivered to a
+    receiver that checks the signature as MLflow documents it."""
+    import base64
+    import hashlib
+    import hmac
+    import http.server
+    import json
+    import threading
+    import time
+
+    from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent, WebhookStatus
+
+    got = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            got.append((dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        alias_events = [
+            WebhookEvent(WebhookEntity.MODEL_VERSION_ALIAS, WebhookAction.CREATED),
+            WebhookEvent(WebhookEntity.MODEL_VERSION_ALIAS, WebhookAction.DELETED),
+        ]
+        hook = client.create_webhook(
+            name=unique("hook"),
+            url=f"http://127.0.0.1:{server.server_port}/hook",
+            events=alias_events,
+            secret="compat-secret",
+        )
+        assert hook.secret is None
+        assert hook.status == WebhookStatus.ACTIVE
+        assert client.get_webhook(hook.webhook_id).events == alias_events
+        assert hook.webhook_id in {w.webhook_id for w in client.list_webhooks(max_results=1000)}
+        with pytest.raises(MlflowException, match="Webhook with ID nonexistent not found"):
+            client.get_webhook("nonexistent")
+        with pytest.raises(MlflowException, match="Invalid webhook URL scheme"):
+            client.update_webhook(webhook_id=hook.webhook_id, url="ftp://example.com")
+
+        name = unique("hooked")
+        client.create_registered_model(name)
+        run = client.create_run(client.create_experiment(unique("hooks")))
+        v = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        client.set_registered_model_alias(name, "champion", v.version)
+        deadline = time.time() + 10
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        assert got, "the alias move never reached the webhook"
+        headers, body = got[0]
+        headers = {k.lower(): val for k, val in headers.items()}
+        signed = f"{headers['x-mlflow-delivery-id']}.{headers['x-mlflow-timestamp']}.{body}"
+        digest = hmac.new(b"compat-secret", signed.encode(), hashlib.sha256).digest()
+        assert headers["x-mlflow-signature"] == "v1," + base64.b64encode(digest).decode()
+        payload = json.loads(body)
+        assert (payload["entity"], payload["action"]) == ("model_version_alias", "created")
+        assert payload["data"] == {"name": name, "alias": "champion", "version": v.version}
+
+        updated = client.update_webhook(webhook_id=hook.webhook_id, status=WebhookStatus.DISABLED)
+        assert updated.status == WebhookStatus.DISABLED
+        assert updated.last_updated_timestamp > hook.last_updated_timestamp
+        assert client.test_webhook(hook.webhook_id).success
+    finally:
+        client.delete_webhook(hook.webhook_id)
+        server.shutdown()
