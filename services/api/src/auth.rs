@@ -189,7 +189,15 @@ impl ApiKeys {
     }
 }
 
-const OPEN: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"];
+/// `/v1/model/events` is the registry's, authenticated by its signature instead of a key.
+const OPEN: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/v1/model/events",
+];
 
 /// The scope an endpoint needs.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
@@ -197,7 +205,10 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
         Scope::Batch
     } else if path.starts_with("/v1/training-jobs") {
         Scope::Train
-    } else if path == "/v1/model/reload" || (*method != Method::GET && path == "/v1/model") {
+    } else if path == "/v1/model/reload"
+        || (*method != Method::GET && path == "/v1/model")
+        || (*method == Method::DELETE && path.starts_with("/v1/decisions/"))
+    {
         Scope::Admin
     } else {
         Scope::Score

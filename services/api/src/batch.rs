@@ -92,6 +92,7 @@ fn start_embedded(
         settings.model_cache_dir.join("batch"),
     );
     state.tracking_uri = Some(settings.registry.tracking_uri.clone());
+    state.audit = job_handlers::JobAudit::new(&settings.audit);
     let concurrency = settings.jobs.worker_concurrency.max(1);
     let (queue, train_queue) = job_handlers::in_process(Arc::new(state), concurrency);
     slot.store(Some(Arc::new(Batch {

@@ -62,6 +62,9 @@ pub struct Settings {
     pub redis_url: Option<String>,
     #[command(flatten)]
     pub jobs: jobs::Settings,
+    /// The decision audit log: AUDIT_URL, AUDIT_MODE, AUDIT_RETENTION_DAYS, AUDIT_QUEUE.
+    #[command(flatten)]
+    pub audit: audit::Settings,
     /// Rows per chunk (one queued task each).
     #[arg(long, env = "BATCH_CHUNK_ROWS", default_value_t = 50_000)]
     pub batch_chunk_rows: u64,
@@ -76,6 +79,24 @@ pub struct Settings {
     /// Seconds to finish in-flight requests on shutdown (keep below the pod's grace period).
     #[arg(long, env = "API_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Alias of a challenger version (of MODEL_NAME) that scores every request in the shadow,
+    /// after the answer, never changing it; followed as it moves, like MODEL_ALIAS.
+    #[arg(long = "shadow-alias", env = "MODEL_SHADOW_ALIAS")]
+    pub shadow_alias: Option<String>,
+    /// The shadow model as a local bundle or a `models:/` URI instead of an alias.
+    #[arg(long = "shadow-model-uri", env = "SHADOW_MODEL_URI")]
+    pub shadow_model_uri: Option<String>,
+    /// Share of requests the shadow model scores, 0 to 1.
+    #[arg(long = "shadow-sample", env = "SHADOW_SAMPLE", default_value_t = 1.0)]
+    pub shadow_sample: f64,
+    /// Where the registry reaches this API's `/v1/model/events` (`{port}` becomes the bound
+    /// port): at start the API subscribes to alias moves (MLflow 3 webhooks), so a promotion
+    /// takes effect within a second; the poll stays as the fallback.
+    #[arg(long = "model-webhook-url", env = "MODEL_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The secret the registry signs those events with (required with MODEL_WEBHOOK_URL).
+    #[arg(long = "model-webhook-secret", env = "MODEL_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {

@@ -7,9 +7,11 @@ pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod models;
 pub mod routes;
+pub mod shadow;
 pub mod startup;
 pub mod state;
 

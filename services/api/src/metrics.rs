@@ -4,10 +4,7 @@ use std::sync::OnceLock;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
-    let _ = telemetry::registry().register(Box::new(c.clone()));
-    c
-}
+use telemetry::register;
 
 pub fn predictions() -> &'static IntCounterVec {
     static M: OnceLock<IntCounterVec> = OnceLock::new();
@@ -81,4 +78,112 @@ pub fn set_serving_version(name: &str, version: &str) {
 pub fn observe(decision: model::Decision, p: f64) {
     predictions().with_label_values(&[decision.as_str()]).inc();
     probabilities().observe(p);
+}
+
+/// Shadow scoring: counts, agreement and probability differences, by the two versions.
+pub mod shadow {
+    use std::sync::OnceLock;
+
+    use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+    use telemetry::register;
+
+    const LABELS: [&str; 2] = ["champion_version", "shadow_version"];
+
+    fn scored() -> &'static IntCounterVec {
+        static M: OnceLock<IntCounterVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                IntCounterVec::new(
+                    Opts::new("shadow_scored_total", "Requests scored by the shadow model"),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    fn agreed() -> &'static IntCounterVec {
+        static M: OnceLock<IntCounterVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "shadow_decision_agreements_total",
+                        "Shadow decisions equal to the served decision",
+                    ),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    fn ratio() -> &'static GaugeVec {
+        static M: OnceLock<GaugeVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                GaugeVec::new(
+                    Opts::new(
+                        "shadow_decision_agreement_ratio",
+                        "Share of shadow-scored requests whose shadow decision equals the served one",
+                    ),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    fn diff() -> &'static HistogramVec {
+        static M: OnceLock<HistogramVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "shadow_probability_abs_diff",
+                        "|served probability - shadow probability|",
+                    )
+                    .buckets(vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    fn failed() -> &'static IntCounterVec {
+        static M: OnceLock<IntCounterVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "shadow_failures_total",
+                        "Requests the shadow model could not score (its spec refused them)",
+                    ),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    /// One shadow-scored request.
+    pub fn observe(champion: &str, shadow: &str, agree: bool, abs_diff: f64) {
+        let labels = [champion, shadow];
+        let scored = scored().with_label_values(&labels);
+        scored.inc();
+        let agreed = agreed().with_label_values(&labels);
+        if agree {
+            agreed.inc();
+        }
+        ratio()
+            .with_label_values(&labels)
+            .set(agreed.get() as f64 / scored.get() as f64);
+        diff().with_label_values(&labels).observe(abs_diff);
+    }
+
+    pub fn failure(champion: &str, shadow: &str) {
+        failed().with_label_values(&[champion, shadow]).inc();
+    }
 }

@@ -18,6 +18,10 @@ pub struct ServingModel {
     pub scorer: Scorer,
     pub name: String,
     pub version: String,
+    /// SHA-256 of the bundle file (recorded with each decision).
+    pub bundle_sha256: String,
+    /// The thresholds as JSON (recorded with each decision).
+    pub thresholds_json: String,
     /// Where it came from (a directory or `models:/…`).
     pub source: String,
     pub loaded_at: String,
@@ -33,6 +37,8 @@ enum Source {
 }
 
 pub struct Models {
+    /// Serves the answers (`false`) or scores in the shadow (`true`).
+    shadow: bool,
     current: ArcSwapOption<ServingModel>,
     source: Source,
     cache_dir: PathBuf,
@@ -50,9 +56,39 @@ pub enum Checked {
 }
 
 impl Models {
+    /// The serving model: `MODEL_URI`, or `MODEL_NAME` at `MODEL_ALIAS`.
     pub fn new(settings: &Settings) -> anyhow::Result<Models> {
+        Models::build(
+            settings,
+            settings.model_uri.as_deref(),
+            &settings.model_alias,
+            false,
+        )
+    }
+
+    /// The shadow model, when `SHADOW_MODEL_URI` or `MODEL_SHADOW_ALIAS` is set.
+    pub fn shadow(settings: &Settings) -> anyhow::Result<Option<Models>> {
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        if !(0.0..=1.0).contains(&settings.shadow_sample) {
+            anyhow::bail!("SHADOW_SAMPLE must be between 0 and 1");
+        }
+        Ok(
+            match (set(&settings.shadow_model_uri), set(&settings.shadow_alias)) {
+                (Some(uri), _) => Some(Models::build(settings, Some(&uri), "", true)?),
+                (None, Some(alias)) => Some(Models::build(settings, None, &alias, true)?),
+                (None, None) => None,
+            },
+        )
+    }
+
+    fn build(
+        settings: &Settings,
+        uri: Option<&str>,
+        alias: &str,
+        shadow: bool,
+    ) -> anyhow::Result<Models> {
         let client = || settings.registry.client();
-        let source = match settings.model_uri.as_deref() {
+        let source = match uri {
             Some(uri) if uri.starts_with("models:/") => Source::Registry {
                 client: client()?,
                 reference: mlflow_client::ModelRef::parse(uri)?,
@@ -62,11 +98,12 @@ impl Models {
                 client: client()?,
                 reference: mlflow_client::ModelRef::Alias {
                     name: settings.model_name.clone(),
-                    alias: settings.model_alias.clone(),
+                    alias: alias.to_string(),
                 },
             },
         };
         Ok(Models {
+            shadow,
             current: ArcSwapOption::empty(),
             source,
             cache_dir: settings.model_cache_dir.clone(),
@@ -74,6 +111,22 @@ impl Models {
             wake: tokio::sync::Notify::new(),
             checking: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether this follows `alias` of `name` in the registry.
+    pub fn follows(&self, name: &str, alias: &str) -> bool {
+        matches!(&self.source, Source::Registry {
+            reference: mlflow_client::ModelRef::Alias { name: n, alias: a },
+            ..
+        } if n == name && a == alias)
+    }
+
+    /// The registry client, when the model comes from the registry.
+    pub fn registry(&self) -> Option<&mlflow_client::Client> {
+        match &self.source {
+            Source::Registry { client, .. } => Some(client),
+            Source::Local(_) => None,
+        }
     }
 
     /// The model serving now, if any.
@@ -154,7 +207,9 @@ impl Models {
 
     fn swap(&self, model: ServingModel) -> Checked {
         let version = model.version.clone();
-        metrics::set_serving_version(&model.name, &version);
+        if !self.shadow {
+            metrics::set_serving_version(&model.name, &version);
+        }
         self.current.store(Some(Arc::new(model)));
         Checked::Swapped { version }
     }
@@ -232,7 +287,9 @@ fn load_dir(
     let file = model::bundle::locate(dir).map_err(|e| e.to_string())?;
     // Which file: MODEL_URI may name a bundle, its model.json, or a training output folder.
     tracing::info!(bundle = %file.display(), "loading the model bundle");
-    let bundle = Bundle::load(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (bundle, bundle_sha256) =
+        Bundle::load_with_digest(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let thresholds_json = serde_json::to_string(&bundle.thresholds).map_err(|e| e.to_string())?;
     let scorer = Scorer::new(bundle).map_err(|e| e.to_string())?;
     smoke_test(&scorer)?;
     let (name, version) =
@@ -240,6 +297,8 @@ fn load_dir(
     Ok(ServingModel {
         name,
         version,
+        bundle_sha256,
+        thresholds_json,
         source: dir.display().to_string(),
         loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         scorer,

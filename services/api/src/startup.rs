@@ -18,6 +18,8 @@ pub struct Application {
     port: u16,
     server: Server,
     models: Arc<Models>,
+    audit: Option<Arc<audit::Auditor>>,
+    subscription: crate::events::Subscription,
 }
 
 impl Application {
@@ -26,6 +28,10 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let models = Arc::new(Models::new(&settings)?);
         tokio::spawn(models.clone().run());
+        let shadow = Models::shadow(&settings)?.map(Arc::new);
+        if let Some(s) = &shadow {
+            tokio::spawn(s.clone().run());
+        }
         let keys = web::Data::new(ApiKeys::load(
             settings.api_keys.as_deref(),
             settings.api_keys_file.as_deref(),
@@ -34,6 +40,20 @@ impl Application {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", settings.host, settings.port)
         })?;
         let port = listener.local_addr()?.port();
+        let subscription = match (
+            settings.webhook_url.as_deref().filter(|u| !u.is_empty()),
+            settings.webhook_secret.as_deref().filter(|s| !s.is_empty()),
+        ) {
+            (Some(url), Some(secret)) => crate::events::Subscription::start(
+                &models,
+                url.replace("{port}", &port.to_string()),
+                secret.to_string(),
+            ),
+            (Some(_), None) => {
+                anyhow::bail!("MODEL_WEBHOOK_SECRET is required with MODEL_WEBHOOK_URL")
+            }
+            _ => crate::events::Subscription::default(),
+        };
         let origins: Vec<String> = settings
             .cors_allowed_origins
             .split(',')
@@ -53,10 +73,13 @@ impl Application {
         let shutdown = settings.shutdown_timeout;
         let batch = Arc::new(arc_swap::ArcSwapOption::empty());
         crate::batch::connect_in_background(&settings, batch.clone());
+        let audit = start_audit(&settings.audit);
         let state = web::Data::new(AppState {
             models: models.clone(),
             settings,
             batch,
+            shadow,
+            audit: audit.clone(),
         });
         let server = HttpServer::new(move || {
             let mut cors = actix_cors::Cors::default()
@@ -98,6 +121,8 @@ impl Application {
             port,
             server,
             models,
+            audit,
+            subscription,
         })
     }
 
@@ -113,8 +138,33 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until SIGTERM or SIGINT, then finishes in-flight requests within the timeout.
+    /// Runs until SIGTERM or SIGINT, then finishes in-flight requests within the timeout and
+    /// writes every queued audit record before it returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.subscription.end().await;
+        if let Some(a) = &self.audit {
+            a.shutdown(AUDIT_DRAIN).await;
+        }
+        served
     }
+}
+
+/// How long shutdown waits for the audit store to take the queued records.
+const AUDIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts the audit writer and, with a retention, its sweeper; warns when auditing is off.
+fn start_audit(settings: &audit::Settings) -> Option<Arc<audit::Auditor>> {
+    let Some(url) = settings.url().map(String::from) else {
+        tracing::warn!("AUDIT_URL is not set: decisions are not recorded");
+        return None;
+    };
+    let auditor = audit::Auditor::start(settings, url);
+    if settings.retention_days > 0 {
+        tokio::spawn(audit::sweep_forever(
+            auditor.clone(),
+            settings.retention_days,
+        ));
+    }
+    Some(auditor)
 }

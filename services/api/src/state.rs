@@ -10,4 +10,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Batch jobs, once Redis is reachable.
     pub batch: Arc<arc_swap::ArcSwapOption<crate::batch::Batch>>,
+    /// The challenger scored in the shadow of each request, when one is configured.
+    pub shadow: Option<Arc<Models>>,
+    /// The decision audit log, when `AUDIT_URL` is set.
+    pub audit: Option<Arc<audit::Auditor>>,
 }

@@ -1,6 +1,7 @@
 //! HTTP routes, and the table that maps paths to them.
 
 pub mod batch_jobs;
+pub mod decisions;
 pub mod jobs;
 pub mod model;
 pub mod openapi;
@@ -37,7 +38,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(training_jobs::get))
                 .route(web::delete().to(training_jobs::cancel)),
         )
+        .service(
+            resource("/v1/decisions/{request_id}", "GET, DELETE")
+                .route(web::get().to(decisions::get))
+                .route(web::delete().to(decisions::erase)),
+        )
         .service(resource("/v1/model", "GET").route(web::get().to(model::get_model)))
+        .service(resource("/v1/model/events", "POST").route(web::post().to(crate::events::receive)))
         .service(resource("/v1/model/reload", "POST").route(web::post().to(model::reload)))
         .service(resource("/healthz", "GET").route(web::get().to(model::healthz)))
         .service(resource("/readyz", "GET").route(web::get().to(model::readyz)))

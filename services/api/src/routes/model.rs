@@ -48,6 +48,14 @@ pub async fn healthz() -> HttpResponse {
 /// Ready once a model is loaded; independent of the registry and Redis after that.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let m = state.models.current().ok_or(ApiError::NotReady)?;
+    if let Some(a) = &state.audit {
+        if a.mode() == audit::Mode::FailClosed && !a.healthy() {
+            return Err(ApiError::Unavailable(
+                "the audit store is unreachable; decisions are refused (AUDIT_MODE=fail-closed)"
+                    .into(),
+            ));
+        }
+    }
     Ok(HttpResponse::Ok()
         .json(json!({"status": "ready", "model": {"name": m.name, "version": m.version}})))
 }

@@ -328,6 +328,7 @@ pub fn document(state: &AppState) -> Value {
                 "ModelRef": {"type": "object", "required": ["name", "version"], "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
                 "BatchScores": batch_scores_schema(),
                 "ServingModel": serving_model_schema(),
+                "Decisions": decisions_schema(),
                 "FieldError": {"type": "object", "properties": {"field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}},
                 "Problem": {"type": "object", "properties": {
                     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
@@ -362,8 +363,51 @@ pub fn document(state: &AppState) -> Value {
     // Batch- and training-job paths are secured like scoring: by the document-level `security`.
     let paths = merge(doc["paths"].take(), &batch_job_paths(&problem_resp));
     let paths = merge(paths, &training_job_paths(&problem_resp));
+    let paths = merge(paths, &decision_paths(&problem_resp));
+    let paths = merge(
+        paths,
+        &json!({"/v1/model/events": {"post": {
+            "summary": "Alias moves pushed by the registry (MLflow 3 webhook deliveries, signed with MODEL_WEBHOOK_SECRET)",
+            "security": [],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {"description": "Accepted; which pollers were woken", "content": {"application/json": {"schema": {"type": "object", "required": ["woken"], "properties": {"woken": {"type": "array", "items": {"type": "string"}}}}}}},
+                "400": problem_resp("Not JSON"),
+                "403": problem_resp("Missing, stale or wrong signature"),
+                "404": problem_resp("This API does not subscribe to model events")}}}}),
+    );
     doc["paths"] = paths;
     doc
+}
+
+/// The audit log's records of a request.
+fn decisions_schema() -> Value {
+    json!({"type": "object", "required": ["request_id", "records"], "properties": {
+                    "request_id": {"type": "string"},
+                    "records": {"type": "array", "items": {"type": "object", "required": ["decision_id", "request_id", "row_index", "recorded_at_ms", "source", "model", "features", "probability", "decision", "thresholds", "reason_policy", "reasons"], "properties": {
+                        "decision_id": {"type": "string"}, "request_id": {"type": "string"}, "row_index": {"type": "integer"},
+                        "recorded_at_ms": {"type": "integer"}, "source": {"type": "string", "enum": ["predict", "predict_batch", "job"]},
+                        "key_id": {"type": "string", "nullable": true},
+                        "model": {"type": "object", "required": ["name", "version", "bundle_sha256"], "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "bundle_sha256": {"type": "string"}}},
+                        "features": {"type": "object", "description": "The applicant's values as scored"},
+                        "probability": {"type": "number"}, "decision": {"type": "string", "enum": ["approve", "review", "decline"]},
+                        "thresholds": {"type": "object"}, "reason_policy": {"type": "string", "enum": ["all", "adverse", "none"]},
+                        "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+                        "shadow": {"type": "object", "nullable": true}}}}}})
+}
+
+/// `GET` and `DELETE /v1/decisions/{request_id}`.
+fn decision_paths(problem_resp: &dyn Fn(&str) -> Value) -> Value {
+    json!({
+    "/v1/decisions/{request_id}": {
+                "parameters": [{"name": "request_id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The request id a scoring answer carried (`request_id`, `X-Request-Id`), or a batch job's id"}],
+                "get": {"summary": "The recorded decisions of a request (the audit log; a key sees its own, an admin key all)",
+                    "responses": {"200": {"description": "Recorded decisions", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decisions"}}}},
+                        "401": problem_resp("Missing or invalid API key"), "404": problem_resp("No such request, another key's, or no audit log"), "503": problem_resp("The audit store is unreachable")}},
+                "delete": {"summary": "Erase the recorded decisions of a request (admin; an applicant's request for erasure)",
+                    "responses": {"200": {"description": "Erased", "content": {"application/json": {"schema": {"type": "object", "required": ["request_id", "erased"], "properties": {"request_id": {"type": "string"}, "erased": {"type": "integer"}}}}}},
+                        "401": problem_resp("Missing or invalid API key"), "403": problem_resp("Not an admin key"), "404": problem_resp("No such request, or no audit log"), "503": problem_resp("The audit store is unreachable")}}}
+    })
 }
 
 fn merge(mut a: Value, b: &Value) -> Value {

@@ -151,6 +151,7 @@ pub async fn predict(
     let rid = request_id(&req);
     let body = read_json(&req, payload, state.settings.max_body_bytes).await?;
     let m = state.models.current().ok_or(ApiError::NotReady)?;
+    admit(&state)?;
     let spec = &m.scorer.bundle().spec;
     let app = applications::read_one(&body, spec).map_err(malformed)?;
     if app == Application::NotObject {
@@ -166,6 +167,43 @@ pub async fn predict(
         .scorer
         .score(&raws, explain)
         .map_err(|e| ApiError::Invalid(field_errors_of(&e)))?;
+    let record = state.audit.as_ref().map(|_| {
+        let policy = if explain {
+            ReasonPolicy::All
+        } else {
+            ReasonPolicy::None
+        };
+        let key = crate::auth::caller(&req).map(|c| c.id);
+        audit_context(&m, audit::Source::Predict, &rid, key.as_deref(), policy).record(
+            audit::new_decision_id(),
+            0,
+            spec,
+            &raws,
+            s.default_probability,
+            s.decision,
+            &s.reasons,
+        )
+    });
+    match (crate::shadow::pick(&state), record) {
+        // Scored after the answer; the record (if any) waits for the shadow's result.
+        (Some(shadow), record) => {
+            actix_web::rt::spawn(crate::shadow::score(crate::shadow::Task {
+                body: body.clone(),
+                champion: m.clone(),
+                shadow,
+                probability: s.default_probability,
+                decision: s.decision,
+                record,
+                audit: state.audit.clone(),
+            }));
+        }
+        (None, Some(record)) => {
+            if let Some(a) = &state.audit {
+                a.record([record]).map_err(|_| audit_unavailable())?;
+            }
+        }
+        (None, None) => {}
+    }
     crate::metrics::observe(s.decision, s.default_probability);
     let answer = Prediction {
         default_probability: s.default_probability,
@@ -191,18 +229,33 @@ pub async fn predict_batch(
     let limit = state.settings.max_body_bytes.saturating_mul(16);
     let body = read_json(&req, payload, limit).await?;
     let m = state.models.current().ok_or(ApiError::NotReady)?;
+    admit(&state)?;
     let max = state.settings.max_batch;
     let policy = if query.explain.unwrap_or(true) {
         ReasonPolicy::All
     } else {
         ReasonPolicy::None
     };
+    let shadow = crate::shadow::pick(&state).map(|sh| (sh, body.clone()));
     let m2 = m.clone();
+    let audit = state.audit.clone();
+    let key = crate::auth::caller(&req).map(|c| c.id);
+    let rid2 = rid.clone();
     // Read and scored on the blocking pool (a full batch is milliseconds of CPU); applications
     // past the limit are never parsed.
     let results = web::block(move || {
         let apps = applications::read_batch(&body, &m2.scorer.bundle().spec, max)?;
-        Ok::<_, BodyError>(score_applications(&m2, &apps, policy))
+        let decided = audit.is_some().then(|| {
+            audit_context(
+                &m2,
+                audit::Source::PredictBatch,
+                &rid2,
+                key.as_deref(),
+                policy,
+            )
+        });
+        let (results, records) = score_applications(&m2, &apps, policy, decided.as_ref());
+        Ok::<_, BodyError>((results, records, audit))
     })
     .await
     .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("batch scoring failed: {e}")))?
@@ -215,6 +268,38 @@ pub async fn predict_batch(
             "more applications than the limit of {max} (API_MAX_BATCH)"
         )),
     })?;
+    let (results, records, audit) = results;
+    match shadow {
+        // Scored after the answer; the records (if any) wait for the shadow's results.
+        Some((shadow, body)) => {
+            let served = results
+                .iter()
+                .filter_map(|r| match r {
+                    BatchResult::Scored {
+                        index,
+                        default_probability,
+                        decision,
+                        ..
+                    } => Some((*index, *default_probability, *decision)),
+                    BatchResult::Rejected { .. } => None,
+                })
+                .collect();
+            actix_web::rt::spawn(crate::shadow::score_batch(crate::shadow::BatchTask {
+                body,
+                max,
+                champion: m.clone(),
+                shadow,
+                served,
+                records,
+                audit,
+            }));
+        }
+        None => {
+            if let Some(a) = audit {
+                a.record(records).map_err(|_| audit_unavailable())?;
+            }
+        }
+    }
     let rejected = results
         .iter()
         .filter(|r| matches!(r, BatchResult::Rejected { .. }))
@@ -231,12 +316,14 @@ pub async fn predict_batch(
         .json(answer))
 }
 
-/// Scores the applications as one block; each one's problems are reported by its index.
+/// Scores the applications as one block; each one's problems are reported by its index. With
+/// `decided`, also the audit record of each scored application.
 fn score_applications(
     m: &ServingModel,
     apps: &[Application<'_>],
     policy: ReasonPolicy,
-) -> Vec<BatchResult> {
+    decided: Option<&audit::Context<'_>>,
+) -> (Vec<BatchResult>, Vec<audit::Record>) {
     let spec = &m.scorer.bundle().spec;
     let records: Vec<Result<Vec<Raw<'_>>, Vec<FieldError>>> =
         apps.iter().map(|app| app.raws(spec)).collect();
@@ -248,7 +335,8 @@ fn score_applications(
         }
         Err(errors) => Err(features::FeatureError::Invalid(errors.clone())),
     });
-    records
+    let mut audited = Vec::new();
+    let results = records
         .iter()
         .enumerate()
         .map(|(index, rec)| match (rec, block.row(index)) {
@@ -266,18 +354,67 @@ fn score_applications(
                 },
             ) => {
                 crate::metrics::observe(decision, probability);
+                let reasons: Vec<Reason> = reasons
+                    .iter()
+                    .map(|(j, c)| m.scorer.reason(*j, *c, raws))
+                    .collect();
+                if let Some(d) = decided {
+                    audited.push(d.record(
+                        audit::new_decision_id(),
+                        index as i64,
+                        spec,
+                        raws,
+                        probability,
+                        decision,
+                        &reasons,
+                    ));
+                }
                 BatchResult::Scored {
                     index,
                     default_probability: probability,
                     decision,
-                    reasons: reasons
-                        .iter()
-                        .map(|(j, c)| m.scorer.reason(*j, *c, raws))
-                        .collect(),
+                    reasons,
                 }
             }
         })
-        .collect()
+        .collect();
+    (results, audited)
+}
+
+/// Fail-closed auditing: no decision while its record cannot be kept.
+fn admit(state: &AppState) -> Result<(), ApiError> {
+    match &state.audit {
+        Some(a) => a.admit().map_err(|_| audit_unavailable()),
+        None => Ok(()),
+    }
+}
+
+fn audit_unavailable() -> ApiError {
+    ApiError::Unavailable(
+        "the decision cannot be recorded now (the audit store is unreachable or behind); \
+         no decision is made without a record (AUDIT_MODE=fail-closed)"
+            .into(),
+    )
+}
+
+/// The audit context of one request to the serving model.
+fn audit_context<'a>(
+    m: &'a ServingModel,
+    source: audit::Source,
+    request_id: &'a str,
+    key_id: Option<&'a str>,
+    reason_policy: ReasonPolicy,
+) -> audit::Context<'a> {
+    audit::Context {
+        source,
+        request_id,
+        key_id,
+        model_name: &m.name,
+        model_version: &m.version,
+        bundle_sha256: &m.bundle_sha256,
+        thresholds_json: &m.thresholds_json,
+        reason_policy,
+    }
 }
 
 fn field_errors_of(e: &features::FeatureError) -> Vec<FieldError> {
