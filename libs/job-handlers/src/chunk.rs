@@ -10,11 +10,16 @@ use jobs::{Format, JobState, ScoreChunk};
 use model::batch::{result_header, Row};
 use model::{BlockScorer, Columns, ReasonPolicy, Scorer};
 
-use crate::{metrics, JobError, WorkerState};
+use crate::{metrics, JobError, JobModel, WorkerState};
 
-/// Scores one chunk; returns (scored, rejected).
-pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(u64, u64)> {
-    let scorer = state.scorer(&task.model).await?;
+/// Scores one chunk; returns (scored, rejected). With an audit log, every scored row's record
+/// is written (idempotently: `<job>:<row>`) before the chunk counts as done.
+pub async fn process(
+    task: &ScoreChunk,
+    state: &WorkerState,
+    owner: Option<String>,
+) -> anyhow::Result<(u64, u64)> {
+    let loaded = state.scorer(&task.model).await?;
     let input = state
         .layout
         .chunk(&task.job_id, task.chunk, task.format)
@@ -32,7 +37,89 @@ pub async fn process(task: &ScoreChunk, state: &WorkerState) -> anyhow::Result<(
         first_row: task.first_row,
         reasons: task.reasons,
     };
-    tokio::task::spawn_blocking(move || score_file(&scorer, &input, job, &result, &errors)).await?
+    let audited = state.audit.is_some().then(|| Audited {
+        job_id: task.job_id.clone(),
+        owner,
+        model: task.model.clone(),
+        policy: task.reasons,
+        records: Vec::new(),
+    });
+    let (counts, audited) = tokio::task::spawn_blocking(move || {
+        let mut audited = audited;
+        let counts = score_file(&loaded, &input, job, &result, &errors, audited.as_mut())?;
+        anyhow::Ok((counts, audited))
+    })
+    .await??;
+    if let (Some(a), Some(audited)) = (&state.audit, audited) {
+        let n = audited.records.len() as u64;
+        let written = match a.store().await {
+            Ok(store) => store.insert(&audited.records).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(_) => audit::written().inc_by(n),
+            Err(e) if a.mode == audit::Mode::FailOpen => {
+                audit::dropped().inc_by(n);
+                tracing::warn!(job.id = %task.job_id, chunk = task.chunk, records = n, error = %e, "cannot record the chunk's decisions (AUDIT_MODE=fail-open: dropped)");
+            }
+            Err(e) => return Err(e.context("cannot record the chunk's decisions in the audit log")),
+        }
+    }
+    Ok(counts)
+}
+
+/// A chunk's audit records, gathered while it is scored.
+struct Audited {
+    job_id: String,
+    owner: Option<String>,
+    model: jobs::PinnedModel,
+    policy: ReasonPolicy,
+    records: Vec<audit::Record>,
+}
+
+impl Audited {
+    /// Records row `i` of the block (file row `row`) if it was scored.
+    fn push(
+        &mut self,
+        m: &JobModel,
+        block: &BlockScorer<'_>,
+        i: usize,
+        row: u64,
+        raws: &[Raw<'_>],
+    ) {
+        let Row::Scored {
+            probability,
+            decision,
+            reasons,
+        } = block.row(i)
+        else {
+            return;
+        };
+        let reasons: Vec<model::Reason> = reasons
+            .iter()
+            .map(|(j, c)| m.scorer.reason(*j, *c, raws))
+            .collect();
+        let context = audit::Context {
+            source: audit::Source::Job,
+            request_id: &self.job_id,
+            key_id: self.owner.as_deref(),
+            model_name: &self.model.name,
+            model_version: &self.model.version,
+            bundle_sha256: &m.bundle_sha256,
+            thresholds_json: &m.thresholds_json,
+            reason_policy: self.policy,
+        };
+        let record = context.record(
+            format!("{}:{row}", self.job_id),
+            row as i64,
+            &m.scorer.bundle().spec,
+            raws,
+            probability,
+            decision,
+            &reasons,
+        );
+        self.records.push(record);
+    }
 }
 
 /// How a chunk is read and explained.
@@ -147,14 +234,16 @@ impl Drop for Parts {
 
 /// Reads a chunk file and writes its result part and errors part.
 fn score_file(
-    scorer: &Scorer,
+    m: &JobModel,
     input: &std::path::Path,
     job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
+    mut audited: Option<&mut Audited>,
 ) -> anyhow::Result<(u64, u64)> {
+    let scorer = &m.scorer;
     if job.format == Format::Ndjson {
-        return score_ndjson(scorer, input, job, result, errors);
+        return score_ndjson(m, input, job, result, errors, audited);
     }
     let spec = &scorer.bundle().spec;
     let mut rdr = csv::ReaderBuilder::new()
@@ -187,6 +276,11 @@ fn score_file(
                 .iter()
                 .map(|&c| rec.get(c).unwrap_or(""));
             parts.write(&mut block, i, job.row(index + i), carried)?;
+            if let Some(a) = audited.as_deref_mut() {
+                let mut raws = Vec::new();
+                columns.raws(rec, &mut raws);
+                a.push(m, &block, i, job.row(index + i), &raws);
+            }
         }
         index += n;
     }
@@ -218,7 +312,7 @@ async fn handle_chunk(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let outcome = process(&task, &state).await;
+    let outcome = process(&task, &state, job.owner.clone()).await;
     metrics::chunk_seconds().observe(started.elapsed().as_secs_f64());
     if let Err(e) = &outcome {
         if attempt < state.attempts as usize {
@@ -254,13 +348,15 @@ async fn handle_chunk(
 /// NDJSON chunks: each line an application object. Keys that are not model features (an id,
 /// say; the label is dropped) are carried through as columns, taken from the chunk's first line.
 fn score_ndjson(
-    scorer: &Scorer,
+    m: &JobModel,
     input: &std::path::Path,
     job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
+    mut audited: Option<&mut Audited>,
 ) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
+    let scorer = &m.scorer;
     type Object = serde_json::Map<String, serde_json::Value>;
     let spec = &scorer.bundle().spec;
     let mut lines = std::io::BufReader::new(std::fs::File::open(input)?).lines();
@@ -328,6 +424,14 @@ fn score_ndjson(
                 job.row(index + i),
                 carried.iter().map(String::as_str),
             )?;
+            if let Some(a) = audited.as_deref_mut() {
+                let raws: Vec<Raw<'_>> = spec
+                    .features
+                    .iter()
+                    .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
+                    .collect();
+                a.push(m, &block, i, job.row(index + i), &raws);
+            }
         }
         index += objects.len();
     }

@@ -47,7 +47,42 @@ pub struct WorkerState {
     /// The registry's URL, for training jobs (they log a run and register a version).
     pub tracking_uri: Option<String>,
     pub model_cache_dir: PathBuf,
-    models: Mutex<HashMap<(String, String), Arc<Scorer>>>,
+    /// The decision audit log: each scored row is written before its chunk counts as done.
+    pub audit: Option<JobAudit>,
+    models: Mutex<HashMap<(String, String), Arc<JobModel>>>,
+}
+
+/// Where batch jobs record their decisions, and what to do when it is unreachable. The store
+/// is reached at the first chunk (a failure fails that attempt, to be retried).
+pub struct JobAudit {
+    url: String,
+    pub mode: audit::Mode,
+    store: tokio::sync::OnceCell<audit::Store>,
+}
+
+impl JobAudit {
+    /// From the audit settings; `None` when `AUDIT_URL` is not set.
+    pub fn new(settings: &audit::Settings) -> Option<JobAudit> {
+        let url = settings.url()?.to_string();
+        Some(JobAudit {
+            url,
+            mode: settings.mode,
+            store: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub async fn store(&self) -> anyhow::Result<&audit::Store> {
+        self.store
+            .get_or_try_init(|| audit::Store::connect(&self.url))
+            .await
+    }
+}
+
+/// A pinned model version, loaded: its scorer and what the audit log records of it.
+pub struct JobModel {
+    pub scorer: Scorer,
+    pub bundle_sha256: String,
+    pub thresholds_json: String,
 }
 
 impl WorkerState {
@@ -65,12 +100,13 @@ impl WorkerState {
             tracking_uri: None,
             registry,
             model_cache_dir,
+            audit: None,
             models: Mutex::default(),
         }
     }
 
     /// The scorer of the job's pinned model version, loaded once per process.
-    async fn scorer(&self, m: &PinnedModel) -> anyhow::Result<Arc<Scorer>> {
+    async fn scorer(&self, m: &PinnedModel) -> anyhow::Result<Arc<JobModel>> {
         let key = (m.name.clone(), m.version.clone());
         if let Some(s) = self.models.lock().expect("lock").get(&key) {
             return Ok(s.clone());
@@ -92,8 +128,14 @@ impl WorkerState {
                 m.version
             ),
         };
-        let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<Scorer> {
-            Ok(Scorer::new(Bundle::load(&dir)?)?)
+        let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<JobModel> {
+            let (bundle, bundle_sha256) = Bundle::load_with_digest(&dir)?;
+            let thresholds_json = serde_json::to_string(&bundle.thresholds)?;
+            Ok(JobModel {
+                scorer: Scorer::new(bundle)?,
+                bundle_sha256,
+                thresholds_json,
+            })
         })
         .await??;
         let scorer = Arc::new(scorer);

@@ -4,10 +4,7 @@ use std::sync::OnceLock;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
-    let _ = telemetry::registry().register(Box::new(c.clone()));
-    c
-}
+use telemetry::register;
 
 pub fn chunks() -> &'static IntCounterVec {
     static M: OnceLock<IntCounterVec> = OnceLock::new();

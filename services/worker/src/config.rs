@@ -17,6 +17,10 @@ pub struct Settings {
     pub redis_url: String,
     #[command(flatten)]
     pub jobs: jobs::Settings,
+    /// The decision audit log (AUDIT_URL, AUDIT_MODE): each scored row of a batch job is
+    /// recorded before its chunk counts as done.
+    #[command(flatten)]
+    pub audit: audit::Settings,
     /// The model registry, for jobs pinned to a registered model version and for training:
     /// MLFLOW_TRACKING_URI and REGISTRY_TIMEOUT_SECONDS.
     #[command(flatten)]

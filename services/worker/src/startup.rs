@@ -202,6 +202,7 @@ async fn consume(
                     settings.model_cache_dir.clone(),
                 );
                 state.tracking_uri = Some(settings.registry.tracking_uri.clone());
+                state.audit = job_handlers::JobAudit::new(&settings.audit);
                 Arc::new(state)
             })
             .clone();
