@@ -34,6 +34,9 @@ enum Command {
     /// Model registry tools.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Re-score recorded decisions (the audit log) with the exact models that made them and
+    /// report any that differ; exits 0 only when all are identical.
+    Replay(commands::replay::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Registry(RegistryCommand::HashPassword(a)) => commands::registry::hash_password(a),
+        Command::Replay(a) => commands::replay::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

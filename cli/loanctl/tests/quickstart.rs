@@ -132,6 +132,25 @@ fn quickstart_runs_everything_in_one_process_and_reuses_its_folder() {
     let v: serde_json::Value = r.json().unwrap();
     assert!(v["default_probability"].as_f64().is_some(), "{v}");
     assert_eq!(v["model"]["name"], "loan-default", "{v}");
+    // The decision is recorded in the data folder's audit log and reads back.
+    let rid = v["request_id"].as_str().unwrap();
+    let mut recorded = serde_json::Value::Null;
+    for _ in 0..50 {
+        let r = http
+            .get(format!("{api}/v1/decisions/{rid}"))
+            .send()
+            .unwrap();
+        if r.status() == 200 {
+            recorded = r.json().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        recorded["records"][0]["probability"], v["default_probability"],
+        "{recorded}"
+    );
+    assert!(dir.path().join("audit.db").exists());
     // A clean first start is quiet: the registry's 404s before the first registration, the
     // API's 503s before its first model, are expected steps and logged below WARN.
     let mut first_start = printed.clone();

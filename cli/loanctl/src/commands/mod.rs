@@ -5,6 +5,7 @@ pub mod generate;
 pub mod import;
 pub mod quickstart;
 pub mod registry;
+pub mod replay;
 pub mod score;
 pub mod spec;
 pub mod train;

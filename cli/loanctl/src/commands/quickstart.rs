@@ -116,7 +116,12 @@ async fn run_async(a: Args) -> Result<()> {
         }
     }
 
-    // The API, with batch jobs on its in-process queue.
+    // The API, with batch jobs on its in-process queue and the decision audit log in the data
+    // folder (unless AUDIT_URL names another).
+    let audit_url = std::env::var("AUDIT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("sqlite:{}", dir.join("audit.db").display()));
     let settings = api::Settings::try_parse_from([
         "api".to_string(),
         "--host".into(),
@@ -135,6 +140,8 @@ async fn run_async(a: Args) -> Result<()> {
         dir.join("api-models").display().to_string(),
         "--jobs-root".into(),
         dir.join("batch").display().to_string(),
+        "--audit-url".into(),
+        audit_url.clone(),
     ])?;
     if settings.redis_url.is_some() {
         bail!("REDIS_URL is set; quickstart runs batch jobs in process, so unset it first");
@@ -147,9 +154,12 @@ async fn run_async(a: Args) -> Result<()> {
     })?;
     let api_url = format!("http://127.0.0.1:{}", app.port());
     let api_handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let api_task = tokio::spawn(app.run_until_stopped());
     wait_ready(&api_url).await?;
-    println!("{}", banner(&api_url, &registry_url, &dir, &data)?);
+    println!(
+        "{}",
+        banner(&api_url, &registry_url, &dir, &data, &audit_url)?
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -158,6 +168,8 @@ async fn run_async(a: Args) -> Result<()> {
     }
     eprintln!("quickstart: stopping");
     api_handle.stop(true).await;
+    // The API writes its queued audit records before this ends.
+    let _ = api_task.await;
     registry_handle.stop(true).await;
     eprintln!("quickstart: stopped; run it again to pick up where you left off");
     Ok(())
@@ -182,7 +194,13 @@ async fn wait_ready(api_url: &str) -> Result<()> {
 }
 
 /// URLs and copy-paste examples, with an application taken from the bundled data.
-fn banner(api_url: &str, registry_url: &str, dir: &Path, data: &Path) -> Result<String> {
+fn banner(
+    api_url: &str,
+    registry_url: &str,
+    dir: &Path,
+    data: &Path,
+    audit_url: &str,
+) -> Result<String> {
     let spec = features::Spec::from_json(SPEC)?;
     let mut rdr = csv::Reader::from_reader(DATA.as_bytes());
     let headers = rdr.headers()?.clone();
@@ -218,6 +236,9 @@ fn banner(api_url: &str, registry_url: &str, dir: &Path, data: &Path) -> Result<
          \x20 curl -s {api_url}/v1/batch-jobs/<id>/results   # CSV; add -H 'accept: application/x-ndjson' for NDJSON\n\n\
          Retrain (registers a new version; promote it on {registry_url}/model?name=loan-default):\n\n\
          \x20 curl -si {api_url}/v1/training-jobs -H 'content-type: text/csv' --data-binary @{data}\n\n\
+         Every decision is recorded ({audit_url}); read one back, or replay them all:\n\n\
+         \x20 curl -s {api_url}/v1/decisions/<request_id>\n\
+         \x20 loanctl replay --audit-url {audit_url} --registry {registry_url}\n\n\
          Ctrl-C stops everything.\n",
         dir = dir.display(),
         data = data.display(),
