@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Single-score throughput with the decision audit log off and on, in one run: the API serving
+# models/gc with reasons, loaded by `wrk -t1 -c64` (bench/predict.lua), three ways:
+#   off         no AUDIT_URL
+#   postgres    AUDIT_URL=postgres://postgres@127.0.0.1:5432/<fresh database>
+#   sqlite      AUDIT_URL=sqlite:<temp>/audit.db
+#   shadow      no audit log, a second model (models/gc-challenger) scoring in the shadow
+#   postgres+shadow  as postgres, with a second model (models/gc-challenger, 150 trees) scoring
+#               every request in the shadow
+# After each load it waits for the writer and checks that every answered decision was recorded.
+#
+#   bench/audit.sh [--duration S]
+#
+# Needs target/release/{api,loanctl} (cargo build --release --workspace), wrk (apt-get install -y
+# wrk), the local PostgreSQL (scripts/services.sh). Binds 127.0.0.1 only; stops what it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=15
+[[ "${1:-}" == "--duration" ]] && DURATION=$2
+PORT=8093
+[[ -d models/gc ]] || target/release/loanctl train --data data/german_credit.csv \
+  --spec data/german_credit.spec.json --out models/gc >/dev/null
+[[ -d models/gc-challenger ]] || target/release/loanctl train --data data/german_credit.csv \
+  --spec data/german_credit.spec.json --trees 150 --seed 7 --out models/gc-challenger >/dev/null
+TMP=$(mktemp -d)
+DB="audit_bench_$$"
+API_PID=""
+cleanup() {
+  [[ -n "$API_PID" ]] && kill "$API_PID" 2>/dev/null && wait "$API_PID" 2>/dev/null || true
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
+
+count() { # recorded decisions in the store $1
+  case "$1" in
+    postgres*) psql "$1" -tAc "SELECT count(*) FROM decisions" ;;
+    sqlite:*) python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM decisions').fetchone()[0])" "${1#sqlite:}" ;;
+  esac
+}
+
+echo "| audit | requests/s | p50 | p99 | refused (503) | answered 200 | recorded |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for mode in off shadow postgres sqlite postgres+shadow; do
+  shadow=""
+  case $mode in
+    off) url="" ;;
+    shadow) url=""; shadow=models/gc-challenger ;;
+    postgres) url="postgres://postgres@127.0.0.1:5432/$DB" ;;
+    sqlite) url="sqlite:$TMP/audit.db" ;;
+    postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger
+      psql -h 127.0.0.1 -U postgres -d "$DB" -qc "TRUNCATE decisions" ;;
+  esac
+  AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
+  API_PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+  wrk -t1 -c64 -d2s -s bench/predict.lua "http://127.0.0.1:$PORT/v1/predict" >/dev/null
+  out=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s bench/predict.lua "http://127.0.0.1:$PORT/v1/predict")
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  refused=$(awk '/Non-2xx/ {print $5}' <<<"$out"); refused=${refused:-0}
+  answered=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^predictions_total/ {s+=$2} END {print s}')
+  recorded="-"
+  if [[ -n "$url" ]]; then
+    for _ in $(seq 120); do
+      recorded=$(count "$url")
+      [[ "$recorded" -ge "$answered" ]] && break
+      sleep 0.5
+    done
+  fi
+  echo "| $mode | $rps | $p50 | $p99 | $refused | $answered | $recorded |"
+  kill "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=""
+done
