@@ -29,16 +29,29 @@ macro_rules! run_pair {
             .concurrency(1)
             .data(state)
             .build(crate::train::handle);
+        // Stops on `stop`, or when the other worker has failed (so that the caller can
+        // reconnect both; the one still running finishes its tasks in hand first).
+        let (failed_tx, failed_rx) = tokio::sync::watch::channel(false);
         let signal = || {
             let stop = stop.clone();
+            let mut failed = failed_rx.clone();
             async move {
-                stop.await;
+                tokio::select! {
+                    () = stop => {}
+                    _ = failed.wait_for(|f| *f) => {}
+                }
                 Ok::<(), std::io::Error>(())
             }
         };
+        let failing = |r: Result<(), WorkerError>| {
+            if r.is_err() {
+                let _ = failed_tx.send(true);
+            }
+            r
+        };
         let (a, b) = tokio::join!(
-            chunk_worker.run_until(signal()),
-            training_worker.run_until(signal())
+            async { failing(chunk_worker.run_until(signal()).await) },
+            async { failing(training_worker.run_until(signal()).await) }
         );
         a.and(b)
     }};
@@ -115,6 +128,21 @@ where
 {
     use futures_util::FutureExt as _;
     let stop = stop.shared();
+    // Beats on their own tasks, so that nothing the consumers do can hold them up; they end
+    // with this future.
+    let every = queues.chunks.get_config().heartbeat_interval;
+    let _beats = AbortOnDrop([
+        tokio::spawn(jobs::queue::keep_alive(
+            queues.chunks.clone(),
+            name.clone(),
+            every,
+        )),
+        tokio::spawn(jobs::queue::keep_alive(
+            queues.training.clone(),
+            format!("{name}-train"),
+            every,
+        )),
+    ]);
     run_pair!(
         name,
         queues
@@ -127,4 +155,15 @@ where
         state,
         stop
     )
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop<const N: usize>([tokio::task::JoinHandle<()>; N]);
+
+impl<const N: usize> Drop for AbortOnDrop<N> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }

@@ -37,6 +37,41 @@ pub async fn queue_with<T>(
     Ok(apalis_redis::RedisStorage::new(conn).with_config(config))
 }
 
+/// Keeps worker `name` alive in the queue's workers set every `every` (its heartbeat
+/// interval), whatever the worker is doing; never returns.
+///
+/// apalis beats only when a worker asks for its next task. A worker whose slots were all busy
+/// for longer than the missed-heartbeat limit (long chunks, a training) was taken for dead by
+/// its peers: its tasks were re-enqueued and run again, and its own next beat failed ("worker
+/// not registered"), which stopped its consumer for good. This beat runs beside the worker.
+/// `XX`: a name already taken for dead is not brought back (the consumer restarts under a new
+/// name instead).
+pub async fn keep_alive<T>(
+    mut storage: apalis_redis::RedisStorage<T>,
+    name: String,
+    every: Duration,
+) {
+    let set = storage.get_config().workers_set();
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // A beat that fails (Redis away) is not retried here: the consumer sees the same
+        // error and reconnects under a new name.
+        let _: redis::RedisResult<i64> = redis::cmd("ZADD")
+            .arg(&set)
+            .arg("XX")
+            .arg(now)
+            .arg(&name)
+            .query_async(storage.get_connection())
+            .await;
+    }
+}
+
 /// Removes what a Redis queue keeps of tasks that finished (done or dead) more than
 /// `older_than` ago: apalis keeps every task's payload, metadata and id after it ran, so with
 /// Redis capped and `noeviction` the queue would fill it. Returns how many tasks went.

@@ -500,3 +500,58 @@ async fn a_stalled_registry_fails_a_job_within_the_registry_timeout() {
     // Four tries of 1 s plus 3.5 s of backoff; 30 s per try before.
     assert!(took < Duration::from_secs(25), "took {took:?}");
 }
+
+/// The members of a queue's workers set, with their last beat (seconds since the epoch).
+async fn workers_of(queue: &str) -> Vec<(String, u64)> {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut members: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(format!("{queue}:workers"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    members.sort();
+    members
+}
+
+/// A worker that its peers took for dead (a peer's heartbeat removes it from the queue's
+/// workers set and re-enqueues its chunks, as after a pause longer than three beats) fails its
+/// own next beat ("worker not registered"). Its chunk consumer stopped for good then, while the
+/// training consumer kept the process looking healthy: no chunk was taken again. It now
+/// reconnects under a new name and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_taken_for_dead_by_its_peers_comes_back_and_takes_chunks() {
+    let job = recorded_job().await;
+    let (mut w, _) = spawn_worker(&job);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let members = workers_of(&job.queue).await;
+        if !members.is_empty() || Instant::now() > deadline {
+            break members;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first.len(), 1, "the worker registered: {first:?}");
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("ZREM")
+        .arg(format!("{}:workers", job.queue))
+        .arg(&first[0].0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Its next beat (within a second) finds it unregistered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    enqueue(&job).await;
+    let done = wait_for(&job, |r| r.state.is_final(), 60).await;
+    let after = workers_of(&job.queue).await;
+    let _ = w.kill();
+    let _ = w.wait();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_every_row_once(&job);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].0, first[0].0, "registered again under a new name");
+}
