@@ -8,7 +8,9 @@ mod preprocessor;
 mod spec;
 
 pub use infer::infer_spec;
-pub use preprocessor::{Column, ColumnKind, Preprocessor, PREPROCESSOR_FORMAT_VERSION};
+pub use preprocessor::{
+    clean, Clean, Column, ColumnKind, Preprocessor, PREPROCESSOR_FORMAT_VERSION,
+};
 pub use spec::{
     FeatureKind, FeatureSpec, InvalidPolicy, Monotone, Spec, Target, SPEC_FORMAT_VERSION,
 };

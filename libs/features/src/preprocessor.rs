@@ -56,7 +56,7 @@ pub struct Preprocessor {
 
 /// A feature value after validation.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Clean<'a> {
+pub enum Clean<'a> {
     Missing,
     Num(f64),
     Cat(&'a str),
@@ -64,7 +64,7 @@ enum Clean<'a> {
 }
 
 /// Validates one value against its feature spec.
-fn clean<'a>(f: &FeatureSpec, raw: Raw<'a>) -> Result<Clean<'a>, FieldError> {
+pub fn clean<'a>(f: &FeatureSpec, raw: Raw<'a>) -> Result<Clean<'a>, FieldError> {
     let err = |code, message: String| FieldError {
         field: f.name.clone(),
         code,

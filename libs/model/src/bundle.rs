@@ -106,6 +106,10 @@ pub struct Bundle {
     #[serde(default)]
     pub metrics: serde_json::Value,
     pub score_distribution: ScoreDistribution,
+    /// What drift is measured against (training shares of the score and of every feature);
+    /// absent in bundles from before it and in imports without `--data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_baseline: Option<crate::drift::Baseline>,
     pub provenance: Provenance,
 }
 
@@ -141,6 +145,9 @@ impl Bundle {
         let t = &self.thresholds;
         if t.approve.is_nan() || t.decline.is_nan() || t.approve > t.decline {
             return bad("approve threshold is above the decline threshold".into());
+        }
+        if let Some(b) = &self.drift_baseline {
+            b.check(&self.spec).map_err(ModelError::InvalidBundle)?;
         }
         Ok(pre)
     }
@@ -330,6 +337,7 @@ mod tests {
             max_reasons: 4,
             metrics: serde_json::Value::Null,
             score_distribution: ScoreDistribution::histogram(&[0.1, 0.9], 10),
+            drift_baseline: None,
             provenance: Provenance {
                 code_version: "test".into(),
                 created_at: now_rfc3339(),

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod bundle;
 pub mod calibration;
+pub mod drift;
 pub mod hist;
 pub mod metrics;
 pub mod pipeline;

@@ -278,6 +278,9 @@ pub fn fit(
         max_reasons: cfg.max_reasons,
         metrics: serde_json::Value::Null,
         score_distribution: ScoreDistribution::histogram(&train_p, 20),
+        // The score's baseline from out-of-fold probabilities: what the model gives rows it
+        // has not seen (in-sample scores are more extreme, and would read as drift at once).
+        drift_baseline: Some(crate::drift::Baseline::fit(spec, rows, &oof_p)),
         provenance: Provenance {
             params: serde_json::to_value(cfg).unwrap_or_default(),
             seed: Some(cfg.booster.seed),
@@ -334,6 +337,7 @@ pub fn bundle_imported(
             edges: vec![0.0, 1.0],
             counts: vec![0],
         },
+        drift_baseline: None,
         provenance,
     };
     bundle.check()?;
