@@ -37,6 +37,9 @@ enum Command {
     /// Re-score recorded decisions (the audit log) with the exact models that made them and
     /// report any that differ; exits 0 only when all are identical.
     Replay(commands::replay::Args),
+    /// Compare a CSV of applications with the model's training data: PSI of the score and of
+    /// every feature, a report and a plot per drifted feature.
+    Drift(commands::drift::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => commands::train::run(&a),
         Command::Evaluate(a) => commands::evaluate::run(a),
         Command::Score(a) => commands::score::run(a),
+        Command::Drift(a) => commands::drift::run(a),
         Command::ImportXgboost(a) => commands::import::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),

@@ -509,3 +509,164 @@ fn hash_password_reads_stdin_and_prints_a_users_line_the_registry_accepts() {
     assert!(!empty.status.success());
     assert!(stderr_of(&empty).contains("empty"), "{}", stderr_of(&empty));
 }
+
+/// `data/german_credit.csv` with `credit_amount` multiplied by `factor`.
+fn german_with_amounts_times(dir: &Path, factor: f64) -> PathBuf {
+    let mut rdr = csv::Reader::from_path(data()).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let a = headers.iter().position(|h| h == "credit_amount").unwrap();
+    let path = dir.join(format!("amounts-x{factor}.csv"));
+    let mut w = csv::Writer::from_path(&path).unwrap();
+    w.write_record(&headers).unwrap();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let row: Vec<String> = rec
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if i == a {
+                    (v.parse::<f64>().unwrap() * factor).to_string()
+                } else {
+                    v.to_string()
+                }
+            })
+            .collect();
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    path
+}
+
+fn drift_json(model: &Path, data: &Path, out: &Path) -> serde_json::Value {
+    let run = loanctl()
+        .args(["drift", "--json", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn drift_reads_the_training_data_as_stable_and_flags_moved_amounts_with_a_plot() {
+    let model = trained().join("gc");
+    let dir = tempfile::tempdir().unwrap();
+    let same = drift_json(&model, &data(), &dir.path().join("same"));
+    assert_eq!(same["window"], 1000);
+    for (name, p) in same["features"].as_object().unwrap() {
+        assert!(p["psi"].as_f64().unwrap() < 0.1, "{name}: {}", p["psi"]);
+    }
+    assert!(
+        same["score"]["psi"].as_f64().unwrap() < 0.1,
+        "{}",
+        same["score"]
+    );
+    assert!(dir.path().join("same/drift.md").is_file());
+    assert!(!dir.path().join("same/drift_credit_amount.png").exists());
+
+    let moved = german_with_amounts_times(dir.path(), 3.0);
+    let report = drift_json(&model, &moved, &dir.path().join("moved"));
+    let amount = &report["features"]["credit_amount"];
+    assert!(amount["psi"].as_f64().unwrap() > 0.25, "{amount}");
+    assert_eq!(amount["level"], "act");
+    assert_eq!(
+        report["features"]["purpose"]["psi"], same["features"]["purpose"]["psi"],
+        "what did not move reads the same"
+    );
+    let png = dir.path().join("moved/drift_credit_amount.png");
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let md = std::fs::read_to_string(dir.path().join("moved/drift.md")).unwrap();
+    assert!(
+        md.contains("| credit_amount |") && md.contains("drift_credit_amount.png"),
+        "{md}"
+    );
+
+    // The table, most drifted first.
+    let run = loanctl()
+        .args(["drift", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&moved)
+        .arg("--out")
+        .arg(dir.path().join("table"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    let table = String::from_utf8_lossy(&run.stdout).to_string();
+    let first = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.starts_with("credit_amount") && first.ends_with("act"),
+        "{table}"
+    );
+}
+
+#[test]
+fn an_xgboost_import_gets_its_drift_baseline_from_data() {
+    let fixtures = repo().join("libs/model/tests/fixtures/xgboost");
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture's cases, labelled (by XGBoost's own probability) so that --data takes them.
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("cases.json")).unwrap()).unwrap();
+    let mut rdr = csv::Reader::from_path(fixtures.join("cases.csv")).unwrap();
+    let labelled = dir.path().join("labelled.csv");
+    let mut w = csv::Writer::from_path(&labelled).unwrap();
+    let mut header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    header.push("default".into());
+    w.write_record(&header).unwrap();
+    for (rec, c) in rdr.records().zip(cases["cases"].as_array().unwrap()) {
+        let mut row: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        row.push(
+            if c["probability"].as_f64().unwrap() >= 0.5 {
+                "1"
+            } else {
+                "0"
+            }
+            .into(),
+        );
+        w.write_record(&row).unwrap();
+    }
+    w.flush().unwrap();
+    let import = |out: &str, extra: &[&str]| {
+        let run = loanctl()
+            .args(["import-xgboost", "--model"])
+            .arg(fixtures.join("model.json"))
+            .arg("--spec")
+            .arg(fixtures.join("spec.json"))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr_of(&run));
+        stderr_of(&run)
+    };
+    import("with", &["--data", labelled.to_str().unwrap()]);
+    let report = drift_json(&dir.path().join("with"), &labelled, &dir.path().join("r"));
+    assert_eq!(report["window"], 40);
+    assert!(
+        report["features"]["loan_amount"]["psi"].as_f64().unwrap() < 1e-9,
+        "{report}"
+    );
+
+    // With thresholds alone there is no baseline, and both commands say so.
+    let said = import(
+        "without",
+        &["--approve-below", "0.2", "--decline-at", "0.5"],
+    );
+    assert!(said.contains("no drift baseline"), "{said}");
+    let run = loanctl()
+        .args(["drift", "--model"])
+        .arg(dir.path().join("without"))
+        .arg("--data")
+        .arg(&labelled)
+        .arg("--out")
+        .arg(dir.path().join("r2"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(stderr_of(&run).contains("--data"), "{}", stderr_of(&run));
+}

@@ -188,3 +188,74 @@ pub fn write_all(
     written.push("score_distribution.png".to_string());
     Ok(written)
 }
+
+/// One feature's drift: the training share and the new share of each bin, side by side
+/// (`loanctl drift`).
+pub fn drift_chart(
+    path: &Path,
+    title: &str,
+    labels: &[String],
+    expected: &[f64],
+    actual: &[f64],
+) -> Result<()> {
+    use plotters::coord::ranged1d::SegmentValue;
+    register_font();
+    let n = labels.len().max(1) as u32;
+    let top = expected
+        .iter()
+        .chain(actual)
+        .copied()
+        .fold(0.0f64, f64::max)
+        .max(0.01)
+        * 1.15;
+    // Room for each bin's label (categories can be long).
+    let root = BitMapBackend::new(path, ((100 * n).max(800), 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((0u32..n).into_segmented(), 0f64..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n as usize)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_style(("sans-serif", 11))
+        .y_desc("share of applications")
+        .draw()
+        .map_err(err)?;
+    for (shares, color, left, label) in [
+        (expected, BLUE, true, "training"),
+        (actual, RED, false, "new data"),
+    ] {
+        chart
+            .draw_series(shares.iter().enumerate().map(|(i, s)| {
+                let i = i as u32;
+                let (a, b) = if left {
+                    (SegmentValue::Exact(i), SegmentValue::CenterOf(i))
+                } else {
+                    (SegmentValue::CenterOf(i), SegmentValue::Exact(i + 1))
+                };
+                Rectangle::new([(a, 0.0), (b, *s)], color.mix(0.6).filled())
+            }))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.mix(0.6).filled())
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

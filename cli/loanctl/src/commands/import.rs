@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use model::drift::Baseline;
 use model::pipeline::{bundle_imported, provenance_now};
 use model::{Scorer, ThresholdRule, Thresholds};
 
@@ -19,8 +20,9 @@ pub struct Args {
     /// Output folder for the bundle.
     #[arg(long)]
     pub out: PathBuf,
-    /// Labelled CSV to choose decision thresholds on (F1-optimal decline, review recall 0.9)
-    /// and to evaluate on; otherwise give both thresholds.
+    /// Labelled CSV (the model's training data, or data like it): decision thresholds are
+    /// chosen on it (F1-optimal decline, review recall 0.9) unless both are given, the model is
+    /// evaluated on it, and it becomes the drift baseline. Without it, give both thresholds.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Approve below this probability of default.
@@ -70,14 +72,19 @@ pub fn run(a: Args) -> Result<()> {
         review_recall: 0.9,
     };
     let mut bundle = bundle_imported(&spec, ensemble, placeholder, a.max_reasons, provenance)?;
-    match (a.approve_below, a.decline_at, &a.data) {
-        (Some(lo), Some(hi), _) => {
-            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
-                bail!("thresholds must satisfy 0 <= approve-below <= decline-at <= 1");
-            }
-            bundle.thresholds = Thresholds { approve: lo, decline: hi, rule: ThresholdRule::F1, review_recall: 0.9 };
+    if let (Some(lo), Some(hi)) = (a.approve_below, a.decline_at) {
+        if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+            bail!("thresholds must satisfy 0 <= approve-below <= decline-at <= 1");
         }
-        (_, _, Some(path)) => {
+        bundle.thresholds = Thresholds {
+            approve: lo,
+            decline: hi,
+            rule: ThresholdRule::F1,
+            review_recall: 0.9,
+        };
+    }
+    match &a.data {
+        Some(path) => {
             let data = read_labelled(path, &spec)?;
             let rows = data.rows();
             let scorer = Scorer::new(bundle.clone())?;
@@ -85,12 +92,21 @@ pub fn run(a: Args) -> Result<()> {
                 .iter()
                 .map(|r| scorer.score(r, false).map(|s| s.default_probability))
                 .collect::<Result<_, _>>()?;
-            bundle.thresholds = Thresholds::choose(&p, &data.labels, ThresholdRule::F1, 0.9)?;
+            if a.approve_below.is_none() {
+                bundle.thresholds = Thresholds::choose(&p, &data.labels, ThresholdRule::F1, 0.9)?;
+            }
+            // What drift in production is measured against (the model's training data, as
+            // the lender gives it).
+            bundle.drift_baseline = Some(Baseline::fit(&spec, &rows, &p));
             let eval = model::report::evaluate(&Scorer::new(bundle.clone())?, &rows, &data.labels)?;
             bundle.metrics = serde_json::json!({"roc_auc": eval.metrics.roc_auc, "brier": eval.metrics.brier, "rows": rows.len()});
             crate::commands::print(&eval.to_markdown())?;
         }
-        _ => bail!("give --data (labelled CSV) to choose thresholds, or both --approve-below and --decline-at"),
+        None if a.approve_below.is_some() => eprintln!(
+            "no --data: the bundle has no drift baseline (GET /v1/monitoring/drift and \
+             `loanctl drift` need one)"
+        ),
+        None => bail!("give --data (labelled CSV) to choose thresholds, or both --approve-below and --decline-at"),
     }
     let dir = a.out.join("model");
     bundle.save(&dir)?;

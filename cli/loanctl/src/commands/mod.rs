@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod drift;
 pub mod evaluate;
 pub mod generate;
 pub mod import;
