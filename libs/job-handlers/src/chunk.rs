@@ -44,10 +44,16 @@ pub async fn process(
         policy: task.reasons,
         records: Vec::new(),
     });
-    let (counts, audited) = tokio::task::spawn_blocking(move || {
-        let mut audited = audited;
-        let counts = score_file(&loaded, &input, job, &result, &errors, audited.as_mut())?;
-        anyhow::Ok((counts, audited))
+    let watched = loaded.clone();
+    let drift = loaded.drift.as_ref().map(|_| Vec::new());
+    let (counts, audited, drift) = tokio::task::spawn_blocking(move || {
+        let (mut audited, mut drift) = (audited, drift);
+        let mut seen = Seen {
+            audited: audited.as_mut(),
+            drift: drift.as_mut(),
+        };
+        let counts = score_file(&loaded, &input, job, &result, &errors, &mut seen)?;
+        anyhow::Ok((counts, audited, drift))
     })
     .await??;
     if let (Some(a), Some(audited)) = (&state.audit, audited) {
@@ -65,7 +71,47 @@ pub async fn process(
             Err(e) => return Err(e.context("cannot record the chunk's decisions in the audit log")),
         }
     }
+    // Counted once the chunk is done, so a failed try is not counted twice.
+    if let (Some(monitor), Some(slots)) = (&watched.drift, drift) {
+        monitor.observe_binned(&slots);
+        let r = monitor.report();
+        telemetry::publish_drift(r.window, r.score.psi, &r.psi_by_feature());
+    }
     Ok(counts)
+}
+
+/// What is kept of each scored row besides its result: its audit record and its drift bins.
+struct Seen<'a> {
+    audited: Option<&'a mut Audited>,
+    drift: Option<&'a mut Vec<u16>>,
+}
+
+impl Seen<'_> {
+    fn wanted(&self) -> bool {
+        self.audited.is_some() || self.drift.is_some()
+    }
+
+    /// Row `i` of the block (file row `row`), if it was scored.
+    fn push(
+        &mut self,
+        m: &JobModel,
+        block: &BlockScorer<'_>,
+        i: usize,
+        row: u64,
+        raws: &[Raw<'_>],
+    ) {
+        if let (Some(slots), Some(monitor), Row::Scored { probability, .. }) =
+            (self.drift.as_deref_mut(), &m.drift, block.row(i))
+        {
+            let b = monitor.baseline();
+            let at = slots.len();
+            slots.resize(at + b.width(), 0);
+            b.bin(&m.scorer.bundle().spec, raws, probability, &mut slots[at..]);
+        }
+        if let Some(a) = self.audited.as_deref_mut() {
+            a.push(m, block, i, row, raws);
+        }
+    }
 }
 
 /// A chunk's audit records, gathered while it is scored.
@@ -239,11 +285,11 @@ fn score_file(
     job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
-    mut audited: Option<&mut Audited>,
+    seen: &mut Seen<'_>,
 ) -> anyhow::Result<(u64, u64)> {
     let scorer = &m.scorer;
     if job.format == Format::Ndjson {
-        return score_ndjson(m, input, job, result, errors, audited);
+        return score_ndjson(m, input, job, result, errors, seen);
     }
     let spec = &scorer.bundle().spec;
     let mut rdr = csv::ReaderBuilder::new()
@@ -276,10 +322,10 @@ fn score_file(
                 .iter()
                 .map(|&c| rec.get(c).unwrap_or(""));
             parts.write(&mut block, i, job.row(index + i), carried)?;
-            if let Some(a) = audited.as_deref_mut() {
+            if seen.wanted() {
                 let mut raws = Vec::new();
                 columns.raws(rec, &mut raws);
-                a.push(m, &block, i, job.row(index + i), &raws);
+                seen.push(m, &block, i, job.row(index + i), &raws);
             }
         }
         index += n;
@@ -353,7 +399,7 @@ fn score_ndjson(
     job: ChunkJob,
     result: &std::path::Path,
     errors: &std::path::Path,
-    mut audited: Option<&mut Audited>,
+    seen: &mut Seen<'_>,
 ) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
     let scorer = &m.scorer;
@@ -424,13 +470,13 @@ fn score_ndjson(
                 job.row(index + i),
                 carried.iter().map(String::as_str),
             )?;
-            if let Some(a) = audited.as_deref_mut() {
+            if seen.wanted() {
                 let raws: Vec<Raw<'_>> = spec
                     .features
                     .iter()
                     .map(|f| obj.get(&f.name).map_or(Raw::Missing, Raw::from_json))
                     .collect();
-                a.push(m, &block, i, job.row(index + i), &raws);
+                seen.push(m, &block, i, job.row(index + i), &raws);
             }
         }
         index += objects.len();

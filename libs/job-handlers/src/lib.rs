@@ -49,6 +49,8 @@ pub struct WorkerState {
     pub model_cache_dir: PathBuf,
     /// The decision audit log: each scored row is written before its chunk counts as done.
     pub audit: Option<JobAudit>,
+    /// Rows in each model version's drift window (`DRIFT_WINDOW`; 0: not watched).
+    pub drift_window: usize,
     models: Mutex<HashMap<(String, String), Arc<JobModel>>>,
 }
 
@@ -83,6 +85,8 @@ pub struct JobModel {
     pub scorer: Scorer,
     pub bundle_sha256: String,
     pub thresholds_json: String,
+    /// Its drift watch over the batch rows this worker scored with it.
+    pub drift: Option<model::drift::Monitor>,
 }
 
 impl WorkerState {
@@ -101,6 +105,7 @@ impl WorkerState {
             registry,
             model_cache_dir,
             audit: None,
+            drift_window: 0,
             models: Mutex::default(),
         }
     }
@@ -128,10 +133,15 @@ impl WorkerState {
                 m.version
             ),
         };
+        let window = self.drift_window;
         let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<JobModel> {
             let (bundle, bundle_sha256) = Bundle::load_with_digest(&dir)?;
             let thresholds_json = serde_json::to_string(&bundle.thresholds)?;
+            let drift = (window > 0)
+                .then(|| model::drift::Monitor::of(&bundle, window))
+                .flatten();
             Ok(JobModel {
+                drift,
                 scorer: Scorer::new(bundle)?,
                 bundle_sha256,
                 thresholds_json,

@@ -169,6 +169,50 @@ pub fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
     c
 }
 
+/// Publishes a drift report as gauges: `score_psi`, `feature_psi{feature}` and
+/// `drift_window_decisions` (what the figures are computed over). Features no longer reported
+/// (after a model swap) are removed.
+pub fn publish_drift(window: u64, score_psi: f64, features: &[(&str, f64)]) {
+    struct Gauges {
+        window: prometheus::IntGauge,
+        score: prometheus::Gauge,
+        features: prometheus::GaugeVec,
+    }
+    static GAUGES: std::sync::OnceLock<Gauges> = std::sync::OnceLock::new();
+    let g = GAUGES.get_or_init(|| Gauges {
+        window: register(
+            prometheus::IntGauge::new(
+                "drift_window_decisions",
+                "Decisions in the drift window (DRIFT_WINDOW at most)",
+            )
+            .expect("valid metric"),
+        ),
+        score: register(
+            prometheus::Gauge::new(
+                "score_psi",
+                "Population stability index of the score over the drift window against training",
+            )
+            .expect("valid metric"),
+        ),
+        features: register(
+            prometheus::GaugeVec::new(
+                prometheus::Opts::new(
+                    "feature_psi",
+                    "Population stability index of each feature over the drift window against training",
+                ),
+                &["feature"],
+            )
+            .expect("valid metric"),
+        ),
+    });
+    g.window.set(i64::try_from(window).unwrap_or(i64::MAX));
+    g.score.set(score_psi);
+    g.features.reset();
+    for (name, psi) in features {
+        g.features.with_label_values(&[name]).set(*psi);
+    }
+}
+
 /// The HTTP metrics, registered once.
 pub fn http_metrics() -> &'static HttpMetrics {
     static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();

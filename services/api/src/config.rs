@@ -86,6 +86,10 @@ pub struct Settings {
     /// The shadow model as a local bundle or a `models:/` URI instead of an alias.
     #[arg(long = "shadow-model-uri", env = "SHADOW_MODEL_URI")]
     pub shadow_model_uri: Option<String>,
+    /// Decisions in the drift window: `feature_psi`, `score_psi` and `GET /v1/monitoring/drift`
+    /// compare the last this many with the model's training data (0 turns it off).
+    #[arg(long = "drift-window", env = "DRIFT_WINDOW", default_value_t = 10_000)]
+    pub drift_window: usize,
     /// Share of requests the shadow model scores, 0 to 1.
     #[arg(long = "shadow-sample", env = "SHADOW_SAMPLE", default_value_t = 1.0)]
     pub shadow_sample: f64,

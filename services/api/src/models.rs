@@ -25,6 +25,9 @@ pub struct ServingModel {
     /// Where it came from (a directory or `models:/…`).
     pub source: String,
     pub loaded_at: String,
+    /// The drift watch over its last decisions (`DRIFT_WINDOW`), when the bundle has a
+    /// baseline; the serving model's only (a shadow's is `None`).
+    pub drift: Option<model::drift::Monitor>,
 }
 
 /// Where models come from.
@@ -42,6 +45,8 @@ pub struct Models {
     current: ArcSwapOption<ServingModel>,
     source: Source,
     cache_dir: PathBuf,
+    /// Decisions in the drift window of each model loaded (0: none).
+    drift_window: usize,
     poll: Duration,
     wake: tokio::sync::Notify,
     /// One check at a time (poller and operator reloads).
@@ -107,6 +112,7 @@ impl Models {
             current: ArcSwapOption::empty(),
             source,
             cache_dir: settings.model_cache_dir.clone(),
+            drift_window: if shadow { 0 } else { settings.drift_window },
             poll: Duration::from_secs(settings.poll_seconds.max(1)),
             wake: tokio::sync::Notify::new(),
             checking: tokio::sync::Mutex::new(()),
@@ -168,7 +174,8 @@ impl Models {
                     return Ok(Checked::Unchanged);
                 }
                 let dir = dir.clone();
-                let loaded = tokio::task::spawn_blocking(move || load_dir(&dir, None))
+                let window = self.drift_window;
+                let loaded = tokio::task::spawn_blocking(move || load_dir(&dir, None, window))
                     .await
                     .map_err(|e| e.to_string())??;
                 Ok(self.swap(loaded))
@@ -194,7 +201,7 @@ impl Models {
                     std::process::id(),
                     uuid::Uuid::new_v4().simple()
                 ));
-                let loaded = fetch(client, &mv, &uri, &dest).await;
+                let loaded = fetch(client, &mv, &uri, &dest, self.drift_window).await;
                 if let Err(e) = tokio::fs::remove_dir_all(&dest).await {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(dir = %dest.display(), error = %e, "cannot remove a downloaded bundle");
@@ -261,6 +268,7 @@ async fn fetch(
     mv: &mlflow_client::ModelVersion,
     uri: &str,
     dest: &std::path::Path,
+    drift_window: usize,
 ) -> Result<ServingModel, String> {
     let n = client
         .download_artifacts(uri, dest)
@@ -274,7 +282,7 @@ async fn fetch(
     }
     let registered = Some((mv.name.clone(), mv.version.clone()));
     let d = dest.to_path_buf();
-    tokio::task::spawn_blocking(move || load_dir(&d, registered))
+    tokio::task::spawn_blocking(move || load_dir(&d, registered, drift_window))
         .await
         .map_err(|e| e.to_string())?
 }
@@ -283,6 +291,7 @@ async fn fetch(
 fn load_dir(
     dir: &std::path::Path,
     registered: Option<(String, String)>,
+    drift_window: usize,
 ) -> Result<ServingModel, String> {
     let file = model::bundle::locate(dir).map_err(|e| e.to_string())?;
     // Which file: MODEL_URI may name a bundle, its model.json, or a training output folder.
@@ -294,7 +303,17 @@ fn load_dir(
     smoke_test(&scorer)?;
     let (name, version) =
         registered.unwrap_or_else(|| ("local".into(), scorer.bundle().model_uuid.clone()));
+    let drift = (drift_window > 0)
+        .then(|| model::drift::Monitor::of(scorer.bundle(), drift_window))
+        .flatten();
+    if drift_window > 0 && drift.is_none() {
+        tracing::warn!(
+            model.version = %version,
+            "the model has no drift baseline (imported without --data?): no drift figures"
+        );
+    }
     Ok(ServingModel {
+        drift,
         name,
         version,
         bundle_sha256,

@@ -21,6 +21,10 @@ pub struct Settings {
     /// recorded before its chunk counts as done.
     #[command(flatten)]
     pub audit: audit::Settings,
+    /// Rows in each model version's drift window: `feature_psi` and `score_psi` in this
+    /// worker's `/metrics` compare its last batch rows with the training data (0 turns it off).
+    #[arg(long = "drift-window", env = "DRIFT_WINDOW", default_value_t = 10_000)]
+    pub drift_window: usize,
     /// The model registry, for jobs pinned to a registered model version and for training:
     /// MLFLOW_TRACKING_URI and REGISTRY_TIMEOUT_SECONDS.
     #[command(flatten)]

@@ -203,6 +203,7 @@ async fn consume(
                 );
                 state.tracking_uri = Some(settings.registry.tracking_uri.clone());
                 state.audit = job_handlers::JobAudit::new(&settings.audit);
+                state.drift_window = settings.drift_window;
                 Arc::new(state)
             })
             .clone();

@@ -4,6 +4,7 @@ pub mod batch_jobs;
 pub mod decisions;
 pub mod jobs;
 pub mod model;
+pub mod monitoring;
 pub mod openapi;
 pub mod predict;
 pub mod training_jobs;
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(decisions::get))
                 .route(web::delete().to(decisions::erase)),
         )
+        .service(resource("/v1/monitoring/drift", "GET").route(web::get().to(monitoring::drift)))
         .service(resource("/v1/model", "GET").route(web::get().to(model::get_model)))
         .service(resource("/v1/model/events", "POST").route(web::post().to(crate::events::receive)))
         .service(resource("/v1/model/reload", "POST").route(web::post().to(model::reload)))

@@ -60,7 +60,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .json(json!({"status": "ready", "model": {"name": m.name, "version": m.version}})))
 }
 
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    super::monitoring::refresh(&state);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(telemetry::render_metrics())

@@ -366,6 +366,16 @@ pub fn document(state: &AppState) -> Value {
     let paths = merge(paths, &decision_paths(&problem_resp));
     let paths = merge(
         paths,
+        &json!({"/v1/monitoring/drift": {"get": {
+            "summary": "Drift: population stability index (PSI) of the score and of every feature over the last DRIFT_WINDOW decisions against the training data (< 0.1 stable, 0.1 to 0.25 watch, > 0.25 act)",
+            "responses": {
+                "200": {"description": "Drift report", "content": {"application/json": {"schema": drift_schema()}}},
+                "401": problem_resp("Missing or invalid API key"),
+                "404": problem_resp("The serving model has no drift baseline, or DRIFT_WINDOW=0"),
+                "503": problem_resp("No model loaded yet")}}}}),
+    );
+    let paths = merge(
+        paths,
         &json!({"/v1/model/events": {"post": {
             "summary": "Alias moves pushed by the registry (MLflow 3 webhook deliveries, signed with MODEL_WEBHOOK_SECRET)",
             "security": [],
@@ -394,6 +404,20 @@ fn decisions_schema() -> Value {
                         "thresholds": {"type": "object"}, "reason_policy": {"type": "string", "enum": ["all", "adverse", "none"]},
                         "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
                         "shadow": {"type": "object", "nullable": true}}}}}})
+}
+
+/// `GET /v1/monitoring/drift`'s answer.
+fn drift_schema() -> Value {
+    let part = json!({"type": "object", "required": ["psi", "level", "bins"], "properties": {
+        "psi": {"type": "number"}, "level": {"type": "string", "enum": ["stable", "watch", "act"]},
+        "bins": {"type": "array", "items": {"type": "object", "required": ["bin", "expected", "actual", "count"], "properties": {
+            "bin": {"type": "string"}, "expected": {"type": "number"}, "actual": {"type": "number"}, "count": {"type": "integer"}}}}}});
+    json!({"type": "object", "required": ["window", "capacity", "model", "score", "features"], "properties": {
+        "window": {"type": "integer", "description": "Decisions counted"},
+        "capacity": {"type": "integer", "description": "DRIFT_WINDOW"},
+        "model": {"type": "object", "required": ["name", "version"], "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+        "score": part,
+        "features": {"type": "object", "additionalProperties": part}}})
 }
 
 /// `GET` and `DELETE /v1/decisions/{request_id}`.

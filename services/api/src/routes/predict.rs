@@ -205,6 +205,9 @@ pub async fn predict(
         (None, None) => {}
     }
     crate::metrics::observe(s.decision, s.default_probability);
+    if let Some(d) = &m.drift {
+        d.observe(spec, &raws, s.default_probability);
+    }
     let answer = Prediction {
         default_probability: s.default_probability,
         decision: s.decision,
@@ -354,6 +357,9 @@ fn score_applications(
                 },
             ) => {
                 crate::metrics::observe(decision, probability);
+                if let Some(d) = &m.drift {
+                    d.observe(spec, raws, probability);
+                }
                 let reasons: Vec<Reason> = reasons
                     .iter()
                     .map(|(j, c)| m.scorer.reason(*j, *c, raws))

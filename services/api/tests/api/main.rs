@@ -2,6 +2,7 @@
 
 mod audit_log;
 mod border;
+mod drift;
 mod events;
 mod helpers;
 mod keys;
