@@ -323,7 +323,7 @@ def _mutations():
          in_text("http_request_duration_seconds_bucket", "http_request_duration_second_bucket")),
         ("misspelled bare metric (no braces) in a dashboard query", "dashboard",
          in_text("audit_queue_depth", "audit_queue_dept")),
-        ("drift metric that does not exist yet", "dashboard", add_panel_query('max(feature_psi{feature="age"})')),
+        ("a metric no service exports", "dashboard", add_panel_query('max(feature_drift_ratio{feature="age"})')),
         ("unknown label in a dashboard query", "dashboard", in_text("by (decision)", "by (decisions)")),
         ("dashboard query that does not parse", "dashboard", in_text("sum by (route) (", "sum by (route) ((")),
         ("query on another data source", "dashboard", other_datasource),
