@@ -165,10 +165,14 @@ class System:
         self.store.mkdir()
         self.otlp = Otlp()
         self.db = f"e2e_{uuid.uuid4().hex[:12]}"
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {self.db}"],
-            check=True,
-        )
+        # The decision audit log, written by the API and the workers (its own database).
+        self.audit_db = f"e2e_audit_{uuid.uuid4().hex[:12]}"
+        self.audit_url = f"postgres://postgres@127.0.0.1:5432/{self.audit_db}"
+        for db in (self.db, self.audit_db):
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"],
+                check=True,
+            )
         self.redis_port = free_port()
         self.start_redis()
         self.registry_port = free_port()
@@ -209,6 +213,7 @@ class System:
             [BIN / "api"],
             {
                 **self.common,
+                "AUDIT_URL": self.audit_url,
                 "API_PORT": str(self.api_port),
                 "MODEL_NAME": "loan-default",
                 "MODEL_ALIAS": "champion",
@@ -228,6 +233,7 @@ class System:
                 "WORKER_PORT": str(port),
                 "MODEL_CACHE_DIR": str(self.root / f"{name}-models"),
                 "WORKER_HEARTBEAT_SECONDS": "1",
+                "AUDIT_URL": self.audit_url,
             },
         )
         return port
@@ -235,10 +241,11 @@ class System:
     def close(self):
         self.procs.stop_all()
         self.otlp.server.shutdown()
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)"],
-            check=False,
-        )
+        for db in (self.db, self.audit_db):
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+                check=False,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -518,6 +525,14 @@ def test_6_a_worker_killed_mid_batch_loses_no_row_and_repeats_none(system):
     assert job["rows_scored"] == len(ids), job
     got = [r["application_id"] for r in results(system, location)]
     assert got == ids, "every row exactly once, in input order"
+    # The audit log holds each row once, also those of the chunk the killed worker had in hand.
+    job_id = location.rstrip("/").rsplit("/", 1)[-1]
+    rows = audit_sql(
+        system,
+        f"SELECT count(*), count(DISTINCT row_index), min(row_index), max(row_index) "
+        f"FROM decisions WHERE request_id = '{job_id}' AND source = 'job'",
+    )
+    assert rows == f"{len(ids)}|{len(ids)}|1|{len(ids)}", rows
     system.start_worker("worker-1")
 
 
@@ -550,6 +565,53 @@ def test_7_redis_restart_single_scoring_never_fails_batch_recovers(system):
         load.stop()
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
+
+
+# --- 7b --------------------------------------------------------------------------------------------
+
+def audit_sql(system, sql):
+    out = subprocess.run(
+        ["psql", system.audit_url, "-tAc", sql], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def replay(system, *args):
+    return subprocess.run(
+        [str(BIN / "loanctl"), "replay", "--audit-url", system.audit_url,
+         "--registry", system.registry_url, "--json", *args],
+        capture_output=True, text=True,
+    )
+
+
+def test_7b_every_decision_so_far_replays_identically_and_a_changed_one_is_reported(system):
+    """Everything decided in the tests above (single and batch requests by the API, batch-job
+    rows by the workers, across a promotion and a rollback) is in the audit log, and re-scores
+    bit for bit with the recorded versions, downloaded from the registry."""
+    # The API writes its records off the hot path: wait until the count stops moving.
+    counts = [-1]
+
+    def settled():
+        counts.append(int(audit_sql(system, "SELECT count(*) FROM decisions")))
+        return counts[-1] == counts[-2]
+
+    wait_until("the audit writers to catch up", settled, timeout=60, every=1.0)
+    versions = audit_sql(system, "SELECT count(DISTINCT model_version) FROM decisions")
+    assert int(versions) >= 2, "decisions of both versions (promotion and rollback)"
+    total = int(audit_sql(system, "SELECT count(*) FROM decisions"))
+    out = replay(system)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    summary = json.loads(out.stdout)
+    assert summary["replayed"] == total and summary["identical"] == total, summary["different"][:3]
+
+    victim = audit_sql(system, "SELECT decision_id FROM decisions WHERE source = 'predict' LIMIT 1")
+    request_id = audit_sql(system, f"SELECT request_id FROM decisions WHERE decision_id = '{victim}'")
+    audit_sql(system, f"UPDATE decisions SET decision = 'approve', probability = probability + 1e-9 WHERE decision_id = '{victim}'")
+    out = replay(system, "--request-id", request_id)
+    assert out.returncode == 1
+    summary = json.loads(out.stdout)
+    assert [d["decision_id"] for d in summary["different"]] == [victim], summary
+    assert "probability" in summary["different"][0]["what"]
 
 
 # --- 8 ---------------------------------------------------------------------------------------------
