@@ -271,4 +271,13 @@ async fn every_page_renders_real_training_runs() {
         .page("/model/confirm?name=loan-default&action=set-alias&alias=champion&version=2")
         .await;
     assert!(html.contains("from version 1 to version"), "{html}");
+    // Real runs carry what the promotion page compares: approval rate and the worst adverse
+    // impact ratio (German credit has protected attributes), beside AUC, KS and Brier.
+    let approval = metric("test_approval_rate");
+    let air = metric("test_min_adverse_impact_ratio");
+    assert!((0.0..=1.0).contains(&approval), "{approval}");
+    assert!(air > 0.0 && air <= 1.0, "{air}");
+    let at = html.find("What the move changes").expect("a comparison");
+    assert!(html[at..].contains(&format!("{auc:.4}")), "{html}");
+    assert!(html[at..].contains(&format!("{air:.3}")), "{html}");
 }

@@ -257,9 +257,17 @@ pub fn run(a: &Config, on: &mut dyn FnMut(Event<'_>)) -> Result<Trained> {
             ("test_ks", m.ks),
             ("test_brier", m.brier),
             ("test_log_loss", m.log_loss),
+            ("test_approval_rate", approval_rate(&fitted.bundle, &eval)),
             ("training_seconds", seconds),
         ]
         .iter()
+        // The registry UI compares versions on it before a promotion (none without protected
+        // attributes).
+        .chain(
+            worst_adverse_impact_ratio(&eval)
+                .map(|r| ("test_min_adverse_impact_ratio", r))
+                .iter(),
+        )
         .map(|(k, v)| (k.to_string(), *v, 0))
         .chain(learning_curve(&fitted.bundle, &test_x, &test_y)?)
         .collect();
@@ -284,6 +292,25 @@ pub fn run(a: &Config, on: &mut dyn FnMut(Event<'_>)) -> Result<Trained> {
         registered,
         report: md,
     })
+}
+
+/// Share of the held-out applications the model approves.
+fn approval_rate(bundle: &model::Bundle, eval: &model::report::Evaluation) -> f64 {
+    let approved = eval
+        .probabilities
+        .iter()
+        .filter(|p| bundle.thresholds.decide(**p) == model::Decision::Approve)
+        .count();
+    approved as f64 / eval.probabilities.len().max(1) as f64
+}
+
+/// The lowest adverse impact ratio of any group of any protected attribute (held out).
+fn worst_adverse_impact_ratio(eval: &model::report::Evaluation) -> Option<f64> {
+    eval.fairness
+        .iter()
+        .flat_map(|f| &f.groups)
+        .map(|g| g.adverse_impact_ratio)
+        .min_by(f64::total_cmp)
 }
 
 /// Held-out log loss and ROC AUC of the uncalibrated ensemble after every twentieth of its trees,

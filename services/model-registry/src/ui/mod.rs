@@ -7,6 +7,7 @@
 //! and kept in an HttpOnly cookie that only UI pages accept (never `/api/…`).
 
 mod chart;
+mod compare;
 mod experiments;
 mod markdown;
 mod models;

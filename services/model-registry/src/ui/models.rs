@@ -110,6 +110,7 @@ async fn show_page(req: &HttpRequest, s: &AppState) -> Page {
     let mut versions = registry::versions_of(&s.pool, &name).await?;
     versions.sort_by_key(|v| std::cmp::Reverse(v.version));
     let done = done_message(&query, &versions);
+    let compared = super::compare::rows(s, &versions).await?;
     let confirm = "/model/confirm";
     Ok(page(
         req,
@@ -159,6 +160,11 @@ async fn show_page(req: &HttpRequest, s: &AppState) -> Page {
                     }
                     button type="submit" { "Review change…" }
                 }
+            }
+
+            @if versions.len() > 1 {
+                h2 { "Compare versions" }
+                (super::compare::table(&compared, model.aliases.iter().find(|(a, _)| a == "champion").map(|(_, v)| *v), None))
             }
 
             h2 { "Versions" }
@@ -333,6 +339,21 @@ async fn confirm_page(req: &HttpRequest, s: &AppState) -> Page {
             )
         }
     };
+    // An alias move compares the version that holds it now with the one it would point to.
+    let comparison = match &action {
+        Action::SetAlias { alias, version } if !nothing_to_do => {
+            let pair: Vec<ModelVersion> = versions
+                .iter()
+                .filter(|v| v.version == *version || Some(v.version) == holder(alias))
+                .cloned()
+                .collect();
+            let mut rows = super::compare::rows(s, &pair).await?;
+            // What serves now, then what would.
+            rows.sort_by_key(|r| Some(r.version) != holder(alias));
+            Some(super::compare::table(&rows, holder(alias), Some(*version)))
+        }
+        _ => None,
+    };
     let back = model_url(&name);
     Ok(page(
         req,
@@ -342,6 +363,10 @@ async fn confirm_page(req: &HttpRequest, s: &AppState) -> Page {
             h1 { "Confirm change" }
             p.change { (what) }
             p { (consequence) }
+            @if let Some(c) = &comparison {
+                h2 { "What the move changes" }
+                (c)
+            }
             @if nothing_to_do {
                 p { a href=(back) { "Back to " (name) } }
             } @else {

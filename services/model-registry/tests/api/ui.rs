@@ -433,6 +433,113 @@ async fn changes_need_confirmation_and_a_csrf_token(db: Db) {
 }
 on_both_backends!(confirm_and_csrf, changes_need_confirmation_and_a_csrf_token);
 
+/// Before a promotion the reviewer sees what the move changes: the held-out figures training
+/// logged to each version's source run, side by side, the serving version marked and the
+/// proposed one with its differences (gains and losses told apart).
+async fn a_promotion_shows_the_versions_side_by_side(db: Db) {
+    let app = spawn_app(db).await;
+    let exp = app.create_experiment("compare").await;
+    let (s, v) = app
+        .post("/registered-models/create", json!({"name": "loan-default"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let figures = [
+        ("test_roc_auc", 0.78, 0.80),
+        ("test_ks", 0.41, 0.45),
+        ("test_brier", 0.17, 0.16),
+        ("test_approval_rate", 0.62, 0.60),
+        ("test_min_adverse_impact_ratio", 0.85, 0.72),
+    ];
+    for version in 0..2 {
+        let run = app.create_run(&exp).await;
+        let metrics: Vec<_> = figures
+            .iter()
+            .map(|(k, a, b)| json!({"key": k, "value": if version == 0 { a } else { b }, "timestamp": 1, "step": 0}))
+            .collect();
+        let (s, v) = app
+            .post(
+                "/runs/log-batch",
+                json!({"run_id": run, "metrics": metrics}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = app
+            .post(
+                "/model-versions/create",
+                json!({"name": "loan-default", "source": format!("runs:/{run}/model"), "run_id": run}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // A third version without a source run has an empty row.
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "loan-default", "source": "s3://elsewhere/model"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = app
+        .post(
+            "/registered-models/alias",
+            json!({"name": "loan-default", "alias": "champion", "version": "1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (s, html) = page(
+        &app,
+        "/model/confirm?name=loan-default&action=set-alias&alias=champion&version=2",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let at = html.find("What the move changes").expect("a comparison");
+    let table = &html[at..];
+    for figure in ["0.7800", "0.8000", "0.4500", "0.1700", "0.620", "0.720"] {
+        assert!(table.contains(figure), "{figure} in {table}");
+    }
+    assert!(
+        table.contains("<span class=\"gain\">(+0.0200)</span>"),
+        "ROC AUC up: {table}"
+    );
+    assert!(
+        table.contains("<span class=\"gain\">(-0.0100)</span>"),
+        "Brier down: {table}"
+    );
+    assert!(
+        table.contains("<span class=\"change\">(-0.020)</span>"),
+        "approval rate: {table}"
+    );
+    assert!(
+        table.contains("<span class=\"loss\">(-0.130)</span>"),
+        "impact ratio: {table}"
+    );
+    assert!(
+        table.find("serving").unwrap() < table.find("proposed").unwrap(),
+        "the serving version marked, then the proposed one"
+    );
+    assert!(
+        !table.contains("<th class=\"num\" scope=\"row\">3"),
+        "only the two versions of the move"
+    );
+
+    let (s, html) = page(&app, "/model?name=loan-default").await;
+    assert_eq!(s, StatusCode::OK);
+    let at = html
+        .find("Compare versions")
+        .expect("the model page compares");
+    let table = &html[at..html[at..].find("</table>").map_or(html.len(), |e| at + e)];
+    assert!(
+        table.contains("serving") && table.contains("0.8000") && table.contains("—"),
+        "{table}"
+    );
+}
+
+on_both_backends!(
+    compare_versions,
+    a_promotion_shows_the_versions_side_by_side
+);
+
 #[tokio::test]
 async fn browsers_sign_in_with_basic_auth_or_a_token() {
     let app = spawn_app_with_auth(Db::Sqlite).await;

@@ -111,13 +111,18 @@ def test_promote_champion_with_confirmation(page):
     page.goto(URL + "/models")
     shot(page, "06-models")
     page.get_by_role("link", name="loan-default").click()
-    expect(page.get_by_role("heading", name="Versions")).to_be_visible()
+    expect(page.get_by_role("heading", name="Versions", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="Compare versions")).to_be_visible()
     shot(page, "07-model")
 
     page.get_by_label("Set alias").fill("champion")
     page.get_by_label("to version").select_option("2")
     page.get_by_role("button", name="Review change…").click()
     expect(page.get_by_text("from version 1 to version 2")).to_be_visible()
+    # The two versions side by side: the serving one marked, the proposed one after it.
+    expect(page.get_by_role("heading", name="What the move changes")).to_be_visible()
+    expect(page.locator("table.compare tr.champion")).to_contain_text("serving")
+    expect(page.locator("table.compare tr.candidate")).to_contain_text("proposed")
     shot(page, "08-confirm")
     # Nothing has moved until the confirmation is posted.
     assert client.get_model_version_by_alias("loan-default", "champion").version == "1"
