@@ -267,8 +267,10 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
     let done = wait_for(&job, |r| r.state.is_final(), 120).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_every_row_once(&job);
-    // Both took a share of the chunks, and say so in their metrics.
+    // Both took a share of the chunks, and say so in their metrics, with the drift of the rows
+    // they scored (the last DRIFT_WINDOW, 10,000 by default).
     let mut shares = Vec::new();
+    let mut windows = Vec::new();
     for p in &ports {
         let text = client
             .get(format!("http://127.0.0.1:{p}/metrics"))
@@ -286,6 +288,16 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         shares.push(n);
+        let window: Option<u64> = text
+            .lines()
+            .find(|l| l.starts_with("drift_window_decisions "))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok());
+        windows.push(window);
+        assert!(
+            text.contains("feature_psi{feature=\"credit_amount\"}"),
+            "{text}"
+        );
     }
     for w in &mut workers {
         let _ = w.kill();
@@ -300,6 +312,12 @@ async fn two_workers_share_one_job_and_report_health_and_metrics() {
         shares.iter().all(|n| *n > 0),
         "both workers scored chunks: {shares:?}"
     );
+    let rows_per_chunk = job.rows / u64::from(job.chunks);
+    let want: Vec<Option<u64>> = shares
+        .iter()
+        .map(|n| Some((n * rows_per_chunk).min(10_000)))
+        .collect();
+    assert_eq!(windows, want, "rows in each worker's drift window");
 }
 
 /// The poison training task of issue 18: a worker killed while it trains (as the kernel kills
