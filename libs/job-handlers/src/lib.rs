@@ -137,9 +137,11 @@ impl WorkerState {
         let scorer = tokio::task::spawn_blocking(move || -> anyhow::Result<JobModel> {
             let (bundle, bundle_sha256) = Bundle::load_with_digest(&dir)?;
             let thresholds_json = serde_json::to_string(&bundle.thresholds)?;
-            let drift = (window > 0)
-                .then(|| model::drift::Monitor::of(&bundle, window))
-                .flatten();
+            let drift = bundle
+                .drift_baseline
+                .as_ref()
+                .filter(|_| window > 0)
+                .map(|b| model::drift::Monitor::new(b, window));
             Ok(JobModel {
                 drift,
                 scorer: Scorer::new(bundle)?,

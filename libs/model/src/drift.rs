@@ -487,11 +487,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// `None` when the bundle has no baseline (an imported model without `--data`).
-    pub fn of(bundle: &crate::Bundle, capacity: usize) -> Option<Monitor> {
-        let baseline = bundle.drift_baseline.clone()?;
-        let window = std::sync::Mutex::new(Window::new(&baseline, capacity));
-        Some(Monitor { baseline, window })
+    /// A watch over the last `capacity` decisions against `baseline` (a bundle's
+    /// `drift_baseline`).
+    pub fn new(baseline: &Baseline, capacity: usize) -> Monitor {
+        Monitor {
+            baseline: baseline.clone(),
+            window: std::sync::Mutex::new(Window::new(baseline, capacity)),
+        }
     }
 
     /// Counts one scored decision (record values in spec order).

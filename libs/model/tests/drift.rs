@@ -28,7 +28,11 @@ fn trained() -> (Bundle, Vec<usize>) {
 /// Scores `rows` (text cells in spec order) and counts them in a fresh window.
 fn watch(bundle: &Bundle, rows: &[Vec<String>]) -> Report {
     let scorer = Scorer::new(bundle.clone()).unwrap();
-    let monitor = Monitor::of(bundle, 10_000).expect("a trained bundle has a baseline");
+    let baseline = bundle
+        .drift_baseline
+        .as_ref()
+        .expect("a trained bundle has a baseline");
+    let monitor = Monitor::new(baseline, 10_000);
     for r in rows {
         let raws: Vec<Raw> = r.iter().map(|c| Raw::from_cell(c)).collect();
         let p = scorer.score(&raws, false).unwrap().default_probability;

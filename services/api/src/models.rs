@@ -303,9 +303,12 @@ fn load_dir(
     smoke_test(&scorer)?;
     let (name, version) =
         registered.unwrap_or_else(|| ("local".into(), scorer.bundle().model_uuid.clone()));
-    let drift = (drift_window > 0)
-        .then(|| model::drift::Monitor::of(scorer.bundle(), drift_window))
-        .flatten();
+    let drift = scorer
+        .bundle()
+        .drift_baseline
+        .as_ref()
+        .filter(|_| drift_window > 0)
+        .map(|b| model::drift::Monitor::new(b, drift_window));
     if drift_window > 0 && drift.is_none() {
         tracing::warn!(
             model.version = %version,
