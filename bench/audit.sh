@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Single-score throughput with the decision audit log off and on, in one run: the API serving
 # models/gc with reasons, loaded by `wrk -t1 -c64` (bench/predict.lua), three ways:
-#   off         no AUDIT_URL
+#   no-drift    no AUDIT_URL, DRIFT_WINDOW=0 (no drift watch either)
+#   off         no AUDIT_URL (the drift watch on, as in every mode below: DRIFT_WINDOW=10000)
 #   postgres    AUDIT_URL=postgres://postgres@127.0.0.1:5432/<fresh database>
 #   sqlite      AUDIT_URL=sqlite:<temp>/audit.db
 #   shadow      no audit log, a second model (models/gc-challenger) scoring in the shadow
@@ -42,9 +43,11 @@ count() { # recorded decisions in the store $1
 
 echo "| audit | requests/s | p50 | p99 | refused (503) | answered 200 | recorded |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
-for mode in off shadow postgres sqlite postgres+shadow; do
+for mode in no-drift off shadow postgres sqlite postgres+shadow; do
   shadow=""
+  window=10000
   case $mode in
+    no-drift) url=""; window=0 ;;
     off) url="" ;;
     shadow) url=""; shadow=models/gc-challenger ;;
     postgres) url="postgres://postgres@127.0.0.1:5432/$DB" ;;
@@ -52,7 +55,7 @@ for mode in off shadow postgres sqlite postgres+shadow; do
     postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger
       psql -h 127.0.0.1 -U postgres -d "$DB" -qc "TRUNCATE decisions" ;;
   esac
-  AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
+  AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" DRIFT_WINDOW=$window MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
   API_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   wrk -t1 -c64 -d2s -s bench/predict.lua "http://127.0.0.1:$PORT/v1/predict" >/dev/null
