@@ -2,23 +2,12 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{shared_bundle, spawn_api, TestApi};
-
-/// Waits until the local bundle is loaded (it loads in the background).
-async fn ready(api: &TestApi) {
-    for _ in 0..200 {
-        if api.get("/readyz").await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the API never became ready");
-}
+use crate::helpers::{shared_bundle, spawn_api};
 
 #[tokio::test]
 async fn cross_site_writes_and_foreign_hosts_are_refused() {
     let api = spawn_api(&["--model-uri", shared_bundle().to_str().unwrap()]).await;
-    ready(&api).await;
+    api.ready().await;
     let url = |p: &str| format!("{}{p}", api.address);
     for (path, ct) in [
         ("/v1/model/reload", "text/plain"),
@@ -94,7 +83,7 @@ async fn configured_hosts_replace_the_defaults() {
         "scoring.example.com",
     ])
     .await;
-    ready(&api).await;
+    api.ready().await;
     let get = |host: &'static str| {
         api.client
             .get(format!("{}/v1/model", api.address))

@@ -11,16 +11,6 @@ use crate::helpers::{german, shared_bundle, spawn_api, TestApi};
 
 const WINDOW: usize = 300;
 
-async fn ready(api: &TestApi) {
-    for _ in 0..100 {
-        if api.get("/readyz").await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not ready");
-}
-
 /// Sends `apps`: every other one alone, the rest as one batch.
 async fn decide(api: &TestApi, apps: &[Value]) {
     let mut batch = Vec::new();
@@ -58,7 +48,7 @@ async fn drift_is_watched_over_the_last_decisions_and_a_moved_population_is_flag
         &WINDOW.to_string(),
     ])
     .await;
-    ready(&api).await;
+    api.ready().await;
     let (s, v) = api.get("/v1/monitoring/drift").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["window"], 0);
@@ -146,7 +136,7 @@ async fn without_a_window_drift_is_not_watched_and_says_so() {
         "0",
     ])
     .await;
-    ready(&api).await;
+    api.ready().await;
     let (s, v) = api.get("/v1/monitoring/drift").await;
     assert_eq!(s, 404, "{v}");
     assert!(

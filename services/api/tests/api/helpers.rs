@@ -96,6 +96,17 @@ impl TestApi {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits until the model is loaded (it loads in the background), for up to 10 s.
+    pub async fn ready(&self) {
+        for _ in 0..200 {
+            if self.get("/readyz").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the API never became ready");
+    }
+
     /// Waits until /readyz answers 200 with `version`, for up to `secs`.
     pub async fn wait_for_version(&self, version: &str, secs: u64) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

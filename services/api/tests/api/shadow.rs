@@ -7,16 +7,6 @@ use serde_json::Value;
 
 use crate::helpers::{german, shared_bundle, spawn_api, train_bundle, TestApi};
 
-async fn ready(api: &TestApi) {
-    for _ in 0..100 {
-        if api.get("/readyz").await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not ready");
-}
-
 /// The challenger's version as served from a local folder: its bundle's uuid.
 fn version_of(bundle: &std::path::Path) -> String {
     let doc: Value =
@@ -68,7 +58,7 @@ async fn the_shadow_never_changes_answers_and_its_results_reach_metrics_and_the_
     .await;
     let alone = spawn_api(&["--model-uri", challenger.to_str().unwrap()]).await;
     for api in [&plain, &shadowed, &alone] {
-        ready(api).await;
+        api.ready().await;
     }
     // Both models loaded before the load starts (the shadow has its own poller).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -179,7 +169,7 @@ async fn a_sample_of_requests_is_shadow_scored() {
         "0.25",
     ])
     .await;
-    ready(&api).await;
+    api.ready().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (_, app) in german().iter().take(200) {
         assert_eq!(api.post("/v1/predict", app).await.0, 200);
