@@ -10,10 +10,13 @@
 #   4. the compose stack's wiring: Dockerfiles exist, image names, health-gated dependencies only
 #      on services that have a healthcheck, published ports, worker replicas, the two volumes
 #      (artifacts for the registry only, applicants' job files for the api and worker only),
-#      the allowed Host names (docs/security.md), and the `monitoring` profile: pinned
-#      Prometheus and Grafana images, Prometheus scraping every service's metrics port under
-#      the job names the dashboard selects on (every worker replica), Grafana provisioned with
-#      that Prometheus and the dashboard file k8s/components/monitoring ships.
+#      the allowed Host names (docs/security.md), the decision audit log (the api and worker
+#      write the audit database as its own role, fail-closed, once postgres is healthy; the
+#      init script that creates it is the one k8s/components/postgres ships), and the
+#      `monitoring` profile: pinned Prometheus and Grafana images, Prometheus scraping every
+#      service's metrics port under the job names the dashboard selects on (every worker
+#      replica), Grafana provisioned with that Prometheus and the dashboard file
+#      k8s/components/monitoring ships.
 # Exits non-zero if anything fails, after a summary of every step. It builds no image: that
 # needs a Docker engine (`just images`).
 #
@@ -245,6 +248,42 @@ for name in ("api", "worker"):
         problems.append(f"{name}: MLFLOW_TRACKING_URI is not http://model-registry:5000")
     if env.get("REDIS_URL") != "redis://redis:6379":
         problems.append(f"{name}: REDIS_URL is not redis://redis:6379")
+
+# The decision audit log: the api and the worker write the audit database on the stack's
+# postgres as its own role, never with the registry's credentials, fail-closed, and start once
+# postgres is healthy (by then its init script has created that role and database). The init
+# script is the one file k8s/components/postgres also ships, and creates what AUDIT_URL names.
+INITDB = os.path.realpath("k8s/components/postgres/initdb")
+pg = services.get("postgres") or {}
+pg_env = pg.get("environment") or {}
+initdb = next((v for v in pg.get("volumes", []) if v.get("target") == "/docker-entrypoint-initdb.d"), None)
+scripts = ""
+if not initdb or os.path.realpath(initdb.get("source") or "") != INITDB:
+    problems.append(f"postgres: /docker-entrypoint-initdb.d is not the bind mount of {INITDB} "
+                    "(the init script Kubernetes ships: keep one copy)")
+else:
+    for f in sorted(os.listdir(INITDB)):
+        with open(os.path.join(INITDB, f)) as fh:
+            scripts += fh.read()
+reg_user = re.match(r"^postgres://([^:@/]+)", reg_env.get("DATABASE_URL") or "")
+for name in ("api", "worker"):
+    env = services[name].get("environment") or {}
+    m = re.fullmatch(r"postgres://([^:@/]+):([^@/]+)@postgres:5432/([^/?]+)", env.get("AUDIT_URL") or "")
+    if not m:
+        problems.append(f"{name}: AUDIT_URL is not postgres://<role>:<password>@postgres:5432/<database>: "
+                        "its decisions would not be recorded in the stack's database")
+    else:
+        role, password, db = m.groups()
+        if reg_user and role == reg_user.group(1):
+            problems.append(f"{name}: AUDIT_URL uses the registry's role {role}")
+        if password != pg_env.get("AUDIT_POSTGRES_PASSWORD"):
+            problems.append(f"{name}: AUDIT_URL's password is not postgres' AUDIT_POSTGRES_PASSWORD")
+        if scripts and not re.search(rf"CREATE\s+DATABASE\s+{re.escape(db)}\s+OWNER\s+{re.escape(role)}\b", scripts):
+            problems.append(f"{name}: no init script in {INITDB} creates database {db} owned by {role}")
+    if env.get("AUDIT_MODE", "fail-closed") != "fail-closed":
+        problems.append(f"{name}: AUDIT_MODE is {env.get('AUDIT_MODE')!r}, not fail-closed")
+    if ((services[name].get("depends_on") or {}).get("postgres") or {}).get("condition") != "service_healthy":
+        problems.append(f"{name}: does not wait for postgres to be healthy (the audit database)")
 if (services["worker"].get("deploy") or {}).get("replicas") != 2:
     problems.append("worker: deploy.replicas is not 2")
 if published != {"model-registry", "api", "prometheus", "grafana"}:

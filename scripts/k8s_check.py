@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks rendered Kubernetes manifests (`kubectl kustomize k8s/overlays/<name>`) for what a
 schema cannot see: cross-references between objects, the numbers of the topology in
-DESIGN.md ("Topology (what k8s/ mirrors)"), the hardening every pod must have, and which
-network flows the NetworkPolicies allow and deny.
+DESIGN.md ("Topology (what k8s/ mirrors)"), the hardening every pod must have, the wiring of
+the decision audit log, and which network flows the NetworkPolicies allow and deny.
 
     k8s_check.py --profile production --secrets-template k8s/base/secrets.template.yaml rendered.yaml
     k8s_check.py --self-test --secrets-template k8s/base/secrets.template.yaml rendered-production.yaml
@@ -105,6 +105,26 @@ INGRESS_ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/proxy-send-timeout": "300",
 }
 EDGE_BACKENDS = {"api", "model-registry"}  # the api host and the registry host
+
+# The decision audit log (docs/operations.md): the api and the worker record every decision in
+# the audit database, through AUDIT_URL from this Secret key, fail-closed. It is its own database
+# with its own role on the registry's server; with the in-cluster PostgreSQL, an init script
+# mounted at POSTGRES_INITDB creates both (password: AUDIT_POSTGRES_PASSWORD).
+APP_SECRET = "loan-scoring-secrets"
+AUDIT_WRITERS = ("api", "worker")
+AUDIT_URL_REF = (APP_SECRET, "AUDIT_URL")
+AUDIT_MODE = "fail-closed"  # also the services' default when unset
+AUDIT_DATABASE, AUDIT_ROLE = "audit", "loan_scoring_audit"
+POSTGRES_INITDB = "/docker-entrypoint-initdb.d"
+
+# Keys of APP_SECRET that carry database credentials, and the only workloads that may read
+# them: the api and the worker never get the registry's database, nor the registry theirs.
+SECRET_KEY_USERS = {
+    "DATABASE_URL": {"model-registry"},
+    "POSTGRES_PASSWORD": {"postgres"},
+    "AUDIT_URL": set(AUDIT_WRITERS),
+    "AUDIT_POSTGRES_PASSWORD": {"postgres"},
+}
 
 IMAGES = {
     "model-registry": "ghcr.io/loan-scoring/model-registry",
@@ -327,7 +347,8 @@ class Checker:
                    self.topology_resources, self.topology_storage, self.topology_hpa,
                    self.topology_services, self.topology_edge, self.topology_config,
                    self.topology_optional_components, self.topology_storage_paths,
-                   self.topology_access, self.topology_border, self.topology_network_flows):
+                   self.topology_access, self.topology_audit, self.topology_border,
+                   self.topology_network_flows):
             try:
                 fn()
             except Exception as e:  # a malformed object must be a finding, not a crash
@@ -993,6 +1014,61 @@ class Checker:
         if api and worker:
             self.ok(api != worker, "access", f"the api and the worker use the same registry credentials {api}: "
                     "the api would get the worker's EDIT permission")
+        # Database credentials go only where they are used; never the whole Secret.
+        for wn, w in self.r.workloads().items():
+            for c in self.r.containers(w):
+                for ef in c.get("envFrom") or []:
+                    self.ok(dig(ef, "secretRef", "name") != APP_SECRET, "access",
+                            f"{wn}/{c['name']} loads every key of Secret {APP_SECRET} (envFrom)")
+                for e in c.get("env") or []:
+                    ref = dig(e, "valueFrom", "secretKeyRef") or {}
+                    users = SECRET_KEY_USERS.get(ref.get("key")) if ref.get("name") == APP_SECRET else None
+                    if users is not None:
+                        self.ok(wn in users, "access", f"{wn}/{c['name']} reads {ref['key']}, which only "
+                                f"{sorted(users)} may hold")
+
+    def _secret_key_ref(self, workload: str, var: str) -> tuple[str, str] | None:
+        """(Secret, key) that the workload's variable comes from; None if it is not from a Secret."""
+        for e in self._c(workload).get("env") or []:
+            if e["name"] == var:
+                ref = dig(e, "valueFrom", "secretKeyRef")
+                return (ref.get("name"), ref.get("key")) if ref else None
+        return None
+
+    def topology_audit(self) -> None:
+        """No decision without a record: the api and the worker take AUDIT_URL from the Secret
+        (never a literal, never another key such as the registry's DATABASE_URL) and run
+        fail-closed; the in-cluster PostgreSQL creates the audit role and database on a new
+        volume."""
+        for w in AUDIT_WRITERS:
+            if self._w(w) is None:
+                continue
+            env = self._env_of(w)
+            if self.ok("AUDIT_URL" in env, "audit", f"{w}: no AUDIT_URL: its decisions are not recorded"):
+                ref = self._secret_key_ref(w, "AUDIT_URL")
+                if self.ok(ref is not None, "audit", f"{w}: AUDIT_URL written into the manifest instead of "
+                           f"taken from Secret {APP_SECRET} (it carries a password)"):
+                    self.ok(ref == AUDIT_URL_REF, "audit", f"{w}: AUDIT_URL comes from {ref[0]}/{ref[1]}, "
+                            f"expected {AUDIT_URL_REF[0]}/{AUDIT_URL_REF[1]} (the audit role's URL)")
+            mode = env.get("AUDIT_MODE", AUDIT_MODE)
+            self.ok(mode == AUDIT_MODE, "audit", f"{w}: AUDIT_MODE is {mode!r}, expected {AUDIT_MODE!r} "
+                    "(no decision without a record)")
+        if self._w("postgres") is None:
+            return
+        self.ok(self._secret_key_ref("postgres", "AUDIT_POSTGRES_PASSWORD") == (APP_SECRET, "AUDIT_POSTGRES_PASSWORD"),
+                "audit", "postgres: AUDIT_POSTGRES_PASSWORD (the audit role's password for the init script) "
+                f"is not taken from Secret {APP_SECRET}")
+        c = self._c("postgres")
+        mounts = [m for m in c.get("volumeMounts") or [] if m["mountPath"].rstrip("/") == POSTGRES_INITDB]
+        volumes = {v["name"]: v for v in self.r.pod_spec(self._w("postgres")).get("volumes") or []}
+        cm = self.r.get("ConfigMap", dig(volumes.get(mounts[0]["name"]) if mounts else {}, "configMap", "name"))
+        scripts = "\n".join(str(v) for v in ((cm or {}).get("data") or {}).values())
+        creates = (re.search(rf"CREATE\s+ROLE\s+{AUDIT_ROLE}\s+LOGIN\b", scripts, re.I)
+                   and re.search(rf"CREATE\s+DATABASE\s+{AUDIT_DATABASE}\s+OWNER\s+{AUDIT_ROLE}\b", scripts, re.I)
+                   and "AUDIT_POSTGRES_PASSWORD" in scripts)
+        self.ok(bool(creates), "audit", f"postgres: no init script at {POSTGRES_INITDB} (a ConfigMap) creates role "
+                f"{AUDIT_ROLE} with AUDIT_POSTGRES_PASSWORD and database {AUDIT_DATABASE} owned by it: a new "
+                "volume would have no audit database")
 
     def _edge(self, service: str) -> list[tuple[str, str, dict]]:
         """(kind/name, host, annotations) for each Ingress rule and HTTPRoute hostname that routes
@@ -1143,12 +1219,16 @@ class Checker:
         for w in ("api", "worker", "model-registry", "redis") + (("postgres",) if self.p.postgres else ()):
             allowed.append((P(w), dns, 53, "UDP"))
         if self.p.postgres:
-            allowed.append((P("model-registry"), P("postgres"), 5432))
-            denied += [(P("api"), P("postgres"), 5432), (P("worker"), P("postgres"), 5432),
-                       (other_ns, P("postgres"), 5432), (P("postgres"), internet, 443)]
+            # The registry's database, and the audit database of the api and the worker.
+            allowed += [(P("model-registry"), P("postgres"), 5432), (P("api"), P("postgres"), 5432),
+                        (P("worker"), P("postgres"), 5432)]
+            denied += [(other_ns, P("postgres"), 5432), (self._ext_pod("ingress-nginx"), P("postgres"), 5432),
+                       (internet, P("postgres"), 5432), (P("redis"), P("postgres"), 5432),
+                       (P("postgres"), internet, 443), (P("postgres"), P("api"), 8000)]
         if self.p.external_db:
-            allowed.append((P("model-registry"), self._ip("10.20.30.40"), 5432))
-            denied.append((P("api"), self._ip("10.20.30.40"), 5432))
+            db = self._ip("10.20.30.40")
+            allowed += [(P("model-registry"), db, 5432), (P("api"), db, 5432), (P("worker"), db, 5432)]
+            denied += [(P("redis"), db, 5432), (P("api"), db, 6379)]
         edge_ns = {"ingress": "ingress-nginx", "gateway": "gateway-system"}.get(self.p.edge)
         if edge_ns:
             allowed += [(self._ext_pod(edge_ns), P("api"), 8000), (self._ext_pod(edge_ns), P("model-registry"), 5000)]
@@ -1245,14 +1325,25 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
      lambda d: _set(["spec", "template", "spec", "terminationGracePeriodSeconds"], 30)(_find(d, "Deployment", "api"))),
     ("default-deny NetworkPolicy removed", "default-deny",
      lambda d: d.remove(_find(d, "NetworkPolicy", "default-deny-all"))),
-    # Both ends must open for the flow to exist (the api's egress is closed too).
-    ("postgres opened to the api", "api -> postgres:5432 is allowed", lambda d: (
+    ("postgres opened to every namespace", "default namespace -> postgres:5432 is allowed",
+     lambda d: _set(["spec", "ingress", 0, "from"], [{"namespaceSelector": {}}])(
+         _find(d, "NetworkPolicy", "postgres-from-audit-writers"))),
+    # Both ends must open for the flow to exist (redis's egress is closed too).
+    ("postgres opened to every pod of the namespace", "redis -> postgres:5432 is allowed", lambda d: (
         _set(["spec", "ingress", 0, "from", 0, "podSelector"], {})(_find(d, "NetworkPolicy", "postgres-from-model-registry")),
-        _find(d, "NetworkPolicy", "api-egress")["spec"]["egress"].append(
-            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}],
-             "ports": [{"protocol": "TCP", "port": 5432}]}))),
+        d.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": "redis-egress-postgres", "namespace": NAMESPACE},
+                  "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+                           "policyTypes": ["Egress"],
+                           "egress": [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgres"}}}],
+                                       "ports": [{"protocol": "TCP", "port": 5432}]}]}}))),
     ("registry -> postgres egress removed", "model-registry -> postgres:5432 is needed",
      lambda d: d.remove(_find(d, "NetworkPolicy", "model-registry-egress-postgres"))),
+    ("api -> postgres egress removed", "api -> postgres:5432 is needed",
+     lambda d: d.remove(_find(d, "NetworkPolicy", "api-egress-postgres"))),
+    ("postgres no longer admits the worker", "worker -> postgres:5432 is needed",
+     lambda d: _set(["spec", "ingress", 0, "from", 0, "podSelector", "matchExpressions", 0, "values"], ["api"])(
+         _find(d, "NetworkPolicy", "postgres-from-audit-writers"))),
     ("postgres strategy Recreate -> RollingUpdate", "Recreate",
      lambda d: _set(["spec", "strategy"], {"type": "RollingUpdate"})(_find(d, "Deployment", "postgres"))),
     ("HPA targets a missing Deployment", "does not exist",
@@ -1291,6 +1382,30 @@ MUTATIONS: list[tuple[str, str, Callable[[list[dict]], None]]] = [
          _env(_container(d, "worker"), "MLFLOW_TRACKING_TOKEN"))),
     ("worker registry token dropped", "worker: sends no registry credentials",
      lambda d: _container(d, "worker")["env"].remove(_env(_container(d, "worker"), "MLFLOW_TRACKING_TOKEN"))),
+    # The decision audit log.
+    ("api AUDIT_URL dropped", "api: no AUDIT_URL",
+     lambda d: _container(d, "api")["env"].remove(_env(_container(d, "api"), "AUDIT_URL"))),
+    ("worker AUDIT_URL written into the manifest", "worker: AUDIT_URL written into the manifest",
+     lambda d: (lambda e: (e.pop("valueFrom"), e.update(value="postgres://loan_scoring_audit:pw@postgres:5432/audit")))(
+         _env(_container(d, "worker"), "AUDIT_URL"))),
+    ("api audits into the registry's database", "AUDIT_URL comes from loan-scoring-secrets/DATABASE_URL",
+     lambda d: _set(["valueFrom", "secretKeyRef", "key"], "DATABASE_URL")(_env(_container(d, "api"), "AUDIT_URL"))),
+    ("worker given the registry's DATABASE_URL", "worker/worker reads DATABASE_URL",
+     lambda d: _container(d, "worker")["env"].append(
+         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "loan-scoring-secrets", "key": "DATABASE_URL"}}})),
+    ("api loads the whole Secret", "loads every key of Secret loan-scoring-secrets",
+     lambda d: _container(d, "api")["envFrom"].append({"secretRef": {"name": "loan-scoring-secrets"}})),
+    ("AUDIT_MODE fail-open", "AUDIT_MODE is 'fail-open'",
+     lambda d: _set(["data", "AUDIT_MODE"], "fail-open")(_find(d, "ConfigMap", "loan-scoring-config"))),
+    ("postgres init scripts not mounted", "postgres: no init script",
+     lambda d: _container(d, "postgres")["volumeMounts"].remove(
+         next(m for m in _container(d, "postgres")["volumeMounts"] if m["mountPath"] == POSTGRES_INITDB))),
+    ("init script creates the audit database for the registry's role", "postgres: no init script",
+     lambda d: _find(d, "ConfigMap", "postgres-initdb")["data"].update(
+         {k: v.replace("OWNER loan_scoring_audit", "OWNER loan_scoring")
+          for k, v in _find(d, "ConfigMap", "postgres-initdb")["data"].items()})),
+    ("postgres AUDIT_POSTGRES_PASSWORD dropped", "postgres: AUDIT_POSTGRES_PASSWORD",
+     lambda d: _container(d, "postgres")["env"].remove(_env(_container(d, "postgres"), "AUDIT_POSTGRES_PASSWORD"))),
     # Allowed hosts and origins.
     ("registry Ingress host changed, allowed hosts not", "does not allow mlflow.bank.example",
      lambda d: _set(["spec", "rules", 0, "host"], "mlflow.bank.example")(_find(d, "Ingress", "model-registry"))),
