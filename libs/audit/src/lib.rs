@@ -36,6 +36,9 @@ pub enum Mode {
 
 /// The audit settings, shared by the API and the worker (`#[command(flatten)]`).
 #[derive(Debug, Clone, clap::Args)]
+// Its own argument-group id: the services flatten several `Settings`, and clap refuses two
+// groups of one name (a panic at start in debug builds).
+#[group(id = "audit-settings")]
 pub struct Settings {
     /// Where decisions are recorded: `postgres://…` or `sqlite:path/to/audit.db`. Unset: no
     /// audit log (a warning at start).

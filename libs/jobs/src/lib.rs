@@ -267,6 +267,9 @@ impl JobRecord {
 /// The job settings the API and the worker both read: one flag and one variable each.
 /// Flattened into both services' settings (`#[command(flatten)]`).
 #[derive(clap::Args, Debug, Clone)]
+// Its own argument-group id: the services flatten several `Settings`, and clap refuses two
+// groups of one name (a panic at start in debug builds).
+#[group(id = "jobs-settings")]
 pub struct Settings {
     /// Storage for batch files and training datasets, shared by the API and the workers (the
     /// jobs volume in Kubernetes). Applicants' data: keep it out of the registry's ARTIFACT_ROOT.

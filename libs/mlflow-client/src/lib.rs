@@ -13,6 +13,9 @@ use tokio::io::AsyncWriteExt;
 /// service that calls the registry reads (flattened into their settings).
 #[cfg(feature = "settings")]
 #[derive(clap::Args, Debug, Clone)]
+// Its own argument-group id: the services flatten several `Settings`, and clap refuses two
+// groups of one name (a panic at start in debug builds).
+#[group(id = "registry-settings")]
 pub struct Settings {
     /// Where the model registry is (the MLflow client's own variable).
     #[arg(
