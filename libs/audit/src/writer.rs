@@ -156,10 +156,11 @@ impl Auditor {
         Ok(())
     }
 
-    /// Queues a record, waiting for room rather than refusing (the shadow's records, completed
-    /// after the answer: the decision was admitted before it was made).
-    pub async fn record_wait(&self, record: Record) {
-        if self.tx.send(record).await.is_err() {
+    /// Queues a record, waiting for room rather than refusing, from a thread outside the async
+    /// runtime (the shadow model's: its records are completed after the answer, and the
+    /// decision was admitted before it was made).
+    pub fn record_blocking(&self, record: Record) {
+        if self.tx.blocking_send(record).is_err() {
             dropped().inc();
         }
     }

@@ -79,7 +79,12 @@ pub async fn receive(
             state.models.wake();
             woken.push("champion");
         }
-        if let Some(sh) = state.shadow.as_ref().filter(|sh| sh.follows(name, alias)) {
+        if let Some(sh) = state
+            .shadow
+            .as_ref()
+            .map(|s| &s.models)
+            .filter(|sh| sh.follows(name, alias))
+        {
             sh.wake();
             woken.push("shadow");
         }

@@ -186,4 +186,25 @@ pub mod shadow {
     pub fn failure(champion: &str, shadow: &str) {
         failed().with_label_values(&[champion, shadow]).inc();
     }
+
+    fn skips() -> &'static IntCounterVec {
+        static M: OnceLock<IntCounterVec> = OnceLock::new();
+        M.get_or_init(|| {
+            register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "shadow_skipped_total",
+                        "Requests not shadow-scored because the shadow model was behind (its queue full)",
+                    ),
+                    &LABELS,
+                )
+                .expect("metric"),
+            )
+        })
+    }
+
+    /// `n` applications the shadow could not take.
+    pub fn skipped(champion: &str, shadow: &str, n: u64) {
+        skips().with_label_values(&[champion, shadow]).inc_by(n);
+    }
 }

@@ -19,6 +19,7 @@ pub struct Application {
     server: Server,
     models: Arc<Models>,
     audit: Option<Arc<audit::Auditor>>,
+    shadow: Option<Arc<crate::shadow::Shadow>>,
     subscription: crate::events::Subscription,
 }
 
@@ -28,10 +29,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let models = Arc::new(Models::new(&settings)?);
         tokio::spawn(models.clone().run());
-        let shadow = Models::shadow(&settings)?.map(Arc::new);
-        if let Some(s) = &shadow {
-            tokio::spawn(s.clone().run());
-        }
+        let shadow = match Models::shadow(&settings)?.map(Arc::new) {
+            Some(models) => {
+                tokio::spawn(models.clone().run());
+                Some(Arc::new(crate::shadow::Shadow::start(models)?))
+            }
+            None => None,
+        };
         let keys = web::Data::new(ApiKeys::load(
             settings.api_keys.as_deref(),
             settings.api_keys_file.as_deref(),
@@ -78,7 +82,7 @@ impl Application {
             models: models.clone(),
             settings,
             batch,
-            shadow,
+            shadow: shadow.clone(),
             audit: audit.clone(),
         });
         let server = HttpServer::new(move || {
@@ -122,6 +126,7 @@ impl Application {
             server,
             models,
             audit,
+            shadow,
             subscription,
         })
     }
@@ -138,11 +143,15 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until SIGTERM or SIGINT, then finishes in-flight requests within the timeout and
-    /// writes every queued audit record before it returns.
+    /// Runs until SIGTERM or SIGINT, then finishes in-flight requests within the timeout,
+    /// lets the shadow model score what it has queued, and writes every queued audit record
+    /// before it returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         self.subscription.end().await;
+        if let Some(s) = &self.shadow {
+            s.drain(AUDIT_DRAIN).await;
+        }
         if let Some(a) = &self.audit {
             a.shutdown(AUDIT_DRAIN).await;
         }

@@ -11,7 +11,7 @@ pub struct AppState {
     /// Batch jobs, once Redis is reachable.
     pub batch: Arc<arc_swap::ArcSwapOption<crate::batch::Batch>>,
     /// The challenger scored in the shadow of each request, when one is configured.
-    pub shadow: Option<Arc<Models>>,
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
     /// The decision audit log, when `AUDIT_URL` is set.
     pub audit: Option<Arc<audit::Auditor>>,
 }

@@ -150,6 +150,7 @@ pub async fn predict(
 ) -> Result<HttpResponse, ApiError> {
     let rid = request_id(&req);
     let body = read_json(&req, payload, state.settings.max_body_bytes).await?;
+    let _busy = state.shadow.as_deref().map(crate::shadow::Shadow::busy);
     let m = state.models.current().ok_or(ApiError::NotReady)?;
     admit(&state)?;
     let spec = &m.scorer.bundle().spec;
@@ -184,10 +185,11 @@ pub async fn predict(
             &s.reasons,
         )
     });
-    match (crate::shadow::pick(&state), record) {
-        // Scored after the answer; the record (if any) waits for the shadow's result.
-        (Some(shadow), record) => {
-            actix_web::rt::spawn(crate::shadow::score(crate::shadow::Task {
+    match (shadow_of(&state), record) {
+        // Scored after the answer, on the shadow's thread; the record (if any) waits for the
+        // shadow's result. When the shadow is behind, the record is written now, marked so.
+        (Some((sh, shadow)), record) => {
+            let skipped = sh.submit(crate::shadow::Task {
                 body: body.clone(),
                 champion: m.clone(),
                 shadow,
@@ -195,7 +197,10 @@ pub async fn predict(
                 decision: s.decision,
                 record,
                 audit: state.audit.clone(),
-            }));
+            });
+            if let (Some(record), Some(a)) = (skipped, &state.audit) {
+                a.record([record]).map_err(|_| audit_unavailable())?;
+            }
         }
         (None, Some(record)) => {
             if let Some(a) = &state.audit {
@@ -231,6 +236,7 @@ pub async fn predict_batch(
     let rid = request_id(&req);
     let limit = state.settings.max_body_bytes.saturating_mul(16);
     let body = read_json(&req, payload, limit).await?;
+    let _busy = state.shadow.as_deref().map(crate::shadow::Shadow::busy);
     let m = state.models.current().ok_or(ApiError::NotReady)?;
     admit(&state)?;
     let max = state.settings.max_batch;
@@ -239,7 +245,7 @@ pub async fn predict_batch(
     } else {
         ReasonPolicy::None
     };
-    let shadow = crate::shadow::pick(&state).map(|sh| (sh, body.clone()));
+    let shadow = shadow_of(&state).map(|sh| (sh, body.clone()));
     let m2 = m.clone();
     let audit = state.audit.clone();
     let key = crate::auth::caller(&req).map(|c| c.id);
@@ -273,8 +279,9 @@ pub async fn predict_batch(
     })?;
     let (results, records, audit) = results;
     match shadow {
-        // Scored after the answer; the records (if any) wait for the shadow's results.
-        Some((shadow, body)) => {
+        // Scored after the answer, on the shadow's thread; the records (if any) wait for its
+        // results, or are written now, marked, when the shadow is behind.
+        Some(((sh, shadow), body)) => {
             let served = results
                 .iter()
                 .filter_map(|r| match r {
@@ -287,15 +294,18 @@ pub async fn predict_batch(
                     BatchResult::Rejected { .. } => None,
                 })
                 .collect();
-            actix_web::rt::spawn(crate::shadow::score_batch(crate::shadow::BatchTask {
+            let skipped = sh.submit_batch(crate::shadow::BatchTask {
                 body,
                 max,
                 champion: m.clone(),
                 shadow,
                 served,
                 records,
-                audit,
-            }));
+                audit: audit.clone(),
+            });
+            if let (false, Some(a)) = (skipped.is_empty(), audit) {
+                a.record(skipped).map_err(|_| audit_unavailable())?;
+            }
         }
         None => {
             if let Some(a) = audit {
@@ -385,6 +395,18 @@ fn score_applications(
         })
         .collect();
     (results, audited)
+}
+
+/// The shadow and the model it scores this request with, when one is configured, loaded and
+/// this request sampled.
+fn shadow_of(
+    state: &AppState,
+) -> Option<(
+    &crate::shadow::Shadow,
+    std::sync::Arc<crate::models::ServingModel>,
+)> {
+    let sh = state.shadow.as_deref()?;
+    Some((sh, sh.pick(state.settings.shadow_sample)?))
 }
 
 /// Fail-closed auditing: no decision while its record cannot be kept.

@@ -245,11 +245,18 @@ async fn fail_closed_refuses_decisions_it_cannot_record_and_fail_open_answers() 
     assert_eq!(s, 200, "fail-open decides without the store");
 }
 
-/// SIGTERM while requests are in flight: every answered decision is in the store afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_writes_every_answered_decision_before_exit() {
-    let url = test_support::fresh_postgres("api_audit_drain").await;
-    let (mut child, port) = spawn_binary(&["--audit-url", &url]).await;
+/// SIGTERM while requests are in flight, with records held back by a locked table: the API
+/// exits cleanly. Returns the decisions answered and the records stored afterwards.
+async fn answered_and_recorded_across_sigterm(
+    db: &str,
+    extra: &[&str],
+) -> (usize, Vec<audit::Record>) {
+    let url = test_support::fresh_postgres(db).await;
+    let mut args = vec!["--audit-url", url.as_str()];
+    args.extend_from_slice(extra);
+    let (mut child, port) = spawn_binary(&args).await;
+    // A shadow model loads on its own poller, just after the champion.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = Vec::new();
@@ -313,12 +320,47 @@ async fn sigterm_writes_every_answered_decision_before_exit() {
             ..audit::Page::default()
         })
         .await
-        .unwrap()
-        .len();
+        .unwrap();
     let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
     assert!(answered >= 2_000);
+    (answered, recorded)
+}
+
+/// SIGTERM while requests are in flight: every answered decision is in the store afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_answered_decision_before_exit() {
+    let (answered, recorded) = answered_and_recorded_across_sigterm("api_audit_drain", &[]).await;
     assert!(
-        recorded >= answered,
-        "{answered} decisions answered, {recorded} recorded"
+        recorded.len() >= answered,
+        "{answered} decisions answered, {} recorded",
+        recorded.len()
     );
+}
+
+/// The same with a shadow model: the records waiting for the shadow's results are written too,
+/// each with the shadow's result or the note that the shadow was behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_shadow_writes_every_answered_decision_with_its_shadow_result() {
+    let challenger = crate::helpers::train_bundle(20, 7);
+    let (answered, recorded) = answered_and_recorded_across_sigterm(
+        "api_audit_drain_shadow",
+        &["--shadow-model-uri", challenger.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        recorded.len() >= answered,
+        "{answered} decisions answered, {} recorded",
+        recorded.len()
+    );
+    let mut scored = 0;
+    for r in &recorded {
+        let shadow: Value =
+            serde_json::from_str(r.shadow.as_deref().expect("a shadow result")).unwrap();
+        if shadow["probability"].is_number() {
+            scored += 1;
+        } else {
+            assert!(shadow["skipped"].is_string(), "{shadow}");
+        }
+    }
+    assert!(scored > 0, "the shadow scored none of {answered}");
 }
