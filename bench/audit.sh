@@ -9,15 +9,34 @@
 #   postgres+shadow  as postgres, with a second model (models/gc-challenger, 150 trees) scoring
 #               every request in the shadow
 # After each load it waits for the writer and checks that every answered decision was recorded.
+# With --rounds N the modes run N times, interleaved (mode 1..6, then again), so that a slow
+# spell of the machine hits every mode alike; each row is then the median round of that mode (by
+# requests/s), and its counts are that round's. The shadow column: requests the shadow scored /
+# skipped because it was behind (it runs at the lowest CPU priority).
 #
-#   bench/audit.sh [--duration S]
+# With --paced MS each connection waits MS milliseconds between requests (bench/predict-paced.lua):
+# a steady load below saturation, where p99 is the server's latency rather than the queue of a
+# saturated one.
+#
+#   bench/audit.sh [--duration S] [--rounds N] [--modes "off shadow ..."] [--paced MS]
 #
 # Needs target/release/{api,loanctl} (cargo build --release --workspace), wrk (apt-get install -y
 # wrk), the local PostgreSQL (scripts/services.sh). Binds 127.0.0.1 only; stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=15
-[[ "${1:-}" == "--duration" ]] && DURATION=$2
+ROUNDS=1
+SCRIPT=bench/predict.lua
+MODES="no-drift off shadow postgres sqlite postgres+shadow"
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    --paced) SCRIPT=bench/predict-paced.lua; export PACE_MS=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
 PORT=8093
 [[ -d models/gc ]] || target/release/loanctl train --data data/german_credit.csv \
   --spec data/german_credit.spec.json --out models/gc >/dev/null
@@ -41,9 +60,9 @@ count() { # recorded decisions in the store $1
   esac
 }
 
-echo "| audit | requests/s | p50 | p99 | refused (503) | answered 200 | recorded |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-for mode in no-drift off shadow postgres sqlite postgres+shadow; do
+declare -A ROWS
+for round in $(seq "$ROUNDS"); do
+for mode in $MODES; do
   shadow=""
   window=10000
   case $mode in
@@ -53,18 +72,27 @@ for mode in no-drift off shadow postgres sqlite postgres+shadow; do
     postgres) url="postgres://postgres@127.0.0.1:5432/$DB" ;;
     sqlite) url="sqlite:$TMP/audit.db" ;;
     postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger
-      psql -h 127.0.0.1 -U postgres -d "$DB" -qc "TRUNCATE decisions" ;;
+      ;;
   esac
+  [[ "$url" == postgres* ]] && psql -h 127.0.0.1 -U postgres -d "$DB" -qc "DROP TABLE IF EXISTS decisions, _sqlx_migrations" 2>/dev/null
+  rm -f "$TMP"/audit.db*
   AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" DRIFT_WINDOW=$window MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
   API_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
-  wrk -t1 -c64 -d2s -s bench/predict.lua "http://127.0.0.1:$PORT/v1/predict" >/dev/null
-  out=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s bench/predict.lua "http://127.0.0.1:$PORT/v1/predict")
+  wrk -t1 -c64 -d2s -s "$SCRIPT" "http://127.0.0.1:$PORT/v1/predict" >/dev/null
+  out=$(wrk -t1 -c64 -d"${DURATION}s" --latency -s "$SCRIPT" "http://127.0.0.1:$PORT/v1/predict")
   rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   refused=$(awk '/Non-2xx/ {print $5}' <<<"$out"); refused=${refused:-0}
-  answered=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^predictions_total/ {s+=$2} END {print s}')
+  metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+  answered=$(awk '/^predictions_total/ {s+=$2} END {print s}' <<<"$metrics")
+  shadowed="-"
+  if [[ -n "$shadow" ]]; then
+    sleep 2 # the shadow's queue drains once the load stops
+    metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+    shadowed="$(awk '/^shadow_scored_total/ {s+=$2} END {print s+0}' <<<"$metrics") / $(awk '/^shadow_skipped_total/ {s+=$2} END {print s+0}' <<<"$metrics")"
+  fi
   recorded="-"
   if [[ -n "$url" ]]; then
     for _ in $(seq 120); do
@@ -73,6 +101,15 @@ for mode in no-drift off shadow postgres sqlite postgres+shadow; do
       sleep 0.5
     done
   fi
-  echo "| $mode | $rps | $p50 | $p99 | $refused | $answered | $recorded |"
+  ROWS[$mode]+="$rps|$mode|$rps|$p50|$p99|$refused|$answered|$recorded|$shadowed"$'\n'
+  echo "round $round: $mode $rps req/s, p99 $p99" >&2
   kill "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=""
+done
+done
+echo "| audit | requests/s | p50 | p99 | refused (503) | answered 200 | recorded | shadow scored / skipped |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for mode in $MODES; do
+  # The median round by requests/s (the upper one of two).
+  row=$(printf '%s' "${ROWS[$mode]}" | sort -t'|' -k1,1n | awk -v n="$ROUNDS" 'NR == int(n / 2) + 1')
+  echo "| ${row#*|} |" | sed 's/|/ | /g; s/  */ /g; s/^ //; s/ $//'
 done
