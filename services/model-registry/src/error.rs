@@ -17,6 +17,10 @@ pub enum RegistryError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A failure `mlflow server` reports as a 500 with its own message (kept for clients and
+    /// MLflow's test suites that check both).
+    #[error("{0}")]
+    Internal(String),
     #[error("endpoint not found")]
     EndpointNotFound,
     #[error(transparent)]
@@ -35,7 +39,7 @@ impl RegistryError {
             RegistryError::Unauthenticated(_) => "UNAUTHENTICATED",
             RegistryError::PermissionDenied(_) => "PERMISSION_DENIED",
             RegistryError::EndpointNotFound => "ENDPOINT_NOT_FOUND",
-            RegistryError::Unexpected(_) => "INTERNAL_ERROR",
+            RegistryError::Internal(_) | RegistryError::Unexpected(_) => "INTERNAL_ERROR",
         }
     }
 }
@@ -55,7 +59,9 @@ impl ResponseError for RegistryError {
             | RegistryError::BadRequest(_) => StatusCode::BAD_REQUEST,
             RegistryError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             RegistryError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            RegistryError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistryError::Internal(_) | RegistryError::Unexpected(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

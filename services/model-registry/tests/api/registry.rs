@@ -139,7 +139,6 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
         // A local path inside the run's folder, but the run's artifacts are on this server's
         // store, not local: refused as MLflow refuses it.
         format!("file:///tmp/{run}/artifacts/model"),
-        "file://123.45.67.89/path/to/source".to_string(),
     ] {
         let (s, v) = app
             .post(
@@ -152,6 +151,22 @@ async fn version_sources_outside_the_store_are_refused(db: Db) {
             "{source}: {s} {v}"
         );
     }
+    // A file URI with a host: refused with MLflow's status (500) and message.
+    let (s, v) = app
+        .post(
+            "/model-versions/create",
+            json!({"name": "m", "source": "file://123.45.67.89/path/to/source", "run_id": run}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(v["error_code"], "INTERNAL_ERROR");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid remote uri"),
+        "{v}"
+    );
     // Sources elsewhere are recorded as MLflow records them; the server never reads them and
     // the platform's client downloads only from this server's store.
     for (i, source) in ["s3://bucket/key", "http://169.254.169.254/latest"]
