@@ -182,6 +182,15 @@ impl Shadow {
     }
 }
 
+impl Drop for Shadow {
+    /// An application dropped without [`Shadow::drain`] (tests that build one in-process):
+    /// the thread scores what is queued and ends instead of polling for ever.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
 /// A scoring request in hand (from [`Shadow::busy`]).
 pub struct Busy(Arc<AtomicUsize>);
 
