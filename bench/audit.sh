@@ -71,10 +71,10 @@ for mode in $MODES; do
     shadow) url=""; shadow=models/gc-challenger ;;
     postgres) url="postgres://postgres@127.0.0.1:5432/$DB" ;;
     sqlite) url="sqlite:$TMP/audit.db" ;;
-    postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger
-      ;;
+    postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger ;;
   esac
-  [[ "$url" == postgres* ]] && psql -h 127.0.0.1 -U postgres -d "$DB" -qc "DROP TABLE IF EXISTS decisions, _sqlx_migrations" 2>/dev/null
+  # Every audited run starts from an empty store (the API migrates it at start).
+  psql -h 127.0.0.1 -U postgres -d "$DB" -qc "DROP TABLE IF EXISTS decisions, _sqlx_migrations" 2>/dev/null
   rm -f "$TMP"/audit.db*
   AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" DRIFT_WINDOW=$window MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
   API_PID=$!

@@ -447,3 +447,14 @@ pub fn import_cycles(src: &std::path::Path) -> Vec<Vec<String>> {
     }
     t.out
 }
+
+/// A service's command line flattens several libraries' `Settings`: their argument groups must
+/// have distinct ids. clap refuses two of one id, but only a debug build checks (and panics at
+/// start); this checks in any build.
+pub fn assert_distinct_arg_groups(cmd: &clap::Command) {
+    let ids: Vec<&str> = cmd.get_groups().map(|g| g.get_id().as_str()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}

@@ -121,17 +121,10 @@ impl std::fmt::Debug for Settings {
 
 #[cfg(test)]
 mod tests {
-    /// The flattened `Settings` of the libraries must not clash: clap refuses two argument
-    /// groups of one id, and a debug build panics at start on it (release builds skip that
-    /// check, so it is made here).
+    /// The flattened `Settings` of the libraries do not clash (a debug build would panic).
     #[test]
     fn the_argument_groups_have_distinct_ids() {
         use clap::CommandFactory;
-        let cmd = super::Settings::command();
-        let ids: Vec<&str> = cmd.get_groups().map(|g| g.get_id().as_str()).collect();
-        let mut unique = ids.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        test_support::assert_distinct_arg_groups(&super::Settings::command());
     }
 }

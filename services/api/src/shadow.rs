@@ -42,7 +42,9 @@ pub fn sampled(rate: f64) -> bool {
 pub struct Shadow {
     /// The shadow model's holder (`MODEL_SHADOW_ALIAS` or `SHADOW_MODEL_URI`).
     pub models: Arc<Models>,
-    /// Lock-free: a request never waits for the shadow thread.
+    /// Lock-free: a request never waits for the shadow thread. A push does not wake the
+    /// thread (it wakes every millisecond and takes what has come), so that a request costs no
+    /// system call.
     queue: Arc<ArrayQueue<Work>>,
     /// Set at shutdown: the thread ends once the queue is empty.
     stopping: Arc<AtomicBool>,
@@ -95,7 +97,7 @@ impl Shadow {
                     if stop.load(Ordering::Acquire) && q.is_empty() {
                         break;
                     }
-                    // Not woken per request (see `push`); unparked at shutdown.
+                    // Not woken per request (see `queue`); unparked at shutdown.
                     std::thread::park_timeout(Duration::from_millis(1));
                 }
             })?;
@@ -125,17 +127,10 @@ impl Shadow {
         }
     }
 
-    /// Queues work without waking the thread: it wakes every millisecond and takes what has
-    /// come, so that a request costs one push and no system call (a wake-up per request cost
-    /// the answers about a third of a millisecond at the 99th percentile).
-    fn push(&self, work: Work) -> Result<(), Work> {
-        self.queue.push(work)
-    }
-
     /// Queues a request. When the shadow is behind, the request is not shadow-scored: its
     /// record (if any) comes back, marked as skipped, for the caller to write.
     pub fn submit(&self, t: Task) -> Option<audit::Record> {
-        match self.push(Work::One(Box::new(t))) {
+        match self.queue.push(Work::One(Box::new(t))) {
             Ok(()) => None,
             Err(Work::One(t)) => {
                 let note = skipped(&t.champion, &t.shadow, 1);
@@ -150,7 +145,7 @@ impl Shadow {
 
     /// As [`Shadow::submit`], for a batch: its records come back when the shadow is behind.
     pub fn submit_batch(&self, t: BatchTask) -> Vec<audit::Record> {
-        match self.push(Work::Batch(Box::new(t))) {
+        match self.queue.push(Work::Batch(Box::new(t))) {
             Ok(()) => Vec::new(),
             Err(Work::Batch(t)) => {
                 let note = skipped(&t.champion, &t.shadow, t.served.len() as u64).to_string();
@@ -231,30 +226,35 @@ pub struct Task {
     pub audit: Option<Arc<audit::Auditor>>,
 }
 
-/// The shadow's result for one application, as the audit record keeps it; counted in the
-/// metrics.
-fn result(
+/// Counts the shadow's result for one application in the metrics.
+fn observe(
     champion: &ServingModel,
     shadow: &ServingModel,
     served: (f64, Decision),
     scored: Option<(f64, Decision)>,
-) -> serde_json::Value {
+) {
+    match scored {
+        Some((p, d)) => metrics::shadow::observe(
+            &champion.version,
+            &shadow.version,
+            d == served.1,
+            (p - served.0).abs(),
+        ),
+        None => metrics::shadow::failure(&champion.version, &shadow.version),
+    }
+}
+
+/// The shadow's result for one application, as the audit record keeps it (built only for a
+/// record).
+fn note(shadow: &ServingModel, scored: Option<(f64, Decision)>) -> String {
     let model = model_ref(shadow);
     match scored {
-        Some((p, d)) => {
-            metrics::shadow::observe(
-                &champion.version,
-                &shadow.version,
-                d == served.1,
-                (p - served.0).abs(),
-            );
-            json!({"model": model, "probability": p, "decision": d.as_str()})
-        }
+        Some((p, d)) => json!({"model": model, "probability": p, "decision": d.as_str()}),
         None => {
-            metrics::shadow::failure(&champion.version, &shadow.version);
             json!({"model": model, "error": "the shadow model's spec refused the application"})
         }
     }
+    .to_string()
 }
 
 /// Scores the request with the shadow model, counts agreement, completes the audit record.
@@ -267,14 +267,10 @@ fn score(t: Task) {
             .and_then(|raws| t.shadow.scorer.score(&raws, false).ok()),
         _ => None,
     };
-    let result = result(
-        &t.champion,
-        &t.shadow,
-        (t.probability, t.decision),
-        scored.map(|s| (s.default_probability, s.decision)),
-    );
+    let scored = scored.map(|s| (s.default_probability, s.decision));
+    observe(&t.champion, &t.shadow, (t.probability, t.decision), scored);
     if let (Some(mut record), Some(a)) = (t.record, t.audit) {
-        record.shadow = Some(result.to_string());
+        record.shadow = Some(note(&t.shadow, scored));
         a.record_blocking(record);
     }
 }
@@ -332,15 +328,11 @@ fn score_batch(t: BatchTask) {
         }
     };
     for (index, p, d) in served {
-        let r = result(
-            &champion,
-            &shadow,
-            (p, d),
-            scored.get(index).copied().flatten(),
-        );
+        let one = scored.get(index).copied().flatten();
+        observe(&champion, &shadow, (p, d), one);
         // Records are in index order.
         if let Ok(k) = records.binary_search_by_key(&(index as i64), |rec| rec.row_index) {
-            records[k].shadow = Some(r.to_string());
+            records[k].shadow = Some(note(&shadow, one));
         }
     }
     if let Some(a) = audit {
