@@ -82,16 +82,18 @@ impl Store {
         let Some(pg) = &self.pg else {
             return self.insert(records).await;
         };
-        let mut text = String::with_capacity(records.len() * 2048);
+        let mut rows = Vec::with_capacity(records.len() * 2048 + 32);
+        rows.extend_from_slice(COPY_BINARY_HEADER);
         for r in records {
-            copy_row(&mut text, r);
+            copy_row(&mut rows, r);
         }
+        rows.extend_from_slice(COPY_BINARY_TRAILER);
         let mut copy = sqlx::postgres::PgPoolCopyExt::copy_in_raw(
             pg,
-            &format!("COPY decisions ({COLUMNS}) FROM STDIN"),
+            &format!("COPY decisions ({COLUMNS}) FROM STDIN (FORMAT binary)"),
         )
         .await?;
-        let sent = copy.send(text.into_bytes()).await;
+        let sent = copy.send(rows).await;
         let done = match sent {
             Ok(_) => copy.finish().await,
             Err(e) => {
@@ -133,7 +135,7 @@ impl Store {
                 }
                 sql.push(')');
             }
-            sql.push_str(" ON CONFLICT (decision_id) DO NOTHING");
+            sql.push_str(" ON CONFLICT (request_id, row_index, decision_id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for r in part {
                 q = q
@@ -268,53 +270,44 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
     Ok(format!("sqlite://{path}?{}", params.join("&")))
 }
 
-/// One record as a line of `COPY … FROM STDIN` (text format).
-fn copy_row(out: &mut String, r: &Record) {
-    use std::fmt::Write;
-    let text = |out: &mut String, v: &str| {
-        if !v
-            .bytes()
-            .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
-        {
-            out.push_str(v);
-            return;
+/// The header of `COPY … FROM STDIN (FORMAT binary)`: signature, flags, no extension.
+const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The end of a binary `COPY`.
+const COPY_BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// One record as a tuple of binary `COPY`: each field its length and its bytes, numbers
+/// big-endian (the probability's exact bits), text as is; PostgreSQL parses nothing.
+fn copy_row(out: &mut Vec<u8>, r: &Record) {
+    fn text(out: &mut Vec<u8>, v: &str) {
+        // A field longer than 2 GiB cannot be a record of ours (bodies are bounded far below).
+        out.extend_from_slice(&i32::try_from(v.len()).unwrap_or(i32::MAX).to_be_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            Some(v) => text(out, v),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
-    };
-    let opt = |out: &mut String, v: Option<&str>| match v {
-        Some(v) => text(out, v),
-        None => out.push_str("\\N"),
-    };
+    }
+    fn eight(out: &mut Vec<u8>, v: [u8; 8]) {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&v);
+    }
+    out.extend_from_slice(&(N_COLUMNS as i16).to_be_bytes());
     text(out, &r.decision_id);
-    out.push('\t');
     text(out, &r.request_id);
-    let _ = write!(out, "\t{}\t{}\t", r.row_index, r.recorded_at_ms);
+    eight(out, r.row_index.to_be_bytes());
+    eight(out, r.recorded_at_ms.to_be_bytes());
     text(out, &r.source);
-    out.push('\t');
     opt(out, r.key_id.as_deref());
-    for v in [
-        &r.model_name,
-        &r.model_version,
-        &r.bundle_sha256,
-        &r.features,
-    ] {
-        out.push('\t');
-        text(out, v);
-    }
-    // Rust writes the shortest decimal that reads back to the same bits; so does PostgreSQL.
-    let _ = write!(out, "\t{:?}\t", r.probability);
-    for v in [&r.decision, &r.thresholds, &r.reason_policy, &r.reasons] {
-        text(out, v);
-        out.push('\t');
-    }
+    text(out, &r.model_name);
+    text(out, &r.model_version);
+    text(out, &r.bundle_sha256);
+    text(out, &r.features);
+    eight(out, r.probability.to_bits().to_be_bytes());
+    text(out, &r.decision);
+    text(out, &r.thresholds);
+    text(out, &r.reason_policy);
+    text(out, &r.reasons);
     opt(out, r.shadow.as_deref());
-    out.push('\n');
 }

@@ -235,3 +235,46 @@ async fn the_retention_sweeper_deletes_old_records_once_the_store_is_reached() {
         "a record past the one-day retention goes, today's stays"
     );
 }
+
+/// A store made before the request key (migration 0002) keeps its records when upgraded, and
+/// the new key takes over both of the old indexes' jobs.
+#[tokio::test]
+async fn a_store_from_the_first_schema_is_upgraded_with_its_records() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let stores = [
+        (
+            test_support::fresh_postgres("audit_upgrade").await,
+            sqlx::migrate!("./migrations/postgres"),
+        ),
+        (
+            format!("sqlite:{}/audit.db?mode=rwc", dir.display()),
+            sqlx::migrate!("./migrations/sqlite"),
+        ),
+    ];
+    for (url, mut first) in stores {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        first.migrations = first.migrations[..1].to_vec().into();
+        first.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO decisions (decision_id, request_id, row_index, recorded_at_ms, source, \
+             model_name, model_version, bundle_sha256, features, probability, decision, \
+             thresholds, reason_policy, reasons) VALUES ('job:4', 'job', 4, 7, 'job', 'loan', \
+             '3', 'ab', '{}', 0.25, 'approve', '{}', 'none', '[]')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let kept = store.by_request("job").await.unwrap();
+        assert_eq!(kept.len(), 1, "{url}");
+        assert_eq!(kept[0].decision_id, "job:4", "{url}");
+        // The kept row is redelivered with a new one: only the new one is written.
+        let again = record("job:4", "job", 4, 7);
+        let next = record("job:5", "job", 5, 8);
+        assert_eq!(store.insert(&[again, next]).await.unwrap(), 1, "{url}");
+        assert_eq!(store.by_request("job").await.unwrap().len(), 2, "{url}");
+    }
+}
