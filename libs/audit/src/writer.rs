@@ -159,11 +159,10 @@ impl Auditor {
         Ok(())
     }
 
-    /// Queues a record, waiting for room rather than refusing, from a thread outside the async
-    /// runtime (the shadow model's: its records are completed after the answer, and the
-    /// decision was admitted before it was made).
-    pub fn record_blocking(&self, record: Record) {
-        if self.tx.blocking_send(record).is_err() {
+    /// Queues a record, waiting for room rather than refusing (the shadow model's records: they
+    /// are completed after the answer, and the decision was admitted before it was made).
+    pub async fn record_when_room(&self, record: Record) {
+        if self.tx.send(record).await.is_err() {
             dropped().inc();
         }
     }

@@ -290,3 +290,44 @@ async fn champion_and_challenger_aliases_swap_independently() {
         "promotion never took effect"
     );
 }
+
+/// The shadow scores on CPU time the requests leave: its thread runs at the lowest priority of
+/// the normal policy (nice 19; the field after the policy's in `/proc/<pid>/task/<tid>/stat`).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_thread_runs_at_the_lowest_cpu_priority() {
+    let challenger = train_bundle(10, 5);
+    let api = spawn_api(&[
+        "--model-uri",
+        shared_bundle().to_str().unwrap(),
+        "--shadow-model-uri",
+        challenger.to_str().unwrap(),
+    ])
+    .await;
+    api.ready().await;
+    // Every thread named "shadow" in this process (other tests start shadows too).
+    let mut nices = Vec::new();
+    for _ in 0..50 {
+        nices.clear();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "shadow") {
+                let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+                // Fields after the command's closing parenthesis: state is field 3, nice 19.
+                let after = &stat[stat.rfind(')').unwrap() + 2..];
+                let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
+                nices.push(nice);
+            }
+        }
+        // The thread sets its own priority as it starts.
+        if !nices.is_empty() && nices.iter().all(|&n| n == 19) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!nices.is_empty(), "no shadow thread found");
+    assert!(
+        nices.iter().all(|&n| n == 19),
+        "nice of the shadow threads: {nices:?}"
+    );
+}
