@@ -12,7 +12,7 @@
 # With --rounds N the modes run N times, interleaved (mode 1..6, then again), so that a slow
 # spell of the machine hits every mode alike; each row is then the median round of that mode (by
 # requests/s), and its counts are that round's. The shadow column: requests the shadow scored /
-# skipped because it was behind (it runs at the lowest CPU priority).
+# skipped because it was behind (it runs at nice 19, on CPU time the requests leave).
 #
 # With --paced MS each connection waits MS milliseconds between requests (bench/predict-paced.lua):
 # a steady load below saturation, where p99 is the server's latency rather than the queue of a
