@@ -20,21 +20,33 @@ pub enum Kind {
     Number,
     /// An integer that may be NULL (missing).
     OptNumber,
+    /// Text that may be NULL (missing).
+    OptText,
 }
 
-/// Where one entity's searchable fields live. Child tables have columns `(<fk>, key, value)`
-/// (metrics also `is_nan`) and are joined on `<fk> = <key>`.
+/// Where one entity's searchable fields live. Child tables have the entity's key columns and
+/// `key, value` (metrics also `is_nan`), and are joined on the key columns.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    /// The entity's key expression, e.g. `r.run_id`.
-    pub key: &'static str,
-    /// The child tables' column naming the entity, e.g. `run_id`.
-    pub fk: &'static str,
+    /// `(child table column, entity's key expression)` for each key column, e.g.
+    /// `("run_id", "r.run_id")`.
+    pub link: &'static [(&'static str, &'static str)],
     pub metrics: Option<&'static str>,
     pub params: Option<&'static str>,
     pub tags: Option<&'static str>,
     /// `(attribute, column expression, kind)`.
     pub attrs: &'static [(&'static str, &'static str, Kind)],
+}
+
+impl Shape {
+    /// The condition tying child row `alias` to the entity.
+    fn on(&self, alias: &str) -> String {
+        self.link
+            .iter()
+            .map(|(column, key)| format!("{alias}.{column} = {key}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
 }
 
 /// A bound value.
@@ -237,14 +249,14 @@ impl Builder {
     fn clause(&mut self, shape: &Shape, c: &Clause, alias: &str) -> Option<Part> {
         let join = |table: &str, key_mark: &str, cond: &str| {
             Part::Join(format!(
-                " JOIN {table} {alias} ON {alias}.{} = {} AND {alias}.key = {key_mark} AND {cond}",
-                shape.fk, shape.key
+                " JOIN {table} {alias} ON {} AND {alias}.key = {key_mark} AND {cond}",
+                shape.on(alias)
             ))
         };
         let absent = |table: &str, key_mark: &str, cond: &str| {
             Part::Where(format!(
-                "NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{} = {} AND x.key = {key_mark} AND {cond})",
-                shape.fk, shape.key
+                "NOT EXISTS (SELECT 1 FROM {table} x WHERE {} AND x.key = {key_mark} AND {cond})",
+                shape.on("x")
             ))
         };
         match &c.field {
@@ -283,12 +295,20 @@ impl Builder {
             Field::Attribute(a) => {
                 let &(_, column, kind) = shape.attrs.iter().find(|(name, _, _)| name == a)?;
                 let cond = match (kind, c.op) {
-                    (Kind::OptNumber, Op::IsNull) => format!("{column} IS NULL"),
-                    (Kind::OptNumber, Op::IsNotNull) => format!("{column} IS NOT NULL"),
+                    (Kind::OptNumber | Kind::OptText, Op::IsNull) => format!("{column} IS NULL"),
+                    (Kind::OptNumber | Kind::OptText, Op::IsNotNull) => {
+                        format!("{column} IS NOT NULL")
+                    }
                     (_, Op::IsNull) => "1 = 0".into(),
                     (_, Op::IsNotNull) => "1 = 1".into(),
-                    (Kind::Text, _) if matches!(c.value, Literal::Num(_)) => return None,
+                    (Kind::Text | Kind::OptText, _) if matches!(c.value, Literal::Num(_)) => {
+                        return None
+                    }
                     (Kind::Text, op) => self.text_condition(column, op, &c.value)?,
+                    (Kind::OptText, op) => {
+                        let cond = self.text_condition(column, op, &c.value)?;
+                        format!("{column} IS NOT NULL AND {cond}")
+                    }
                     (Kind::Number, op) => self.number_condition(column, None, op, &c.value)?,
                     (Kind::OptNumber, op) => {
                         let cond = self.number_condition(column, None, op, &c.value)?;
@@ -351,8 +371,8 @@ pub fn translate(
                         let alias = format!("o{i}");
                         let mark = b.bind(Arg::Text(k.clone()));
                         joins.push_str(&format!(
-                            " LEFT JOIN {table} {alias} ON {alias}.{} = {} AND {alias}.key = {mark}",
-                            shape.fk, shape.key
+                            " LEFT JOIN {table} {alias} ON {} AND {alias}.key = {mark}",
+                            shape.on(&alias)
                         ));
                         alias
                     }
@@ -360,7 +380,7 @@ pub fn translate(
                 // Missing values last in either direction.
                 terms.push(format!(
                     "CASE WHEN {alias}.{} IS NULL THEN 1 ELSE 0 END",
-                    shape.fk
+                    shape.link[0].0
                 ));
                 if matches!(o.field, Field::Metric(_)) {
                     // NaN after every number, in either direction.
@@ -380,6 +400,10 @@ pub fn translate(
                     Kind::OptNumber => {
                         terms.push(format!("CASE WHEN {column} IS NULL THEN 1 ELSE 0 END"));
                         terms.push(format!("{column} {dir}"));
+                    }
+                    Kind::OptText => {
+                        terms.push(format!("CASE WHEN {column} IS NULL THEN 1 ELSE 0 END"));
+                        terms.push(format!("{} {dir}", b.bytewise(column)));
                     }
                 }
             }
@@ -416,6 +440,59 @@ pub fn arguments(args: &[Arg]) -> sqlx::Result<sqlx::any::AnyArguments<'static>>
         .map_err(sqlx::Error::Encode)?;
     }
     Ok(out)
+}
+
+/// Where a search looks: the entity's table and alias (`runs r`), the key columns to load
+/// (`r.run_id`), and a condition every result meets, with its values bound first (`$1`, …).
+pub struct Scope<'a> {
+    pub from: &'a str,
+    pub keys: &'a str,
+    pub condition: String,
+    pub args: Vec<Arg>,
+}
+
+/// One page of a search the database filters, orders and cuts: the keys of the entities from
+/// `offset`, at most `max`, in order, and whether more follow. `None` when the filter or the
+/// order has a term SQL cannot say exactly; the caller then searches in memory.
+#[allow(clippy::too_many_arguments)]
+pub async fn page_keys<K>(
+    pool: &crate::store::Pool,
+    backend: Backend,
+    shape: &Shape,
+    scope: Scope<'_>,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> crate::error::Result<Option<(Vec<K>, bool)>>
+where
+    K: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let Some(sql) = translate(shape, clauses, order, backend, scope.args.len() + 1) else {
+        return Ok(None);
+    };
+    let order_by = if sql.order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", sql.order)
+    };
+    let statement = format!(
+        "SELECT {} FROM {}{} WHERE ({}) AND {}{order_by} LIMIT {} OFFSET {offset}",
+        scope.keys,
+        scope.from,
+        sql.joins,
+        scope.condition,
+        sql.condition,
+        max.saturating_add(1),
+    );
+    let mut args = scope.args;
+    args.extend(sql.args);
+    let mut keys = sqlx::query_as_with::<_, K, _>(&statement, arguments(&args)?)
+        .fetch_all(pool)
+        .await?;
+    let more = keys.len() > max;
+    keys.truncate(max);
+    Ok(Some((keys, more)))
 }
 
 #[cfg(test)]

@@ -103,27 +103,36 @@ pub async fn search(p: Params, s: web::Data<AppState>) -> Resp {
         field: search::Field::Attribute("model_id".into()),
         ascending: true,
     });
-    let mut items = logged_models::list_logged_models(&s.pool, &ids).await?;
+    let token = p.opt_str("page_token")?;
+    let offset = search::decode_token(token.as_deref())?;
     // `datasets`: only models with a metric logged against one of these datasets.
     let datasets = p.objects("datasets")?;
-    if !datasets.is_empty() {
-        let mut keep = std::collections::HashSet::new();
-        for d in &datasets {
-            let name = d.str("dataset_name")?;
-            let digest = d.opt_str("dataset_digest")?.filter(|x| !x.is_empty());
-            keep.extend(
-                logged_models::models_with_dataset(&s.pool, &name, digest.as_deref()).await?,
-            );
+    let pushed = if datasets.is_empty() {
+        logged_models::search_page(&s.reader, s.backend, &ids, &clauses, &order, offset, max)
+            .await?
+    } else {
+        None
+    };
+    let (page, next) = match pushed {
+        Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
+        // Datasets, metrics or a filter SQL cannot say exactly: searched in memory.
+        None => {
+            let mut items = logged_models::list_logged_models(&s.reader, &ids).await?;
+            if !datasets.is_empty() {
+                let mut keep = std::collections::HashSet::new();
+                for d in &datasets {
+                    let name = d.str("dataset_name")?;
+                    let digest = d.opt_str("dataset_digest")?.filter(|x| !x.is_empty());
+                    keep.extend(
+                        logged_models::models_with_dataset(&s.reader, &name, digest.as_deref())
+                            .await?,
+                    );
+                }
+                items.retain(|m| keep.contains(&m.model_id));
+            }
+            search::select(items, &clauses, &order, token.as_deref(), max)?
         }
-        items.retain(|m| keep.contains(&m.model_id));
-    }
-    let (page, next) = search::select(
-        items,
-        &clauses,
-        &order,
-        p.opt_str("page_token")?.as_deref(),
-        max,
-    )?;
+    };
     ok(search::page_body(
         "models",
         page.iter().map(logged_models::LoggedModel::json).collect(),

@@ -83,14 +83,19 @@ pub async fn search_registered_models(p: Params, s: web::Data<AppState>) -> Resp
         field: search::Field::Attribute("name".into()),
         ascending: true,
     });
-    let items = registry::list_registered_models(&s.pool).await?;
-    let (page, next) = search::select(
-        items,
-        &clauses,
-        &order,
-        p.opt_str("page_token")?.as_deref(),
-        max,
-    )?;
+    let token = p.opt_str("page_token")?;
+    let offset = search::decode_token(token.as_deref())?;
+    let (page, next) =
+        match registry::search_models_page(&s.reader, s.backend, &clauses, &order, offset, max)
+            .await?
+        {
+            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
+            // A filter SQL cannot say exactly: the models are searched in memory.
+            None => {
+                let items = registry::list_registered_models(&s.reader).await?;
+                search::select(items, &clauses, &order, token.as_deref(), max)?
+            }
+        };
     ok(search::page_body(
         "registered_models",
         page.iter().map(registry::RegisteredModel::json).collect(),
@@ -338,14 +343,19 @@ pub async fn search_model_versions(p: Params, s: web::Data<AppState>) -> Resp {
         field: search::Field::Attribute("version_number".into()),
         ascending: false,
     });
-    let items = registry::list_model_versions(&s.pool).await?;
-    let (page, next) = search::select(
-        items,
-        &clauses,
-        &order,
-        p.opt_str("page_token")?.as_deref(),
-        max,
-    )?;
+    let token = p.opt_str("page_token")?;
+    let offset = search::decode_token(token.as_deref())?;
+    let (page, next) =
+        match registry::search_versions_page(&s.reader, s.backend, &clauses, &order, offset, max)
+            .await?
+        {
+            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
+            // A filter SQL cannot say exactly: the versions are searched in memory.
+            None => {
+                let items = registry::list_model_versions(&s.reader).await?;
+                search::select(items, &clauses, &order, token.as_deref(), max)?
+            }
+        };
     ok(search::page_body(
         "model_versions",
         page.iter().map(registry::ModelVersion::json).collect(),

@@ -87,14 +87,19 @@ pub async fn search_experiments(p: Params, s: web::Data<AppState>) -> Resp {
         ascending: true,
     });
     let view = View::parse(p.opt_str("view_type")?.as_deref(), "view_type")?;
-    let items = experiments::list_experiments(&s.pool, view).await?;
-    let (page, next) = search::select(
-        items,
-        &clauses,
-        &order,
-        p.opt_str("page_token")?.as_deref(),
-        max,
-    )?;
+    let token = p.opt_str("page_token")?;
+    let offset = search::decode_token(token.as_deref())?;
+    let (page, next) =
+        match experiments::search_page(&s.reader, s.backend, view, &clauses, &order, offset, max)
+            .await?
+        {
+            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
+            // A filter SQL cannot say exactly: the experiments are searched in memory.
+            None => {
+                let items = experiments::list_experiments(&s.reader, view).await?;
+                search::select(items, &clauses, &order, token.as_deref(), max)?
+            }
+        };
     ok(search::page_body(
         "experiments",
         page.iter().map(|e| e.json()).collect(),

@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{kv_json, now_ms, placeholders, Pool, View};
+use super::{kv_json, now_ms, placeholders, Backend, Pool, View};
 use crate::error::{RegistryError, Result};
-use crate::search::{self, Field, Searchable};
+use crate::search::{self, Clause, Field, OrderBy, Searchable};
+use crate::search_sql::{self, Kind, Shape};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Experiment {
@@ -123,20 +124,23 @@ const COLUMNS: &str =
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time";
 
 async fn with_tags(pool: &Pool, mut exps: Vec<Experiment>) -> Result<Vec<Experiment>> {
-    if exps.is_empty() {
-        return Ok(exps);
-    }
-    let sql = format!(
-        "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) ORDER BY key",
-        placeholders(1, exps.len())
-    );
-    let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql);
-    for e in &exps {
-        q = q.bind(e.id);
-    }
-    for (id, key, value) in q.fetch_all(pool).await? {
-        if let Some(e) = exps.iter_mut().find(|e| e.id == id) {
-            e.tags.push((key, value));
+    let at: std::collections::HashMap<i64, usize> =
+        exps.iter().enumerate().map(|(i, e)| (e.id, i)).collect();
+    let ids: Vec<i64> = exps.iter().map(|e| e.id).collect();
+    // In chunks: SQLite binds at most 32,766 values in one statement.
+    for chunk in ids.chunks(10_000) {
+        let sql = format!(
+            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) ORDER BY key",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for (id, key, value) in q.fetch_all(pool).await? {
+            if let Some(&i) = at.get(&id) {
+                exps[i].tags.push((key, value));
+            }
         }
     }
     Ok(exps)
@@ -184,6 +188,65 @@ pub async fn list_experiments(pool: &Pool, view: View) -> Result<Vec<Experiment>
             .fetch_all(pool)
             .await?;
     with_tags(pool, exps).await
+}
+
+/// How experiments' fields map to SQL, for searches the database answers. The id is compared
+/// and ordered as text, as [`Searchable`] gives it.
+pub const SHAPE: Shape = Shape {
+    link: &[("experiment_id", "e.experiment_id")],
+    metrics: None,
+    params: None,
+    tags: Some("experiment_tags"),
+    attrs: &[
+        ("name", "e.name", Kind::Text),
+        ("experiment_id", "CAST(e.experiment_id AS TEXT)", Kind::Text),
+        ("creation_time", "e.creation_time", Kind::Number),
+        ("last_update_time", "e.last_update_time", Kind::Number),
+        ("last_updated_timestamp", "e.last_update_time", Kind::Number),
+    ],
+};
+
+/// One page of an experiments search, filtered, ordered and cut by the database (see
+/// [`search_sql::page_keys`]); `None` sends the caller to the in-memory search.
+pub async fn search_page(
+    pool: &Pool,
+    backend: Backend,
+    view: View,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(Vec<Experiment>, bool)>> {
+    let scope = search_sql::Scope {
+        from: "experiments e",
+        keys: "e.experiment_id",
+        condition: match view.stage() {
+            Some(stage) => format!("e.lifecycle_stage = '{stage}'"),
+            None => "1 = 1".into(),
+        },
+        args: Vec::new(),
+    };
+    let Some((ids, more)) =
+        search_sql::page_keys::<(i64,)>(pool, backend, &SHAPE, scope, clauses, order, offset, max)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
+    let mut exps = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(10_000) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM experiments WHERE experiment_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, Experiment>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        exps.extend(with_tags(pool, q.fetch_all(pool).await?).await?);
+    }
+    super::in_key_order(&mut exps, &ids, |e| e.id);
+    Ok(Some((exps, more)))
 }
 
 pub async fn rename_experiment(pool: &Pool, id: i64, new_name: &str) -> Result<()> {

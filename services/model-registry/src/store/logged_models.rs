@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{kv_json, now_ms, placeholders, Pool};
+use super::{kv_json, now_ms, placeholders, Backend, Pool};
 use crate::error::{invalid, RegistryError, Result};
-use crate::search::{self, Field, Searchable};
+use crate::search::{self, Clause, Field, OrderBy, Searchable};
+use crate::search_sql::{self, Arg, Kind, Shape};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LoggedModel {
@@ -195,6 +196,77 @@ pub async fn list_logged_models(pool: &Pool, experiment_ids: &[i64]) -> Result<V
         fill(pool, m).await?;
     }
     Ok(out)
+}
+
+/// How logged models' fields map to SQL, for searches the database answers. Metrics are not
+/// here: a model's metric is any point logged against it, so a search on one is done in memory.
+pub const SHAPE: Shape = Shape {
+    link: &[("model_id", "lm.model_id")],
+    metrics: None,
+    params: Some("logged_model_params"),
+    tags: Some("logged_model_tags"),
+    attrs: &[
+        ("name", "lm.name", Kind::Text),
+        ("model_id", "lm.model_id", Kind::Text),
+        ("model_type", "lm.model_type", Kind::OptText),
+        ("status", "lm.status", Kind::Text),
+        ("source_run_id", "lm.source_run_id", Kind::OptText),
+        (
+            "creation_timestamp",
+            "lm.creation_timestamp_ms",
+            Kind::Number,
+        ),
+        ("creation_time", "lm.creation_timestamp_ms", Kind::Number),
+        (
+            "last_updated_timestamp",
+            "lm.last_updated_timestamp_ms",
+            Kind::Number,
+        ),
+    ],
+};
+
+/// One page of a logged models search in `experiment_ids`, filtered, ordered and cut by the
+/// database (see [`search_sql::page_keys`]); `None` sends the caller to the in-memory search.
+pub async fn search_page(
+    pool: &Pool,
+    backend: Backend,
+    experiment_ids: &[i64],
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(Vec<LoggedModel>, bool)>> {
+    if experiment_ids.is_empty() {
+        return Ok(Some((Vec::new(), false)));
+    }
+    let scope = search_sql::Scope {
+        from: "logged_models lm",
+        keys: "lm.model_id",
+        condition: format!(
+            "lm.lifecycle_stage = 'active' AND lm.experiment_id IN ({})",
+            placeholders(1, experiment_ids.len())
+        ),
+        args: experiment_ids.iter().map(|i| Arg::Int(*i)).collect(),
+    };
+    let Some((ids, more)) = search_sql::page_keys::<(String,)>(
+        pool, backend, &SHAPE, scope, clauses, order, offset, max,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for (id,) in &ids {
+        let mut m = sqlx::query_as::<_, LoggedModel>(&format!(
+            "SELECT {COLUMNS} FROM logged_models WHERE model_id = $1"
+        ))
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+        fill(pool, &mut m).await?;
+        out.push(m);
+    }
+    Ok(Some((out, more)))
 }
 
 pub async fn set_status(pool: &Pool, model_id: &str, status: &str) -> Result<LoggedModel> {

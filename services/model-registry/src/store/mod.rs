@@ -167,6 +167,20 @@ pub fn now_ms() -> i64 {
 }
 
 /// `$from, $from+1, …` for `n` values.
+/// Puts `items` in the order of `keys` (a search's page, loaded by key in any order).
+pub fn in_key_order<T, K, F>(items: &mut [T], keys: &[K], key: F)
+where
+    K: std::hash::Hash + Eq + Clone,
+    F: Fn(&T) -> K,
+{
+    let position: std::collections::HashMap<K, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i))
+        .collect();
+    items.sort_by_key(|t| position.get(&key(t)).copied());
+}
+
 pub fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("${i}"))

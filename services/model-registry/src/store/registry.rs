@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{kv_json, now_ms, Pool};
+use super::{kv_json, now_ms, placeholders, Backend, Pool};
 use crate::error::{invalid, RegistryError, Result};
-use crate::search::{self, Field, Searchable};
+use crate::search::{self, Clause, Field, OrderBy, Searchable};
+use crate::search_sql::{self, Kind, Shape};
 
 pub const STAGES: [&str; 4] = ["None", "Staging", "Production", "Archived"];
 
@@ -186,45 +187,52 @@ pub async fn insert_registered_model(
 const RM_COLUMNS: &str = "name, creation_timestamp, last_updated_timestamp, description";
 const MV_COLUMNS: &str = "name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id";
 
-/// ` WHERE name = $1` when loading one model's rows, nothing when loading all.
-fn where_name(name: Option<&str>) -> &'static str {
-    if name.is_some() {
-        " WHERE name = $1"
-    } else {
-        ""
+/// ` WHERE name IN ($1, …)` when loading some models' rows, nothing when loading all.
+fn where_name(names: Option<&[&str]>) -> String {
+    match names {
+        Some(names) => format!(" WHERE name IN ({})", placeholders(1, names.len())),
+        None => String::new(),
     }
 }
 
-/// The rows of `sql`, with `name` bound as `$1` when given (see [`where_name`]).
-async fn fetch_for<T>(pool: &Pool, sql: &str, name: Option<&str>) -> Result<Vec<T>>
+/// The rows of `sql`, with `names` bound from `$1` when given (see [`where_name`]).
+async fn fetch_for<T>(pool: &Pool, sql: &str, names: Option<&[&str]>) -> Result<Vec<T>>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
+    if names.is_some_and(|n| n.is_empty()) {
+        return Ok(Vec::new());
+    }
     let mut q = sqlx::query_as::<_, T>(sql);
-    if let Some(n) = name {
-        q = q.bind(n);
+    for n in names.unwrap_or_default() {
+        q = q.bind(*n);
     }
     Ok(q.fetch_all(pool).await?)
 }
 
-/// Versions (all, or of one model) with tags and aliases.
-async fn load_versions(pool: &Pool, name: Option<&str>) -> Result<Vec<ModelVersion>> {
-    let where_ = where_name(name);
+/// Versions (all, or of some models) with tags and aliases, by name then version.
+async fn load_versions(pool: &Pool, names: Option<&[&str]>) -> Result<Vec<ModelVersion>> {
+    let where_ = where_name(names);
     let mut versions: Vec<ModelVersion> = fetch_for(
         pool,
         &format!("SELECT {MV_COLUMNS} FROM model_versions{where_} ORDER BY name, version"),
-        name,
+        names,
     )
     .await?;
+    let at: std::collections::HashMap<(String, i64), usize> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((v.name.clone(), v.version), i))
+        .collect();
     let tags: Vec<(String, i64, String, String)> = fetch_for(
         pool,
         &format!("SELECT name, version, key, value FROM model_version_tags{where_} ORDER BY key"),
-        name,
+        names,
     )
     .await?;
     for (n, v, key, value) in tags {
-        if let Some(mv) = versions.iter_mut().find(|m| m.name == n && m.version == v) {
-            mv.tags.push((key, value));
+        if let Some(&i) = at.get(&(n, v)) {
+            versions[i].tags.push((key, value));
         }
     }
     let aliases: Vec<(String, String, i64)> = fetch_for(
@@ -232,12 +240,12 @@ async fn load_versions(pool: &Pool, name: Option<&str>) -> Result<Vec<ModelVersi
         &format!(
             "SELECT name, alias, version FROM registered_model_aliases{where_} ORDER BY alias"
         ),
-        name,
+        names,
     )
     .await?;
     for (n, alias, v) in aliases {
-        if let Some(mv) = versions.iter_mut().find(|m| m.name == n && m.version == v) {
-            mv.aliases.push(alias);
+        if let Some(&i) = at.get(&(n, v)) {
+            versions[i].aliases.push(alias);
         }
     }
     Ok(versions)
@@ -261,55 +269,188 @@ fn latest_per_stage(versions: &[ModelVersion], stages: &[&str]) -> Vec<ModelVers
     out
 }
 
-async fn load_models(pool: &Pool, name: Option<&str>) -> Result<Vec<RegisteredModel>> {
-    let where_ = where_name(name);
+async fn load_models(pool: &Pool, names: Option<&[&str]>) -> Result<Vec<RegisteredModel>> {
+    let where_ = where_name(names);
     let mut models: Vec<RegisteredModel> = fetch_for(
         pool,
         &format!("SELECT {RM_COLUMNS} FROM registered_models{where_}"),
-        name,
+        names,
     )
     .await?;
-    let versions = load_versions(pool, name).await?;
+    let at: std::collections::HashMap<String, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.clone(), i))
+        .collect();
+    let mut versions: Vec<Vec<ModelVersion>> = vec![Vec::new(); models.len()];
+    for v in load_versions(pool, names).await? {
+        if let Some(&i) = at.get(&v.name) {
+            versions[i].push(v);
+        }
+    }
+    for (m, mine) in models.iter_mut().zip(&versions) {
+        m.latest_versions = latest_per_stage(mine, &[]);
+    }
     let tags: Vec<(String, String, String)> = fetch_for(
         pool,
         &format!("SELECT name, key, value FROM registered_model_tags{where_} ORDER BY key"),
-        name,
+        names,
     )
     .await?;
+    for (n, k, v) in tags {
+        if let Some(&i) = at.get(&n) {
+            models[i].tags.push((k, v));
+        }
+    }
     let aliases: Vec<(String, String, i64)> = fetch_for(
         pool,
         &format!(
             "SELECT name, alias, version FROM registered_model_aliases{where_} ORDER BY alias"
         ),
-        name,
+        names,
     )
     .await?;
-    for m in &mut models {
-        let mine: Vec<ModelVersion> = versions
-            .iter()
-            .filter(|v| v.name == m.name)
-            .cloned()
-            .collect();
-        m.latest_versions = latest_per_stage(&mine, &[]);
-        m.tags = tags
-            .iter()
-            .filter(|(n, _, _)| *n == m.name)
-            .map(|(_, k, v)| (k.clone(), v.clone()))
-            .collect();
-        m.aliases = aliases
-            .iter()
-            .filter(|(n, _, _)| *n == m.name)
-            .map(|(_, a, v)| (a.clone(), *v))
-            .collect();
+    for (n, a, v) in aliases {
+        if let Some(&i) = at.get(&n) {
+            models[i].aliases.push((a, v));
+        }
     }
     Ok(models)
 }
 
 pub async fn get_registered_model(pool: &Pool, name: &str) -> Result<RegisteredModel> {
-    load_models(pool, Some(name))
+    load_models(pool, Some(&[name]))
         .await?
         .pop()
         .ok_or_else(|| not_found(name))
+}
+
+/// How registered models' fields map to SQL, for searches the database answers.
+pub const MODEL_SHAPE: Shape = Shape {
+    link: &[("name", "m.name")],
+    metrics: None,
+    params: None,
+    tags: Some("registered_model_tags"),
+    attrs: &[
+        ("name", "m.name", Kind::Text),
+        ("creation_timestamp", "m.creation_timestamp", Kind::Number),
+        (
+            "last_updated_timestamp",
+            "m.last_updated_timestamp",
+            Kind::Number,
+        ),
+    ],
+};
+
+/// How model versions' fields map to SQL, for searches the database answers.
+pub const VERSION_SHAPE: Shape = Shape {
+    link: &[("name", "v.name"), ("version", "v.version")],
+    metrics: None,
+    params: None,
+    tags: Some("model_version_tags"),
+    attrs: &[
+        ("name", "v.name", Kind::Text),
+        ("version_number", "v.version", Kind::Number),
+        ("run_id", "v.run_id", Kind::Text),
+        ("source_path", "v.source", Kind::Text),
+        ("current_stage", "v.current_stage", Kind::Text),
+        ("creation_timestamp", "v.creation_timestamp", Kind::Number),
+        (
+            "last_updated_timestamp",
+            "v.last_updated_timestamp",
+            Kind::Number,
+        ),
+    ],
+};
+
+/// Most names bound in one statement when loading a page (SQLite allows 32,766 values).
+const MAX_BOUND: usize = 10_000;
+
+/// One page of a registered models search, filtered, ordered and cut by the database (see
+/// [`search_sql::page_keys`]); `None` sends the caller to the in-memory search.
+pub async fn search_models_page(
+    pool: &Pool,
+    backend: Backend,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(Vec<RegisteredModel>, bool)>> {
+    let scope = search_sql::Scope {
+        from: "registered_models m",
+        keys: "m.name",
+        condition: "1 = 1".into(),
+        args: Vec::new(),
+    };
+    let Some((names, more)) = search_sql::page_keys::<(String,)>(
+        pool,
+        backend,
+        &MODEL_SHAPE,
+        scope,
+        clauses,
+        order,
+        offset,
+        max,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let names: Vec<String> = names.into_iter().map(|(n,)| n).collect();
+    let mut models = Vec::with_capacity(names.len());
+    for chunk in names.chunks(MAX_BOUND) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        models.extend(load_models(pool, Some(&chunk)).await?);
+    }
+    super::in_key_order(&mut models, &names, |m| m.name.clone());
+    Ok(Some((models, more)))
+}
+
+/// One page of a model versions search, filtered, ordered and cut by the database (see
+/// [`search_sql::page_keys`]); `None` sends the caller to the in-memory search.
+pub async fn search_versions_page(
+    pool: &Pool,
+    backend: Backend,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(Vec<ModelVersion>, bool)>> {
+    let scope = search_sql::Scope {
+        from: "model_versions v",
+        keys: "v.name, v.version",
+        condition: "1 = 1".into(),
+        args: Vec::new(),
+    };
+    let Some((keys, more)) = search_sql::page_keys::<(String, i64)>(
+        pool,
+        backend,
+        &VERSION_SHAPE,
+        scope,
+        clauses,
+        order,
+        offset,
+        max,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let wanted: std::collections::HashSet<&(String, i64)> = keys.iter().collect();
+    let mut versions = Vec::with_capacity(keys.len());
+    for chunk in names.chunks(MAX_BOUND) {
+        versions.extend(
+            load_versions(pool, Some(chunk))
+                .await?
+                .into_iter()
+                .filter(|v| wanted.contains(&(v.name.clone(), v.version))),
+        );
+    }
+    super::in_key_order(&mut versions, &keys, |v| (v.name.clone(), v.version));
+    Ok(Some((versions, more)))
 }
 
 pub async fn list_registered_models(pool: &Pool) -> Result<Vec<RegisteredModel>> {
@@ -322,7 +463,7 @@ pub async fn list_model_versions(pool: &Pool) -> Result<Vec<ModelVersion>> {
 
 /// Every version of one model, oldest first.
 pub async fn versions_of(pool: &Pool, name: &str) -> Result<Vec<ModelVersion>> {
-    load_versions(pool, Some(name)).await
+    load_versions(pool, Some(&[name])).await
 }
 
 async fn touch(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<()> {
@@ -482,7 +623,7 @@ pub async fn insert_model_version(pool: &Pool, v: NewVersion<'_>) -> Result<Mode
 }
 
 pub async fn get_model_version(pool: &Pool, name: &str, version: i64) -> Result<ModelVersion> {
-    load_versions(pool, Some(name))
+    load_versions(pool, Some(&[name]))
         .await?
         .into_iter()
         .find(|v| v.version == version)
@@ -605,7 +746,7 @@ pub async fn latest_versions(
         .map(|s| canonical_stage(s))
         .collect::<Result<Vec<_>>>()?;
     Ok(latest_per_stage(
-        &load_versions(pool, Some(name)).await?,
+        &load_versions(pool, Some(&[name])).await?,
         &stages,
     ))
 }

@@ -425,8 +425,7 @@ pub fn with_tiebreaks(mut order: Vec<OrderBy>) -> Vec<OrderBy> {
 
 /// How runs' fields map to SQL, for searches the database answers.
 pub const SHAPE: Shape = Shape {
-    key: "r.run_id",
-    fk: "run_id",
+    link: &[("run_id", "r.run_id")],
     metrics: Some("latest_metrics"),
     params: Some("params"),
     tags: Some("tags"),
@@ -459,30 +458,27 @@ pub async fn search_page(
     if experiment_ids.is_empty() {
         return Ok(Some((Vec::new(), false)));
     }
-    let Some(sql) = search_sql::translate(&SHAPE, clauses, order, backend, 1) else {
-        return Ok(None);
-    };
-    let mut args = sql.args;
-    let scope_from = args.len() + 1;
-    args.extend(experiment_ids.iter().map(|i| Arg::Int(*i)));
     let stage = match view.stage() {
         Some(stage) => format!(" AND r.lifecycle_stage = '{stage}'"),
         None => String::new(),
     };
-    let statement = format!(
-        "SELECT r.run_id FROM runs r{} WHERE r.experiment_id IN ({}){stage} AND {} ORDER BY {} LIMIT {} OFFSET {}",
-        sql.joins,
-        placeholders(scope_from, experiment_ids.len()),
-        sql.condition,
-        sql.order,
-        max.saturating_add(1),
-        offset
-    );
-    let mut ids = sqlx::query_scalar_with::<_, String, _>(&statement, arguments(&args)?)
-        .fetch_all(pool)
-        .await?;
-    let more = ids.len() > max;
-    ids.truncate(max);
+    let scope = search_sql::Scope {
+        from: "runs r",
+        keys: "r.run_id",
+        condition: format!(
+            "r.experiment_id IN ({}){stage}",
+            placeholders(1, experiment_ids.len())
+        ),
+        args: experiment_ids.iter().map(|i| Arg::Int(*i)).collect(),
+    };
+    let Some((ids, more)) = search_sql::page_keys::<(String,)>(
+        pool, backend, &SHAPE, scope, clauses, order, offset, max,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
     Ok(Some((runs_by_id(pool, &ids).await?, more)))
 }
 
@@ -498,12 +494,7 @@ async fn runs_by_id(pool: &Pool, ids: &[String]) -> Result<Vec<Run>> {
         .fetch_all(pool)
         .await?;
     fill(pool, &mut runs, &scope, &args).await?;
-    let position: std::collections::HashMap<&str, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    runs.sort_by_key(|r| position.get(r.run_id.as_str()).copied());
+    super::in_key_order(&mut runs, ids, |r| r.run_id.clone());
     Ok(runs)
 }
 
