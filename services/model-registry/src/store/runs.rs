@@ -45,14 +45,6 @@ impl From<MetricRow> for Metric {
     }
 }
 
-/// A run's latest value of a metric.
-#[derive(sqlx::FromRow)]
-struct RunMetricRow {
-    run_id: String,
-    #[sqlx(flatten)]
-    metric: MetricRow,
-}
-
 /// A point logged against a logged model, with its run and dataset.
 #[derive(sqlx::FromRow)]
 struct ModelMetricRow {
@@ -263,19 +255,44 @@ pub async fn insert_run(
 
 const COLUMNS: &str = "run_id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage";
 
-/// The rows of one of the runs' tables (`t`, joined to `runs r`) for the runs in `scope`.
-async fn scoped_rows<T>(pool: &Pool, select: &str, scope: &str, args: &[Arg]) -> Result<Vec<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-{
-    let sql =
-        format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope} ORDER BY t.run_id");
-    Ok(sqlx::query_as_with::<_, T, _>(&sql, arguments(args)?)
-        .fetch_all(pool)
-        .await?)
+/// One row of a run's params (`p`), tags (`t`), latest metrics (`m`), inputs (`i`) or outputs
+/// (`o`): [`fill`] reads all five tables in one statement, one hand-off to the database.
+#[derive(sqlx::FromRow)]
+struct PartRow {
+    run_id: String,
+    part: String,
+    /// The key; an input's kind; an output's model id.
+    key: String,
+    /// A param's or tag's value; an input's payload.
+    text: Option<String>,
+    num: Option<f64>,
+    is_nan: Option<i64>,
+    ts: Option<i64>,
+    /// A metric's or output's step; an input's row id (the order it was logged in).
+    step: Option<i64>,
 }
 
-/// Loads params, tags, latest metrics, inputs and outputs for runs, in one query per table.
+/// The five tables of [`PartRow`], each joined to `runs r` and cut to `scope`.
+fn parts_sql(scope: &str) -> String {
+    let (no_text, no_num, no_int) = (
+        "CAST(NULL AS TEXT)",
+        "CAST(NULL AS DOUBLE PRECISION)",
+        "CAST(NULL AS BIGINT)",
+    );
+    [
+        format!("SELECT t.run_id, 'p' AS part, t.key, t.value AS text, {no_num} AS num, {no_int} AS is_nan, {no_int} AS ts, {no_int} AS step FROM params t"),
+        format!("SELECT t.run_id, 't', t.key, t.value, {no_num}, {no_int}, {no_int}, {no_int} FROM tags t"),
+        format!("SELECT t.run_id, 'm', t.key, {no_text}, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t"),
+        format!("SELECT t.run_id, 'i', t.kind, t.payload, {no_num}, {no_int}, {no_int}, t.id FROM run_inputs t"),
+        format!("SELECT t.run_id, 'o', t.model_id, {no_text}, {no_num}, {no_int}, {no_int}, t.step FROM run_outputs t"),
+    ]
+    .iter()
+    .map(|select| format!("{select} JOIN runs r ON r.run_id = t.run_id WHERE {scope}"))
+    .collect::<Vec<_>>()
+    .join(" UNION ALL ")
+}
+
+/// Loads params, tags, latest metrics, inputs and outputs for runs, in one query.
 async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
@@ -285,75 +302,48 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
         .enumerate()
         .map(|(i, r)| (r.run_id.clone(), i))
         .collect();
-    let params: Vec<(String, String, String)> = scoped_rows(
-        pool,
-        "SELECT t.run_id, t.key, t.value FROM params t",
-        scope,
-        scope_args,
-    )
-    .await?;
-    for (run_id, key, value) in params {
-        if let Some(&i) = index.get(&run_id) {
-            runs[i].params.push((key, value));
+    let rows = sqlx::query_as_with::<_, PartRow, _>(&parts_sql(scope), arguments(scope_args)?)
+        .fetch_all(pool)
+        .await?;
+    let mut inputs: Vec<(usize, i64, String, String)> = Vec::new();
+    for row in rows {
+        let Some(&i) = index.get(&row.run_id) else {
+            continue;
+        };
+        let run = &mut runs[i];
+        match row.part.as_str() {
+            "p" => run.params.push((row.key, row.text.unwrap_or_default())),
+            "t" => run.tags.push((row.key, row.text.unwrap_or_default())),
+            "m" => run.metrics.push(Metric {
+                key: row.key,
+                value: row.num.unwrap_or(0.0),
+                is_nan: row.is_nan.unwrap_or(0) != 0,
+                timestamp: row.ts.unwrap_or(0),
+                step: row.step.unwrap_or(0),
+            }),
+            "i" => inputs.push((
+                i,
+                row.step.unwrap_or(0),
+                row.key,
+                row.text.unwrap_or_default(),
+            )),
+            _ => run.model_outputs.push((row.key, row.step.unwrap_or(0))),
         }
     }
-    let tags: Vec<(String, String, String)> = scoped_rows(
-        pool,
-        "SELECT t.run_id, t.key, t.value FROM tags t",
-        scope,
-        scope_args,
-    )
-    .await?;
-    for (run_id, key, value) in tags {
-        if let Some(&i) = index.get(&run_id) {
-            runs[i].tags.push((key, value));
-        }
-    }
-    let metrics: Vec<RunMetricRow> = scoped_rows(
-        pool,
-        "SELECT t.run_id, t.key, t.value, t.is_nan, t.timestamp, t.step FROM latest_metrics t",
-        scope,
-        scope_args,
-    )
-    .await?;
-    for row in metrics {
-        if let Some(&i) = index.get(&row.run_id) {
-            runs[i].metrics.push(row.metric.into());
-        }
-    }
-    let inputs: Vec<(String, String, String)> = scoped_rows(
-        pool,
-        "SELECT t.run_id, t.kind, t.payload FROM run_inputs t",
-        scope,
-        scope_args,
-    )
-    .await?;
-    for (run_id, kind, payload) in inputs {
-        if let Some(&i) = index.get(&run_id) {
-            let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
-            if kind == "model" {
-                runs[i].model_inputs.push(payload);
-            } else {
-                runs[i].dataset_inputs.push(payload);
-            }
-        }
-    }
-    let outputs: Vec<(String, String, i64)> = scoped_rows(
-        pool,
-        "SELECT t.run_id, t.model_id, t.step FROM run_outputs t",
-        scope,
-        scope_args,
-    )
-    .await?;
-    for (run_id, model_id, step) in outputs {
-        if let Some(&i) = index.get(&run_id) {
-            runs[i].model_outputs.push((model_id, step));
+    inputs.sort_by_key(|(i, id, _, _)| (*i, *id));
+    for (i, _, kind, payload) in inputs {
+        let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
+        if kind == "model" {
+            runs[i].model_inputs.push(payload);
+        } else {
+            runs[i].dataset_inputs.push(payload);
         }
     }
     for r in runs.iter_mut() {
         r.params.sort();
         r.tags.sort();
         r.metrics.sort_by(|a, b| a.key.cmp(&b.key));
+        r.model_outputs.sort();
     }
     Ok(())
 }
@@ -471,31 +461,28 @@ pub async fn search_page(
         ),
         args: experiment_ids.iter().map(|i| Arg::Int(*i)).collect(),
     };
-    let Some((ids, more)) = search_sql::page_keys::<(String,)>(
-        pool, backend, &SHAPE, scope, clauses, order, offset, max,
-    )
-    .await?
+    let keys = COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scope = search_sql::Scope {
+        keys: &keys,
+        ..scope
+    };
+    let Some((mut runs, more)) =
+        search_sql::page_keys::<Run>(pool, backend, &SHAPE, scope, clauses, order, offset, max)
+            .await?
     else {
         return Ok(None);
     };
-    let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
-    Ok(Some((runs_by_id(pool, &ids).await?, more)))
-}
-
-/// Runs by id, fully loaded, in the order of `ids`.
-async fn runs_by_id(pool: &Pool, ids: &[String]) -> Result<Vec<Run>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    // The page's params, tags and metrics, in chunks: SQLite binds at most 32,766 values.
+    for chunk in runs.chunks_mut(10_000) {
+        let scope = format!("r.run_id IN ({})", placeholders(1, chunk.len()));
+        let args: Vec<Arg> = chunk.iter().map(|r| Arg::Text(r.run_id.clone())).collect();
+        fill(pool, chunk, &scope, &args).await?;
     }
-    let scope = format!("r.run_id IN ({})", placeholders(1, ids.len()));
-    let args: Vec<Arg> = ids.iter().map(|i| Arg::Text(i.clone())).collect();
-    let sql = format!("SELECT {COLUMNS} FROM runs r WHERE {scope}");
-    let mut runs = sqlx::query_as_with::<_, Run, _>(&sql, arguments(&args)?)
-        .fetch_all(pool)
-        .await?;
-    fill(pool, &mut runs, &scope, &args).await?;
-    super::in_key_order(&mut runs, ids, |r| r.run_id.clone());
-    Ok(runs)
+    Ok(Some((runs, more)))
 }
 
 /// The run, which must be active to be written to.
