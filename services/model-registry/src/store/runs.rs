@@ -48,6 +48,7 @@ impl From<MetricRow> for Metric {
 /// A point logged against a logged model, with its run and dataset.
 #[derive(sqlx::FromRow)]
 struct ModelMetricRow {
+    model_id: String,
     run_id: String,
     #[sqlx(flatten)]
     metric: MetricRow,
@@ -717,14 +718,32 @@ pub async fn log_outputs(pool: &Pool, run_id: &str, models: &[(String, i64)]) ->
 
 /// Latest metric values logged against a logged model, with their run and dataset.
 pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
-    let rows = sqlx::query_as::<_, ModelMetricRow>(
-        "SELECT run_id, key, value, is_nan, timestamp, step, dataset_name, dataset_digest FROM metrics WHERE model_id = $1 ORDER BY key, step, timestamp, id",
-    )
-    .bind(model_id)
-    .fetch_all(pool)
-    .await?;
-    let mut out: Vec<Value> = Vec::new();
-    for row in rows {
+    Ok(models_metrics(pool, &[model_id.to_string()])
+        .await?
+        .remove(model_id)
+        .unwrap_or_default())
+}
+
+/// The metrics of logged models, by model id: the latest point per key and dataset.
+pub async fn models_metrics(
+    pool: &Pool,
+    model_ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<Value>>> {
+    let mut by_model: std::collections::HashMap<String, Vec<Value>> =
+        std::collections::HashMap::new();
+    if model_ids.is_empty() {
+        return Ok(by_model);
+    }
+    let sql = format!(
+        "SELECT model_id, run_id, key, value, is_nan, timestamp, step, dataset_name, dataset_digest FROM metrics \
+         WHERE model_id IN ({}) ORDER BY model_id, key, step, timestamp, id",
+        placeholders(1, model_ids.len())
+    );
+    let mut q = sqlx::query_as::<_, ModelMetricRow>(&sql);
+    for id in model_ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(pool).await? {
         let point = Metric::from(row.metric);
         let mut m = json!({
             "key": point.key,
@@ -732,7 +751,7 @@ pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
             "timestamp": point.timestamp,
             "step": point.step,
             "run_id": row.run_id,
-            "model_id": model_id,
+            "model_id": row.model_id,
         });
         if let Some(n) = row.dataset_name {
             m["dataset_name"] = json!(n);
@@ -740,6 +759,7 @@ pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
         if let Some(d) = row.dataset_digest {
             m["dataset_digest"] = json!(d);
         }
+        let out = by_model.entry(row.model_id).or_default();
         // Keep the latest per (key, dataset): rows come ordered, so later ones replace.
         if let Some(prev) = out
             .iter_mut()
@@ -750,7 +770,7 @@ pub async fn model_metrics(pool: &Pool, model_id: &str) -> Result<Vec<Value>> {
             out.push(m);
         }
     }
-    Ok(out)
+    Ok(by_model)
 }
 
 pub fn now() -> i64 {
