@@ -110,11 +110,14 @@ pub async fn connect(url: &str) -> anyhow::Result<(Pool, Backend)> {
         std::fs::create_dir_all(dir)?;
     }
     // SQLite allows one writer: a single connection serialises writes instead of failing them
-    // with SQLITE_BUSY under concurrent clients.
+    // with SQLITE_BUSY under concurrent clients. An SQLite connection lives in this process and
+    // cannot drop, so it is not pinged before each use (a round trip through its thread);
+    // PostgreSQL's connections are.
     let max = if backend == Backend::Sqlite { 1 } else { 10 };
     let pool = AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(30))
+        .test_before_acquire(backend != Backend::Sqlite)
         .connect(url)
         .await?;
     match backend {
@@ -147,6 +150,7 @@ pub async fn reader(url: &str, backend: Backend, pool: &Pool) -> anyhow::Result<
     Ok(AnyPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(30))
+        .test_before_acquire(false)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // Reading only: a write through this pool is refused, not raced.
