@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKENDS=${BACKENDS:-"sqlite postgres"}
-BIN=target/release/model-registry
+BIN=${BIN:-target/release/model-registry}
 [ -x "$BIN" ] || cargo build --release -p model-registry
 TMP=$(mktemp -d)
 PID=""

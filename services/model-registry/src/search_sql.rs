@@ -455,8 +455,8 @@ pub struct Scope<'a> {
 /// `offset`, at most `max`, in order, and whether more follow. `None` when the filter or the
 /// order has a term SQL cannot say exactly; the caller then searches in memory.
 #[allow(clippy::too_many_arguments)]
-pub async fn page_keys<K>(
-    pool: &crate::store::Pool,
+pub async fn page_keys<'c, K, E>(
+    db: E,
     backend: Backend,
     shape: &Shape,
     scope: Scope<'_>,
@@ -467,6 +467,7 @@ pub async fn page_keys<K>(
 ) -> crate::error::Result<Option<(Vec<K>, bool)>>
 where
     K: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let Some(sql) = translate(shape, clauses, order, backend, scope.args.len() + 1) else {
         return Ok(None);
@@ -488,7 +489,7 @@ where
     let mut args = scope.args;
     args.extend(sql.args);
     let mut keys = sqlx::query_as_with::<_, K, _>(&statement, arguments(&args)?)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     let more = keys.len() > max;
     keys.truncate(max);

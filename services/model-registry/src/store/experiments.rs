@@ -226,9 +226,10 @@ pub async fn search_page(
         },
         args: Vec::new(),
     };
-    let Some((ids, more)) =
-        search_sql::page_keys::<(i64,)>(pool, backend, &SHAPE, scope, clauses, order, offset, max)
-            .await?
+    let Some((ids, more)) = search_sql::page_keys::<(i64,), _>(
+        pool, backend, &SHAPE, scope, clauses, order, offset, max,
+    )
+    .await?
     else {
         return Ok(None);
     };

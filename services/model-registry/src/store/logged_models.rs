@@ -269,7 +269,7 @@ pub async fn search_page(
         ),
         args: experiment_ids.iter().map(|i| Arg::Int(*i)).collect(),
     };
-    let Some((ids, more)) = search_sql::page_keys::<(String,)>(
+    let Some((ids, more)) = search_sql::page_keys::<(String,), _>(
         pool, backend, &SHAPE, scope, clauses, order, offset, max,
     )
     .await?

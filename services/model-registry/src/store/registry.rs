@@ -382,7 +382,7 @@ pub async fn search_models_page(
         condition: "1 = 1".into(),
         args: Vec::new(),
     };
-    let Some((names, more)) = search_sql::page_keys::<(String,)>(
+    let Some((names, more)) = search_sql::page_keys::<(String,), _>(
         pool,
         backend,
         &MODEL_SHAPE,
@@ -422,7 +422,7 @@ pub async fn search_versions_page(
         condition: "1 = 1".into(),
         args: Vec::new(),
     };
-    let Some((keys, more)) = search_sql::page_keys::<(String, i64)>(
+    let Some((keys, more)) = search_sql::page_keys::<(String, i64), _>(
         pool,
         backend,
         &VERSION_SHAPE,

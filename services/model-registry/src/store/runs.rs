@@ -294,7 +294,10 @@ fn parts_sql(scope: &str) -> String {
 }
 
 /// Loads params, tags, latest metrics, inputs and outputs for runs, in one query.
-async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) -> Result<()> {
+async fn fill<'c, E>(db: E, runs: &mut [Run], scope: &str, scope_args: &[Arg]) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     if runs.is_empty() {
         return Ok(());
     }
@@ -304,7 +307,7 @@ async fn fill(pool: &Pool, runs: &mut [Run], scope: &str, scope_args: &[Arg]) ->
         .map(|(i, r)| (r.run_id.clone(), i))
         .collect();
     let rows = sqlx::query_as_with::<_, PartRow, _>(&parts_sql(scope), arguments(scope_args)?)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?;
     let mut inputs: Vec<(usize, i64, String, String)> = Vec::new();
     for row in rows {
@@ -471,9 +474,12 @@ pub async fn search_page(
         keys: &keys,
         ..scope
     };
-    let Some((mut runs, more)) =
-        search_sql::page_keys::<Run>(pool, backend, &SHAPE, scope, clauses, order, offset, max)
-            .await?
+    // Both statements on one connection: no second wait for the pool.
+    let mut conn = pool.acquire().await?;
+    let Some((mut runs, more)) = search_sql::page_keys::<Run, _>(
+        &mut *conn, backend, &SHAPE, scope, clauses, order, offset, max,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -481,7 +487,7 @@ pub async fn search_page(
     for chunk in runs.chunks_mut(10_000) {
         let scope = format!("r.run_id IN ({})", placeholders(1, chunk.len()));
         let args: Vec<Arg> = chunk.iter().map(|r| Arg::Text(r.run_id.clone())).collect();
-        fill(pool, chunk, &scope, &args).await?;
+        fill(&mut *conn, chunk, &scope, &args).await?;
     }
     Ok(Some((runs, more)))
 }
