@@ -607,6 +607,24 @@ pub fn select<E: Searchable>(
     page(all, token, max)
 }
 
+/// The page the database cut (`pushed`: the page from `offset` and whether more follow) or,
+/// when it could not say the search exactly (`None`), the page cut in memory out of `all`,
+/// which is loaded only then.
+pub async fn page_or_memory<E: Searchable>(
+    pushed: Option<(Vec<E>, bool)>,
+    offset: usize,
+    max: usize,
+    token: Option<&str>,
+    clauses: &[Clause],
+    order: &[OrderBy],
+    all: impl std::future::Future<Output = Result<Vec<E>>>,
+) -> Result<(Vec<E>, Option<String>)> {
+    match pushed {
+        Some((page, more)) => Ok((page, more.then(|| encode_token(offset + max)))),
+        None => select(all.await?, clauses, order, token, max),
+    }
+}
+
 /// `{"<key>": [...], "next_page_token": "…"}`, the token only when there is a next page.
 pub fn page_body(
     key: &str,

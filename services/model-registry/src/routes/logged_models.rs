@@ -113,26 +113,25 @@ pub async fn search(p: Params, s: web::Data<AppState>) -> Resp {
     } else {
         None
     };
-    let (page, next) = match pushed {
-        Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
-        // Datasets, metrics or a filter SQL cannot say exactly: searched in memory.
-        None => {
-            let mut items = logged_models::list_logged_models(&s.reader, &ids).await?;
-            if !datasets.is_empty() {
-                let mut keep = std::collections::HashSet::new();
-                for d in &datasets {
-                    let name = d.str("dataset_name")?;
-                    let digest = d.opt_str("dataset_digest")?.filter(|x| !x.is_empty());
-                    keep.extend(
-                        logged_models::models_with_dataset(&s.reader, &name, digest.as_deref())
-                            .await?,
-                    );
-                }
-                items.retain(|m| keep.contains(&m.model_id));
+    // Datasets, metrics or a filter SQL cannot say exactly: searched in memory.
+    let all = async {
+        let mut items = logged_models::list_logged_models(&s.reader, &ids).await?;
+        if !datasets.is_empty() {
+            let mut keep = std::collections::HashSet::new();
+            for d in &datasets {
+                let name = d.str("dataset_name")?;
+                let digest = d.opt_str("dataset_digest")?.filter(|x| !x.is_empty());
+                keep.extend(
+                    logged_models::models_with_dataset(&s.reader, &name, digest.as_deref()).await?,
+                );
             }
-            search::select(items, &clauses, &order, token.as_deref(), max)?
+            items.retain(|m| keep.contains(&m.model_id));
         }
+        Ok(items)
     };
+    let (page, next) =
+        search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)
+            .await?;
     ok(search::page_body(
         "models",
         page.iter().map(logged_models::LoggedModel::json).collect(),

@@ -85,17 +85,12 @@ pub async fn search_registered_models(p: Params, s: web::Data<AppState>) -> Resp
     });
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
+    let pushed =
+        registry::search_models_page(&s.reader, s.backend, &clauses, &order, offset, max).await?;
+    let all = registry::list_registered_models(&s.reader);
     let (page, next) =
-        match registry::search_models_page(&s.reader, s.backend, &clauses, &order, offset, max)
-            .await?
-        {
-            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
-            // A filter SQL cannot say exactly: the models are searched in memory.
-            None => {
-                let items = registry::list_registered_models(&s.reader).await?;
-                search::select(items, &clauses, &order, token.as_deref(), max)?
-            }
-        };
+        search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)
+            .await?;
     ok(search::page_body(
         "registered_models",
         page.iter().map(registry::RegisteredModel::json).collect(),
@@ -345,17 +340,12 @@ pub async fn search_model_versions(p: Params, s: web::Data<AppState>) -> Resp {
     });
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
+    let pushed =
+        registry::search_versions_page(&s.reader, s.backend, &clauses, &order, offset, max).await?;
+    let all = registry::list_model_versions(&s.reader);
     let (page, next) =
-        match registry::search_versions_page(&s.reader, s.backend, &clauses, &order, offset, max)
-            .await?
-        {
-            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
-            // A filter SQL cannot say exactly: the versions are searched in memory.
-            None => {
-                let items = registry::list_model_versions(&s.reader).await?;
-                search::select(items, &clauses, &order, token.as_deref(), max)?
-            }
-        };
+        search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)
+            .await?;
     ok(search::page_body(
         "model_versions",
         page.iter().map(registry::ModelVersion::json).collect(),

@@ -89,17 +89,12 @@ pub async fn search_experiments(p: Params, s: web::Data<AppState>) -> Resp {
     let view = View::parse(p.opt_str("view_type")?.as_deref(), "view_type")?;
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
+    let pushed =
+        experiments::search_page(&s.reader, s.backend, view, &clauses, &order, offset, max).await?;
+    let all = experiments::list_experiments(&s.reader, view);
     let (page, next) =
-        match experiments::search_page(&s.reader, s.backend, view, &clauses, &order, offset, max)
-            .await?
-        {
-            Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
-            // A filter SQL cannot say exactly: the experiments are searched in memory.
-            None => {
-                let items = experiments::list_experiments(&s.reader, view).await?;
-                search::select(items, &clauses, &order, token.as_deref(), max)?
-            }
-        };
+        search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)
+            .await?;
     ok(search::page_body(
         "experiments",
         page.iter().map(|e| e.json()).collect(),
@@ -457,18 +452,14 @@ pub async fn search_runs(p: Params, s: web::Data<AppState>) -> Resp {
     let view = View::parse(p.opt_str("run_view_type")?.as_deref(), "run_view_type")?;
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
-    let (page, next) = match runs::search_page(
+    let pushed = runs::search_page(
         &s.reader, s.backend, &ids, view, &clauses, &order, offset, max,
     )
-    .await?
-    {
-        Some((page, more)) => (page, more.then(|| search::encode_token(offset + max))),
-        // A filter SQL cannot say exactly: the runs are searched in memory.
-        None => {
-            let items = runs::list_runs(&s.reader, &ids, view).await?;
-            search::select(items, &clauses, &order, token.as_deref(), max)?
-        }
-    };
+    .await?;
+    let all = runs::list_runs(&s.reader, &ids, view);
+    let (page, next) =
+        search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)
+            .await?;
     ok(search::page_body(
         "runs",
         page.iter().map(runs::Run::json).collect(),

@@ -128,7 +128,7 @@ async fn with_tags(pool: &Pool, mut exps: Vec<Experiment>) -> Result<Vec<Experim
         exps.iter().enumerate().map(|(i, e)| (e.id, i)).collect();
     let ids: Vec<i64> = exps.iter().map(|e| e.id).collect();
     // In chunks: SQLite binds at most 32,766 values in one statement.
-    for chunk in ids.chunks(10_000) {
+    for chunk in ids.chunks(super::MAX_BOUND) {
         let sql = format!(
             "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) ORDER BY key",
             placeholders(1, chunk.len())
@@ -235,7 +235,7 @@ pub async fn search_page(
     };
     let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
     let mut exps = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(10_000) {
+    for chunk in ids.chunks(super::MAX_BOUND) {
         let sql = format!(
             "SELECT {COLUMNS} FROM experiments WHERE experiment_id IN ({})",
             placeholders(1, chunk.len())

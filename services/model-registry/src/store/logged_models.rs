@@ -154,7 +154,7 @@ async fn fill(pool: &Pool, m: &mut LoggedModel) -> Result<()> {
 /// Loads the params, tags and metrics of logged models: three statements per 10,000 models
 /// (SQLite binds at most 32,766 values in one).
 async fn fill_all(pool: &Pool, models: &mut [LoggedModel]) -> Result<()> {
-    for chunk in models.chunks_mut(10_000) {
+    for chunk in models.chunks_mut(super::MAX_BOUND) {
         let at: std::collections::HashMap<String, usize> = chunk
             .iter()
             .enumerate()
@@ -278,7 +278,7 @@ pub async fn search_page(
     };
     let ids: Vec<String> = ids.into_iter().map(|(id,)| id).collect();
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(10_000) {
+    for chunk in ids.chunks(super::MAX_BOUND) {
         let sql = format!(
             "SELECT {COLUMNS} FROM logged_models WHERE model_id IN ({})",
             placeholders(1, chunk.len())

@@ -171,6 +171,10 @@ pub fn now_ms() -> i64 {
 }
 
 /// `$from, $from+1, …` for `n` values.
+/// Most values bound in one statement when loading by key: SQLite allows 32,766, so a page or
+/// a list is loaded in chunks of this many.
+pub const MAX_BOUND: usize = 10_000;
+
 /// Puts `items` in the order of `keys` (a search's page, loaded by key in any order).
 pub fn in_key_order<T, K, F>(items: &mut [T], keys: &[K], key: F)
 where

@@ -363,9 +363,6 @@ pub const VERSION_SHAPE: Shape = Shape {
     ],
 };
 
-/// Most names bound in one statement when loading a page (SQLite allows 32,766 values).
-const MAX_BOUND: usize = 10_000;
-
 /// One page of a registered models search, filtered, ordered and cut by the database (see
 /// [`search_sql::page_keys`]); `None` sends the caller to the in-memory search.
 pub async fn search_models_page(
@@ -398,7 +395,7 @@ pub async fn search_models_page(
     };
     let names: Vec<String> = names.into_iter().map(|(n,)| n).collect();
     let mut models = Vec::with_capacity(names.len());
-    for chunk in names.chunks(MAX_BOUND) {
+    for chunk in names.chunks(super::MAX_BOUND) {
         let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         models.extend(load_models(pool, Some(&chunk)).await?);
     }
@@ -441,7 +438,7 @@ pub async fn search_versions_page(
     names.dedup();
     let wanted: std::collections::HashSet<&(String, i64)> = keys.iter().collect();
     let mut versions = Vec::with_capacity(keys.len());
-    for chunk in names.chunks(MAX_BOUND) {
+    for chunk in names.chunks(super::MAX_BOUND) {
         versions.extend(
             load_versions(pool, Some(chunk))
                 .await?

@@ -484,7 +484,7 @@ pub async fn search_page(
         return Ok(None);
     };
     // The page's params, tags and metrics, in chunks: SQLite binds at most 32,766 values.
-    for chunk in runs.chunks_mut(10_000) {
+    for chunk in runs.chunks_mut(super::MAX_BOUND) {
         let scope = format!("r.run_id IN ({})", placeholders(1, chunk.len()));
         let args: Vec<Arg> = chunk.iter().map(|r| Arg::Text(r.run_id.clone())).collect();
         fill(&mut *conn, chunk, &scope, &args).await?;
