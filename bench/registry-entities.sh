@@ -53,11 +53,11 @@ INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time
   FROM $series WHERE i <= 10000;
 INSERT INTO experiment_tags (experiment_id, key, value)
   SELECT experiment_id, 'owner', 'user-' || (experiment_id % 100) FROM experiments WHERE name LIKE 'team-%';
-INSERT INTO registered_models (name, creation_timestamp, last_updated_timestamp, description, last_version)
+INSERT INTO registered_models (name, creation_time, last_updated_time, description, last_version)
   SELECT 'credit-' || i, 1700000000000 + i, 1700000000000 + i * 7 % 10007, '', 10 FROM $series WHERE i <= 10000;
 INSERT INTO registered_model_tags (name, key, value)
   SELECT 'credit-' || i, 'team', 'team-' || (i % 20) FROM $series WHERE i <= 10000;
-INSERT INTO model_versions (name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status)
+INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, user_id, current_stage, source, run_id, run_link, status)
   SELECT 'credit-' || ((i - 1) / 10 + 1), (i - 1) % 10 + 1, 1700000000000 + i, 1700000000000 + i * 7919 % 100003,
          '', 'bench', 'None', 'models:/m-' || $hex, $hex, '', 'READY' FROM $series;
 INSERT INTO model_version_tags (name, version, key, value)

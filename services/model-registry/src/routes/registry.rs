@@ -230,11 +230,17 @@ pub async fn create_model_version(p: Params, s: web::Data<AppState>) -> Resp {
     let model_id = p.opt_str("model_id")?.filter(|m| !m.is_empty());
     let run_id = check_source(&s, &source, &run_id, model_id.as_deref()).await?;
     let tags = p.key_values("tags", params::MAX_REGISTRY_TAG_VALUE)?;
+    let storage_location = if source.starts_with("models:/") {
+        download_uri(&s, &source).await?
+    } else {
+        source.clone()
+    };
     let v = registry::insert_model_version(
         &s.pool,
         registry::NewVersion {
             name: &name,
             source: &source,
+            storage_location: &storage_location,
             run_id: &run_id,
             run_link: &p.opt_str("run_link")?.unwrap_or_default(),
             description: &p.opt_str("description")?.unwrap_or_default(),

@@ -161,7 +161,7 @@ pub async fn insert_registered_model(
 ) -> Result<RegisteredModel> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO registered_models (name, creation_timestamp, last_updated_timestamp, description) VALUES ($1, $2, $3, $4)")
+    sqlx::query("INSERT INTO registered_models (name, creation_time, last_updated_time, description) VALUES ($1, $2, $3, $4)")
         .bind(name)
         .bind(now)
         .bind(now)
@@ -184,8 +184,9 @@ pub async fn insert_registered_model(
     get_registered_model(pool, name).await
 }
 
-const RM_COLUMNS: &str = "name, creation_timestamp, last_updated_timestamp, description";
-const MV_COLUMNS: &str = "name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id";
+// MLflow's column names (migration 0005), read into the fields its REST API names.
+const RM_COLUMNS: &str = "name, creation_time AS creation_timestamp, last_updated_time AS last_updated_timestamp, description";
+const MV_COLUMNS: &str = "name, version, creation_time AS creation_timestamp, last_updated_time AS last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id";
 
 /// ` WHERE name IN ($1, …)` when loading some models' rows, nothing when loading all.
 fn where_name(names: Option<&[&str]>) -> String {
@@ -333,10 +334,10 @@ pub const MODEL_SHAPE: Shape = Shape {
     tags: Some("registered_model_tags"),
     attrs: &[
         ("name", "m.name", Kind::Text),
-        ("creation_timestamp", "m.creation_timestamp", Kind::Number),
+        ("creation_timestamp", "m.creation_time", Kind::Number),
         (
             "last_updated_timestamp",
-            "m.last_updated_timestamp",
+            "m.last_updated_time",
             Kind::Number,
         ),
     ],
@@ -354,10 +355,10 @@ pub const VERSION_SHAPE: Shape = Shape {
         ("run_id", "v.run_id", Kind::Text),
         ("source_path", "v.source", Kind::Text),
         ("current_stage", "v.current_stage", Kind::Text),
-        ("creation_timestamp", "v.creation_timestamp", Kind::Number),
+        ("creation_timestamp", "v.creation_time", Kind::Number),
         (
             "last_updated_timestamp",
-            "v.last_updated_timestamp",
+            "v.last_updated_time",
             Kind::Number,
         ),
     ],
@@ -464,7 +465,7 @@ pub async fn versions_of(pool: &Pool, name: &str) -> Result<Vec<ModelVersion>> {
 }
 
 async fn touch(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<()> {
-    sqlx::query("UPDATE registered_models SET last_updated_timestamp = $1 WHERE name = $2")
+    sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
         .bind(now_ms())
         .bind(name)
         .execute(&mut **tx)
@@ -479,17 +480,15 @@ pub async fn rename_registered_model(
 ) -> Result<RegisteredModel> {
     get_registered_model(pool, name).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE registered_models SET name = $1, last_updated_timestamp = $2 WHERE name = $3",
-    )
-    .bind(new_name)
-    .bind(now_ms())
-    .bind(name)
-    .execute(&mut *tx)
-    .await
-    .map_err(super::already_exists(format!(
-        "Registered Model (name={new_name}) already exists."
-    )))?;
+    sqlx::query("UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE name = $3")
+        .bind(new_name)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(super::already_exists(format!(
+            "Registered Model (name={new_name}) already exists."
+        )))?;
     for table in [
         "model_versions",
         "model_version_tags",
@@ -512,12 +511,14 @@ pub async fn update_registered_model(
     description: &str,
 ) -> Result<RegisteredModel> {
     get_registered_model(pool, name).await?;
-    sqlx::query("UPDATE registered_models SET description = $1, last_updated_timestamp = $2 WHERE name = $3")
-        .bind(description)
-        .bind(now_ms())
-        .bind(name)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3",
+    )
+    .bind(description)
+    .bind(now_ms())
+    .bind(name)
+    .execute(pool)
+    .await?;
     get_registered_model(pool, name).await
 }
 
@@ -570,6 +571,9 @@ pub async fn delete_registered_model_tag(pool: &Pool, name: &str, key: &str) -> 
 pub struct NewVersion<'a> {
     pub name: &'a str,
     pub source: &'a str,
+    /// Where the files are, as MLflow records it: a `models:/` source resolved to the logged
+    /// model's artifact URI, any other source as given.
+    pub storage_location: &'a str,
     pub run_id: &'a str,
     pub run_link: &'a str,
     pub description: &'a str,
@@ -582,15 +586,15 @@ pub struct NewVersion<'a> {
 pub async fn insert_model_version(pool: &Pool, v: NewVersion<'_>) -> Result<ModelVersion> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
-    let version = sqlx::query_scalar::<_, i64>("UPDATE registered_models SET last_version = last_version + 1, last_updated_timestamp = $1 WHERE name = $2 RETURNING last_version")
+    let version = sqlx::query_scalar::<_, i64>("UPDATE registered_models SET last_version = last_version + 1, last_updated_time = $1 WHERE name = $2 RETURNING last_version")
         .bind(now)
         .bind(v.name)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found(v.name))?;
     sqlx::query(
-        "INSERT INTO model_versions (name, version, creation_timestamp, last_updated_timestamp, description, user_id, current_stage, source, run_id, run_link, status, model_id) \
-         VALUES ($1, $2, $3, $4, $5, '', 'None', $6, $7, $8, 'READY', $9)",
+        "INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, user_id, current_stage, source, storage_location, run_id, run_link, status, model_id) \
+         VALUES ($1, $2, $3, $4, $5, '', 'None', $6, $7, $8, $9, 'READY', $10)",
     )
     .bind(v.name)
     .bind(version)
@@ -598,6 +602,7 @@ pub async fn insert_model_version(pool: &Pool, v: NewVersion<'_>) -> Result<Mode
     .bind(now)
     .bind(v.description)
     .bind(v.source)
+    .bind(v.storage_location)
     .bind(v.run_id)
     .bind(v.run_link)
     .bind(v.model_id.map(str::to_string))
@@ -634,7 +639,7 @@ pub async fn update_model_version(
     description: &str,
 ) -> Result<ModelVersion> {
     get_model_version(pool, name, version).await?;
-    sqlx::query("UPDATE model_versions SET description = $1, last_updated_timestamp = $2 WHERE name = $3 AND version = $4")
+    sqlx::query("UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
         .bind(description)
         .bind(now_ms())
         .bind(name)
@@ -712,7 +717,7 @@ pub async fn transition_stage(
     let now = now_ms();
     let mut tx = pool.begin().await?;
     if archive_existing && (stage == "Staging" || stage == "Production") {
-        sqlx::query("UPDATE model_versions SET current_stage = 'Archived', last_updated_timestamp = $1 WHERE name = $2 AND current_stage = $3 AND version != $4")
+        sqlx::query("UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 WHERE name = $2 AND current_stage = $3 AND version != $4")
             .bind(now)
             .bind(name)
             .bind(stage)
@@ -720,7 +725,7 @@ pub async fn transition_stage(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_timestamp = $2 WHERE name = $3 AND version = $4")
+    sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_time = $2 WHERE name = $3 AND version = $4")
         .bind(stage)
         .bind(now)
         .bind(name)

@@ -13,6 +13,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub dir: std::path::PathBuf,
+    /// The application's database, for tests that write to it as another program would.
+    pub db_url: String,
 }
 
 /// Starts the real application on a free port with its own database and artifact root.
@@ -100,6 +102,7 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> TestApp {
         address,
         client: reqwest::Client::new(),
         dir,
+        db_url: url,
     }
 }
 

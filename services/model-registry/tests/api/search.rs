@@ -257,6 +257,7 @@ async fn fill_others(pool: &store::Pool) -> Vec<i64> {
                 registry::NewVersion {
                     name: &name,
                     source: &source,
+                    storage_location: &source,
                     run_id: &run_id,
                     run_link: "",
                     description: "",
@@ -267,7 +268,7 @@ async fn fill_others(pool: &store::Pool) -> Vec<i64> {
             .await
             .unwrap();
         }
-        sqlx::query("UPDATE registered_models SET creation_timestamp = $1, last_updated_timestamp = $2 WHERE name = $3")
+        sqlx::query("UPDATE registered_models SET creation_time = $1, last_updated_time = $2 WHERE name = $3")
             .bind(1_000 + (i % 3) as i64)
             .bind(2_000 + (i % 4) as i64)
             .bind(&name)
@@ -275,7 +276,7 @@ async fn fill_others(pool: &store::Pool) -> Vec<i64> {
             .await
             .unwrap();
         sqlx::query(
-            "UPDATE model_versions SET last_updated_timestamp = 3000 + version % 2 WHERE name = $1",
+            "UPDATE model_versions SET last_updated_time = 3000 + version % 2 WHERE name = $1",
         )
         .bind(&name)
         .execute(pool)
