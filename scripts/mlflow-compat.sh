@@ -39,7 +39,9 @@ run_suite() {
   echo "compat: $label (registry pid $pid, port $port)" >&2
   local auth_env=()
   [ "${COMPAT_AUTH:-0}" = 1 ] && auth_env=(MLFLOW_TRACKING_USERNAME=ds MLFLOW_TRACKING_PASSWORD=compat-secret)
-  if ! env "${auth_env[@]}" MLFLOW_TRACKING_URI="http://127.0.0.1:$port" "$PY" -m pytest -q -p no:cacheprovider services/model-registry/tests/compat "$@"; then
+  # The database as MLflow's own store names it, for the test that opens it beside the server.
+  local store_uri=${url:-sqlite:///$dir/registry.db}
+  if ! env "${auth_env[@]}" COMPAT_BACKEND_STORE_URI="$store_uri" MLFLOW_TRACKING_URI="http://127.0.0.1:$port" "$PY" -m pytest -q -p no:cacheprovider services/model-registry/tests/compat "$@"; then
     status=1
     echo "compat: $label FAILED; server log:" >&2
     tail -50 "$dir/server.log" >&2

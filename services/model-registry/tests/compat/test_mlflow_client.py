@@ -288,3 +288,33 @@ def test_webhooks_through_the_client_and_signed_alias_events(client):
     finally:
         client.delete_webhook(hook.webhook_id)
         server.shutdown()
+
+
+STORE_URI = os.environ.get("COMPAT_BACKEND_STORE_URI", "")
+
+
+@pytest.mark.skipif(
+    not STORE_URI.startswith("sqlite:"),
+    reason="MLflow's own store is opened on the SQLite file (this venv has no PostgreSQL driver)",
+)
+def test_mlflows_own_store_on_the_servers_database(client):
+    # MLflow's own suites do this: MlflowClient on the server's database file, writing with
+    # MLflow's SQLAlchemy store while the server runs. The server must then serve what it wrote,
+    # and number its next version after it.
+    name = unique("from-mlflow-store")
+    store_client = MlflowClient(STORE_URI)
+    store_client.create_registered_model(name)
+    written = store_client.create_model_version(name, "mlflow-artifacts:/x/model", "run-1")
+    assert written.version in (1, "1")
+
+    served = client.get_model_version(name, "1")
+    assert served.source == "mlflow-artifacts:/x/model"
+    assert served.run_id == "run-1"
+    assert served.description in (None, "")
+    assert client.get_registered_model(name).name == name
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+
+    nxt = client.create_model_version(name, "mlflow-artifacts:/x/model2", "run-2")
+    assert str(nxt.version) == "2"
+    # And MLflow's store reads what the server wrote.
+    assert store_client.get_model_version(name, "2").source == "mlflow-artifacts:/x/model2"
