@@ -15,6 +15,8 @@ pub struct AppState {
     pub pool: Pool,
     /// For searches: a pool of reading connections on SQLite files, `pool` otherwise.
     pub reader: Pool,
+    /// Where runs searches read (see [`store::Held`]).
+    pub runs_reader: store::Held,
     pub backend: Backend,
     pub artifacts: ArtifactStore,
     /// The default artifact root when it is a local folder (`file://…`): the server's own, so
@@ -120,9 +122,13 @@ impl Application {
         tracing::info!(hosts = guard.hosts().join(","), "allowed hosts");
         let max_json = settings.max_json_bytes;
         let shutdown = settings.shutdown_timeout;
+        let runs_reader = store::Held::open(&settings.database_url(), backend, &pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database for reading: {e:#}"))?;
         let state = web::Data::new(AppState {
             pool,
             reader,
+            runs_reader,
             backend,
             artifacts,
             local_root,

@@ -452,10 +452,13 @@ pub async fn search_runs(p: Params, s: web::Data<AppState>) -> Resp {
     let view = View::parse(p.opt_str("run_view_type")?.as_deref(), "run_view_type")?;
     let token = p.opt_str("page_token")?;
     let offset = search::decode_token(token.as_deref())?;
+    // Both statements of the page on one connection.
+    let mut conn = s.runs_reader.acquire().await?;
     let pushed = runs::search_page(
-        &s.reader, s.backend, &ids, view, &clauses, &order, offset, max,
+        &mut conn, s.backend, &ids, view, &clauses, &order, offset, max,
     )
     .await?;
+    drop(conn);
     let all = runs::list_runs(&s.reader, &ids, view);
     let (page, next) =
         search::page_or_memory(pushed, offset, max, token.as_deref(), &clauses, &order, all)

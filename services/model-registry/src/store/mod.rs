@@ -138,10 +138,10 @@ pub async fn connect(url: &str) -> anyhow::Result<(Pool, Backend)> {
 
 /// A pool for searches. SQLite allows one writer but, in WAL mode, readers beside it: a file
 /// database gets a second connection that only reads, so a long search does not hold writes
-/// back (and writes do not queue searches). One is enough: a second one doubled the memory a
-/// 100,000-run search leaves behind (+14 MiB against +5) for no measurable gain in throughput
-/// (869 against 898 req/s with 8 clients; BENCHMARKS.md). PostgreSQL and in-memory SQLite share
-/// `pool`.
+/// back (and writes do not queue searches). Runs searches read on a third one, [`Held`]. One
+/// each is enough: two connections taking the same searches in turn doubled the memory a
+/// 100,000-run search leaves behind (+14 MiB against +5; BENCHMARKS.md). PostgreSQL and
+/// in-memory SQLite share `pool`.
 pub async fn reader(url: &str, backend: Backend, pool: &Pool) -> anyhow::Result<Pool> {
     let (url, _, file) = normalise_url(url)?;
     if backend != Backend::Sqlite || file.is_none() {
@@ -160,6 +160,61 @@ pub async fn reader(url: &str, backend: Backend, pool: &Pool) -> anyhow::Result<
         })
         .connect(&url)
         .await?)
+}
+
+/// The connection a runs search reads on. A pool pings every connection it takes back (sqlx
+/// 0.8.6 does it unconditionally): one more round trip through an SQLite connection's thread per
+/// search, for a connection that lives in this process and cannot drop. So on an SQLite file,
+/// runs searches (the registry's hottest read: clients and the UI poll them) read on one
+/// connection of their own, taken in turn behind a lock and never handed back; PostgreSQL's
+/// connections come from the pool, pinged as usual.
+pub enum Held {
+    Pool(Pool),
+    Conn(tokio::sync::Mutex<sqlx::pool::PoolConnection<sqlx::Any>>),
+}
+
+/// A connection from [`Held`], for as long as the guard lives.
+pub enum HeldConn<'a> {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+    Locked(tokio::sync::MutexGuard<'a, sqlx::pool::PoolConnection<sqlx::Any>>),
+}
+
+impl std::ops::Deref for HeldConn<'_> {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        match self {
+            HeldConn::Pooled(c) => c,
+            HeldConn::Locked(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for HeldConn<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        match self {
+            HeldConn::Pooled(c) => c,
+            HeldConn::Locked(c) => c,
+        }
+    }
+}
+
+impl Held {
+    /// A reading connection of its own on an SQLite file (see [`reader`]); `pool` otherwise.
+    pub async fn open(url: &str, backend: Backend, pool: &Pool) -> anyhow::Result<Held> {
+        let (_, _, file) = normalise_url(url)?;
+        if backend != Backend::Sqlite || file.is_none() {
+            return Ok(Held::Pool(pool.clone()));
+        }
+        let own = reader(url, backend, pool).await?;
+        Ok(Held::Conn(tokio::sync::Mutex::new(own.acquire().await?)))
+    }
+
+    pub async fn acquire(&self) -> std::result::Result<HeldConn<'_>, sqlx::Error> {
+        Ok(match self {
+            Held::Pool(pool) => HeldConn::Pooled(pool.acquire().await?),
+            Held::Conn(conn) => HeldConn::Locked(conn.lock().await),
+        })
+    }
 }
 
 /// Milliseconds since the epoch.

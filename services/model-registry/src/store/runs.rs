@@ -440,7 +440,7 @@ pub const SHAPE: Shape = Shape {
 /// term SQL cannot say exactly (see [`crate::search_sql`]); the caller then searches in memory.
 #[allow(clippy::too_many_arguments)]
 pub async fn search_page(
-    pool: &Pool,
+    conn: &mut sqlx::AnyConnection,
     backend: Backend,
     experiment_ids: &[i64],
     view: View,
@@ -474,8 +474,6 @@ pub async fn search_page(
         keys: &keys,
         ..scope
     };
-    // Both statements on one connection: no second wait for the pool.
-    let mut conn = pool.acquire().await?;
     let Some((mut runs, more)) = search_sql::page_keys::<Run, _>(
         &mut *conn, backend, &SHAPE, scope, clauses, order, offset, max,
     )

@@ -148,11 +148,18 @@ async fn sql_search_equals_memory_search(db: Db) {
                 let mut got = Vec::new();
                 let mut offset = 0;
                 loop {
-                    let Some((page, more)) =
-                        runs::search_page(&pool, backend, &exps, view, &clauses, &order, offset, 7)
-                            .await
-                            .unwrap()
-                    else {
+                    let Some((page, more)) = runs::search_page(
+                        &mut pool.acquire().await.unwrap(),
+                        backend,
+                        &exps,
+                        view,
+                        &clauses,
+                        &order,
+                        offset,
+                        7,
+                    )
+                    .await
+                    .unwrap() else {
                         break;
                     };
                     assert!(page.len() <= 7);
