@@ -57,13 +57,17 @@ impl Application {
         let reader = store::reader(&url, backend, &pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database for reading: {e:#}"))?;
-        Application::with_pool(settings, pool, reader, backend).await
+        let runs_reader = store::Held::open(&url, backend, &pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database for reading: {e:#}"))?;
+        Application::with_pool(settings, pool, reader, runs_reader, backend).await
     }
 
     pub async fn with_pool(
         settings: Settings,
         pool: Pool,
         reader: Pool,
+        runs_reader: store::Held,
         backend: Backend,
     ) -> anyhow::Result<Application> {
         let mut artifacts = ArtifactStore::new(&settings.artifact_root()).map_err(|e| {
@@ -122,9 +126,6 @@ impl Application {
         tracing::info!(hosts = guard.hosts().join(","), "allowed hosts");
         let max_json = settings.max_json_bytes;
         let shutdown = settings.shutdown_timeout;
-        let runs_reader = store::Held::open(&settings.database_url(), backend, &pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database for reading: {e:#}"))?;
         let state = web::Data::new(AppState {
             pool,
             reader,
