@@ -6,7 +6,8 @@
 //! - [`Store`]: the records in PostgreSQL (production) or SQLite (embedded mode), one table set
 //!   with its own migrations.
 //! - [`Auditor`]: the API's writer. Decisions go through a bounded in-memory queue to one task
-//!   that inserts them in batches, so the hot path only builds a record and queues it.
+//!   that inserts them in batches, so the hot path only builds a record, encodes it as its row
+//!   of binary `COPY` (one allocation) and queues it.
 //!   [`Mode::FailClosed`] refuses to decide while the store is unreachable or the queue is full;
 //!   [`Mode::FailOpen`] decides and counts `audit_dropped_total`.
 //! - Batch jobs write their rows from the worker with [`Store::insert`] before a chunk counts as

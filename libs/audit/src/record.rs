@@ -135,6 +135,7 @@ impl Context<'_> {
 /// The applicant's values as a JSON object in the spec's order: numbers (written so that they
 /// read back to the same bits), strings, booleans, `null` for missing. `raws` is in spec order.
 pub fn features_json(spec: &Spec, raws: &[Raw<'_>]) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(32 * raws.len() + 2);
     out.push('{');
     for (i, (f, raw)) in spec.features.iter().zip(raws).enumerate() {
@@ -145,13 +146,13 @@ pub fn features_json(spec: &Spec, raws: &[Raw<'_>]) -> String {
         out.push(':');
         match raw {
             Raw::Missing | Raw::Nested => out.push_str("null"),
-            Raw::Num(x) if x.is_finite() => {
-                out.push_str(
-                    &serde_json::Number::from_f64(*x)
-                        .map_or_else(|| "null".to_string(), |n| n.to_string()),
-                );
-            }
-            Raw::Num(_) => out.push_str("null"),
+            Raw::Num(x) => match serde_json::Number::from_f64(*x) {
+                // Written in place (no string per number); a finite number always writes.
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push_str("null"),
+            },
             Raw::Text(s) => push_json_string(&mut out, s),
             Raw::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         }

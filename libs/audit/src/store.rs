@@ -79,21 +79,32 @@ impl Store {
     /// should an id exist after all, the batch is written by [`Store::insert`] instead, which
     /// skips it. Returns the rows written.
     pub async fn insert_new(&self, records: &[Record]) -> anyhow::Result<u64> {
+        let rows: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        self.insert_encoded(&rows, &mut Vec::new()).await
+    }
+
+    /// As [`Store::insert_new`], for records already encoded by [`encode`] (the API's writer
+    /// queues them so). `buf` is the `COPY`'s buffer, kept by the caller from batch to batch.
+    pub(crate) async fn insert_encoded(
+        &self,
+        rows: &[Vec<u8>],
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<u64> {
         let Some(pg) = &self.pg else {
-            return self.insert(records).await;
+            return self.insert(&decode_all(rows)?).await;
         };
-        let mut rows = Vec::with_capacity(records.len() * 2048 + 32);
-        rows.extend_from_slice(COPY_BINARY_HEADER);
-        for r in records {
-            copy_row(&mut rows, r);
+        buf.clear();
+        buf.extend_from_slice(COPY_BINARY_HEADER);
+        for row in rows {
+            buf.extend_from_slice(row);
         }
-        rows.extend_from_slice(COPY_BINARY_TRAILER);
+        buf.extend_from_slice(COPY_BINARY_TRAILER);
         let mut copy = sqlx::postgres::PgPoolCopyExt::copy_in_raw(
             pg,
             &format!("COPY decisions ({COLUMNS}) FROM STDIN (FORMAT binary)"),
         )
         .await?;
-        let sent = copy.send(rows).await;
+        let sent = copy.send(&buf[..]).await;
         let done = match sent {
             Ok(_) => copy.finish().await,
             Err(e) => {
@@ -103,7 +114,9 @@ impl Store {
         };
         match done {
             Ok(n) => Ok(n),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => self.insert(records).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                self.insert(&decode_all(rows)?).await
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -277,7 +290,26 @@ const COPY_BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
 /// One record as a tuple of binary `COPY`: each field its length and its bytes, numbers
 /// big-endian (the probability's exact bits), text as is; PostgreSQL parses nothing.
-fn copy_row(out: &mut Vec<u8>, r: &Record) {
+///
+/// The API's writer queues records in this form: one allocation per record, made and filled on
+/// the request's thread, instead of a dozen strings freed later by the writer's thread.
+pub(crate) fn encode(r: &Record) -> Vec<u8> {
+    let texts = [
+        r.decision_id.len(),
+        r.request_id.len(),
+        r.source.len(),
+        r.key_id.as_ref().map_or(0, String::len),
+        r.model_name.len(),
+        r.model_version.len(),
+        r.bundle_sha256.len(),
+        r.features.len(),
+        r.decision.len(),
+        r.thresholds.len(),
+        r.reason_policy.len(),
+        r.reasons.len(),
+        r.shadow.as_ref().map_or(0, String::len),
+    ];
+    let mut row = Vec::with_capacity(2 + 4 * N_COLUMNS + 3 * 8 + texts.iter().sum::<usize>());
     fn text(out: &mut Vec<u8>, v: &str) {
         // A field longer than 2 GiB cannot be a record of ours (bodies are bounded far below).
         out.extend_from_slice(&i32::try_from(v.len()).unwrap_or(i32::MAX).to_be_bytes());
@@ -293,6 +325,7 @@ fn copy_row(out: &mut Vec<u8>, r: &Record) {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&v);
     }
+    let out = &mut row;
     out.extend_from_slice(&(N_COLUMNS as i16).to_be_bytes());
     text(out, &r.decision_id);
     text(out, &r.request_id);
@@ -310,4 +343,124 @@ fn copy_row(out: &mut Vec<u8>, r: &Record) {
     text(out, &r.reason_policy);
     text(out, &r.reasons);
     opt(out, r.shadow.as_deref());
+    row
+}
+
+/// The records of tuples made by [`encode`] (for SQLite, and for a `COPY` that met an id
+/// already stored).
+fn decode_all(rows: &[Vec<u8>]) -> anyhow::Result<Vec<Record>> {
+    rows.iter().map(|row| decode(row)).collect()
+}
+
+/// The record of a tuple made by [`encode`].
+pub(crate) fn decode(row: &[u8]) -> anyhow::Result<Record> {
+    struct Fields<'a>(&'a [u8]);
+    impl<'a> Fields<'a> {
+        fn take(&mut self, n: usize) -> anyhow::Result<&'a [u8]> {
+            anyhow::ensure!(self.0.len() >= n, "a queued audit record is cut short");
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn field(&mut self) -> anyhow::Result<Option<&'a [u8]>> {
+            let len = i32::from_be_bytes(self.take(4)?.try_into()?);
+            Ok(match usize::try_from(len) {
+                Ok(n) => Some(self.take(n)?),
+                Err(_) => None,
+            })
+        }
+        fn opt(&mut self) -> anyhow::Result<Option<String>> {
+            self.field()?
+                .map(|b| Ok(String::from_utf8(b.to_vec())?))
+                .transpose()
+        }
+        fn text(&mut self) -> anyhow::Result<String> {
+            self.opt()?
+                .ok_or_else(|| anyhow::anyhow!("a queued audit record lacks a field"))
+        }
+        fn eight(&mut self) -> anyhow::Result<[u8; 8]> {
+            let b = self
+                .field()?
+                .ok_or_else(|| anyhow::anyhow!("a queued audit record lacks a number"))?;
+            Ok(b.try_into()?)
+        }
+    }
+    let mut f = Fields(row);
+    let columns = i16::from_be_bytes(f.take(2)?.try_into()?);
+    anyhow::ensure!(
+        usize::try_from(columns) == Ok(N_COLUMNS),
+        "a queued audit record has {columns} columns"
+    );
+    let record = Record {
+        decision_id: f.text()?,
+        request_id: f.text()?,
+        row_index: i64::from_be_bytes(f.eight()?),
+        recorded_at_ms: i64::from_be_bytes(f.eight()?),
+        source: f.text()?,
+        key_id: f.opt()?,
+        model_name: f.text()?,
+        model_version: f.text()?,
+        bundle_sha256: f.text()?,
+        features: f.text()?,
+        probability: f64::from_bits(u64::from_be_bytes(f.eight()?)),
+        decision: f.text()?,
+        thresholds: f.text()?,
+        reason_policy: f.text()?,
+        reasons: f.text()?,
+        shadow: f.opt()?,
+    };
+    anyhow::ensure!(f.0.is_empty(), "a queued audit record runs on");
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key_id: Option<&str>, shadow: Option<&str>) -> Record {
+        Record {
+            decision_id: "d-1".into(),
+            request_id: "r\u{e9}q".into(),
+            row_index: -3,
+            recorded_at_ms: 1_796_504_222_181,
+            source: "predict".into(),
+            key_id: key_id.map(String::from),
+            model_name: "credit".into(),
+            model_version: "7".into(),
+            bundle_sha256: "ab".repeat(32),
+            features: r#"{"amount":1169.0,"purpose":"car"}"#.into(),
+            probability: 0.1 + 0.2,
+            decision: "approve".into(),
+            thresholds: r#"{"approve":0.1}"#.into(),
+            reason_policy: "all".into(),
+            reasons: String::new(),
+            shadow: shadow.map(String::from),
+        }
+    }
+
+    #[test]
+    fn an_encoded_record_decodes_to_itself_bit_for_bit() {
+        for (key, shadow) in [
+            (None, None),
+            (Some("k1"), Some(r#"{"p":1}"#)),
+            (Some(""), None),
+        ] {
+            let r = record(key, shadow);
+            let row = encode(&r);
+            assert_eq!(row.len(), row.capacity(), "sized exactly, no reallocation");
+            let back = decode(&row).expect("decodes");
+            assert_eq!(back, r);
+            assert_eq!(back.probability.to_bits(), r.probability.to_bits());
+        }
+    }
+
+    #[test]
+    fn a_damaged_tuple_is_an_error_not_a_record() {
+        let row = encode(&record(Some("k"), None));
+        assert!(decode(&row[..row.len() - 1]).is_err());
+        let mut longer = row.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+        assert!(decode(&row[..1]).is_err());
+    }
 }

@@ -8,6 +8,7 @@ use prometheus::{IntCounter, IntGauge};
 use telemetry::register;
 use tokio::sync::{mpsc, watch};
 
+use crate::store::encode;
 use crate::{Mode, Record, Settings, Store};
 
 /// Records written per transaction at most.
@@ -25,7 +26,8 @@ pub enum Refused {
 
 /// The audit log as the API sees it.
 pub struct Auditor {
-    tx: mpsc::Sender<Record>,
+    /// Records encoded on the caller's thread (`store::encode`): one allocation each.
+    tx: mpsc::Sender<Vec<u8>>,
     mode: Mode,
     /// The last write or ping succeeded.
     healthy: Arc<AtomicBool>,
@@ -148,7 +150,7 @@ impl Auditor {
     /// fail-open: dropped and counted.
     pub fn record(&self, records: impl IntoIterator<Item = Record>) -> Result<(), Refused> {
         for r in records {
-            if self.tx.try_send(r).is_err() {
+            if self.tx.try_send(encode(&r)).is_err() {
                 if self.mode == Mode::FailClosed {
                     refused().inc();
                     return Err(Refused::Unavailable);
@@ -162,7 +164,7 @@ impl Auditor {
     /// Queues a record, waiting for room rather than refusing (the shadow model's records: they
     /// are completed after the answer, and the decision was admitted before it was made).
     pub async fn record_when_room(&self, record: Record) {
-        if self.tx.send(record).await.is_err() {
+        if self.tx.send(encode(&record)).await.is_err() {
             dropped().inc();
         }
     }
@@ -213,7 +215,7 @@ async fn connect(url: &str, healthy: &AtomicBool) -> Store {
 /// backoff) until it is written: records in the queue are never given up while running.
 async fn write_loop(
     url: String,
-    mut rx: mpsc::Receiver<Record>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     mut stopped: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
     shared: Arc<OnceLock<Store>>,
@@ -233,6 +235,8 @@ async fn write_loop(
     };
     let _ = shared.set(store.clone());
     let mut batch = Vec::with_capacity(BATCH);
+    // The `COPY`'s buffer, kept from batch to batch.
+    let mut buf = Vec::new();
     let mut ping = tokio::time::interval(Duration::from_secs(5));
     loop {
         let stopping = *stopped.borrow();
@@ -280,7 +284,7 @@ async fn write_loop(
         queued().set((rx.len() + batch.len()) as i64);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match store.insert_new(&batch).await {
+            match store.insert_encoded(&batch, &mut buf).await {
                 Ok(_) => {
                     written().inc_by(batch.len() as u64);
                     healthy.store(true, Ordering::Relaxed);
