@@ -38,6 +38,13 @@ pub struct Scratch {
     by_feature: Vec<f64>,
 }
 
+impl Scratch {
+    /// The row as [`Scorer::score_with`] last encoded it.
+    pub fn encoded(&self) -> &[f32] {
+        &self.encoded
+    }
+}
+
 /// Preprocessor + predictor + calibration + explainer + thresholds.
 #[derive(Debug, Clone)]
 pub struct Scorer {
@@ -114,6 +121,24 @@ impl Scorer {
 
     pub fn thresholds(&self) -> &Thresholds {
         &self.bundle.thresholds
+    }
+
+    /// Whether `other` reads and encodes applications exactly as this model does (the same
+    /// spec and the same fitted preprocessor), so that a row this model encoded can be scored by
+    /// `other` with [`Scorer::decide_encoded`].
+    pub fn encodes_as(&self, other: &Scorer) -> bool {
+        self.bundle.spec == other.bundle.spec && self.preprocessor == other.preprocessor
+    }
+
+    /// The probability and decision of a row already encoded by this model's preprocessor (or
+    /// by one that [`Scorer::encodes_as`] it): what [`Scorer::score`] answers for the
+    /// application, without reasons.
+    pub fn decide_encoded(&self, encoded: &[f32]) -> (f64, Decision) {
+        let p = self
+            .bundle
+            .calibration
+            .apply(f64::from(self.predictor.margin(encoded)));
+        (p, self.bundle.thresholds.decide(p))
     }
 
     /// A scratch space sized for this model.

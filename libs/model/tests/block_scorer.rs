@@ -176,3 +176,52 @@ fn a_missing_required_column_is_named_and_the_policy_parses() {
     assert!(!ReasonPolicy::Adverse.explains(Decision::Approve));
     assert!(ReasonPolicy::Adverse.explains(Decision::Decline));
 }
+
+/// A challenger trained on the same data with other settings shares the champion's encoding, so
+/// the shadow scores the champion's encoded row; the result is what the challenger itself
+/// answers, bit for bit. A model fitted on other rows encodes differently and is not taken for
+/// one that shares the encoding.
+#[test]
+fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_itself() {
+    let (champion, rows) = scorer();
+    let (spec, all, y) = german();
+    let raws: Vec<Vec<Raw>> = all
+        .iter()
+        .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
+        .collect();
+    let fit_with = |trees, n: usize| {
+        let cfg = TrainConfig {
+            booster: TrainParams {
+                trees,
+                ..TrainParams::default()
+            },
+            ..TrainConfig::default()
+        };
+        let fitted = fit(
+            &spec,
+            &raws[..n],
+            &y[..n],
+            &cfg,
+            provenance_now(),
+            &mut |_| {},
+        )
+        .unwrap();
+        Scorer::new(fitted.bundle).unwrap()
+    };
+    let challenger = fit_with(12, raws.len());
+    assert!(champion.encodes_as(&challenger));
+    let mut scratch = champion.scratch();
+    let mut differ = 0;
+    for row in &rows[..200] {
+        let raws: Vec<Raw> = row.iter().map(|c| Raw::from_cell(c)).collect();
+        let served = champion.score_with(&raws, true, &mut scratch).unwrap();
+        let own = challenger.score(&raws, false).unwrap();
+        let (p, d) = challenger.decide_encoded(scratch.encoded());
+        assert_eq!(p.to_bits(), own.default_probability.to_bits());
+        assert_eq!(d, own.decision);
+        differ += usize::from(p.to_bits() != served.default_probability.to_bits());
+    }
+    assert!(differ > 0, "the challenger is a different model");
+    let other = fit_with(12, 500);
+    assert!(!champion.encodes_as(&other));
+}

@@ -164,9 +164,10 @@ pub async fn predict(
     }
     let explain = query.explain.unwrap_or(true);
     let raws = app.raws(spec).map_err(ApiError::Invalid)?;
+    let mut scratch = m.scorer.scratch();
     let s = m
         .scorer
-        .score(&raws, explain)
+        .score_with(&raws, explain, &mut scratch)
         .map_err(|e| ApiError::Invalid(field_errors_of(&e)))?;
     let record = state.audit.as_ref().map(|_| {
         let policy = if explain {
@@ -190,6 +191,10 @@ pub async fn predict(
         // shadow's result. When the shadow is behind, the record is written now, marked so.
         (Some((sh, shadow)), record) => {
             let skipped = sh.submit(crate::shadow::Task {
+                // The shadow scores the row as encoded here when it encodes alike.
+                encoded: sh
+                    .encodes_alike(&m, &shadow)
+                    .then(|| scratch.encoded().to_vec()),
                 body: body.clone(),
                 champion: m.clone(),
                 shadow,

@@ -331,3 +331,60 @@ async fn the_shadow_thread_runs_at_the_lowest_cpu_priority() {
         "nice of the shadow threads: {nices:?}"
     );
 }
+
+/// A challenger trained on the champion's data with other settings encodes applications as the
+/// champion does, so the shadow scores the row the champion encoded instead of parsing the
+/// request again: what it records is still the challenger's own answer, to the bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_that_encodes_alike_records_its_own_answers_bit_for_bit() {
+    // The shared bundle's seed (42): the same split, so the same fitted preprocessor.
+    let challenger = train_bundle(12, 42);
+    let champion = shared_bundle().to_str().unwrap();
+    let audit_url = test_support::fresh_postgres("api_shadow_alike").await;
+    let shadowed = spawn_api(&[
+        "--model-uri",
+        champion,
+        "--shadow-model-uri",
+        challenger.to_str().unwrap(),
+        "--audit-url",
+        &audit_url,
+    ])
+    .await;
+    let alone = spawn_api(&["--model-uri", challenger.to_str().unwrap()]).await;
+    for api in [&shadowed, &alone] {
+        api.ready().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut differ = 0;
+    for (i, (_, app)) in german().iter().take(20).enumerate() {
+        let rid = format!("alike-{i}");
+        let served: Value =
+            serde_json::from_slice(&raw_post(&shadowed, "/v1/predict", &rid, app).await).unwrap();
+        let (_, own) = alone.post("/v1/predict", app).await;
+        let mut record = Value::Null;
+        for _ in 0..50 {
+            let (s, v) = shadowed.get(&format!("/v1/decisions/{rid}")).await;
+            if s == 200 && v["records"][0]["shadow"].is_object() {
+                record = v["records"][0].clone();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let shadow = &record["shadow"];
+        assert_eq!(
+            shadow["model"]["version"], own["model"]["version"],
+            "{record}"
+        );
+        assert_eq!(
+            shadow["probability"].as_f64().map(f64::to_bits),
+            own["default_probability"].as_f64().map(f64::to_bits),
+            "{record}"
+        );
+        assert_eq!(shadow["decision"], own["decision"]);
+        differ += usize::from(shadow["probability"] != served["default_probability"]);
+    }
+    assert!(
+        differ > 0,
+        "the challenger is a different model from the champion"
+    );
+}
