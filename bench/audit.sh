@@ -18,7 +18,13 @@
 # a steady load below saturation, where p99 is the server's latency rather than the queue of a
 # saturated one.
 #
+# The challenger is models/gc-challenger (150 trees, another seed: another split, so another
+# fitted preprocessor, and the shadow parses each request again). --challenger alike uses
+# models/gc-challenger-alike instead (150 trees, the champion's seed: it encodes applications as
+# the champion does, and the shadow scores the row the champion encoded).
+#
 #   bench/audit.sh [--duration S] [--rounds N] [--modes "off shadow ..."] [--paced MS]
+#                  [--challenger alike]
 #
 # Needs target/release/{api,loanctl} (cargo build --release --workspace), wrk (apt-get install -y
 # wrk), the local PostgreSQL (scripts/services.sh). Binds 127.0.0.1 only; stops what it starts.
@@ -27,6 +33,7 @@ cd "$(dirname "$0")/.."
 DURATION=15
 ROUNDS=1
 SCRIPT=bench/predict.lua
+CHALLENGER=models/gc-challenger
 MODES="no-drift off shadow postgres sqlite postgres+shadow"
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -34,6 +41,8 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --paced) SCRIPT=bench/predict-paced.lua; export PACE_MS=$2; shift 2 ;;
+    --challenger) [[ $2 == alike ]] || { echo "--challenger takes: alike" >&2; exit 2; }
+      CHALLENGER=models/gc-challenger-alike; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +51,8 @@ PORT=8093
   --spec data/german_credit.spec.json --out models/gc >/dev/null
 [[ -d models/gc-challenger ]] || target/release/loanctl train --data data/german_credit.csv \
   --spec data/german_credit.spec.json --trees 150 --seed 7 --out models/gc-challenger >/dev/null
+[[ -d models/gc-challenger-alike ]] || target/release/loanctl train --data data/german_credit.csv \
+  --spec data/german_credit.spec.json --trees 150 --out models/gc-challenger-alike >/dev/null
 TMP=$(mktemp -d)
 DB="audit_bench_$$"
 API_PID=""
@@ -68,10 +79,10 @@ for mode in $MODES; do
   case $mode in
     no-drift) url=""; window=0 ;;
     off) url="" ;;
-    shadow) url=""; shadow=models/gc-challenger ;;
+    shadow) url=""; shadow=$CHALLENGER ;;
     postgres) url="postgres://postgres@127.0.0.1:5432/$DB" ;;
     sqlite) url="sqlite:$TMP/audit.db" ;;
-    postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=models/gc-challenger ;;
+    postgres+shadow) url="postgres://postgres@127.0.0.1:5432/$DB"; shadow=$CHALLENGER ;;
   esac
   # Every audited run starts from an empty store (the API migrates it at start).
   psql -h 127.0.0.1 -U postgres -d "$DB" -qc "DROP TABLE IF EXISTS decisions, _sqlx_migrations" 2>/dev/null
