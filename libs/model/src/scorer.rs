@@ -56,6 +56,9 @@ pub struct Scorer {
     citable: Vec<bool>,
     /// Per spec feature: its encoded column and constraint sign, for constrained features.
     monotone: Vec<Option<(usize, i8)>>,
+    /// SHA-256 of the spec and fitted preprocessor as the bundle holds them (see
+    /// [`Scorer::encodes_as`]).
+    encoding: [u8; 32],
 }
 
 impl Scorer {
@@ -83,6 +86,12 @@ impl Scorer {
                 }
             })
             .collect();
+        let encoding = {
+            use sha2::Digest;
+            let text = serde_json::to_vec(&(&bundle.spec, &preprocessor))
+                .map_err(|e| ModelError::Internal(format!("the preprocessor: {e}")))?;
+            sha2::Sha256::digest(&text).into()
+        };
         let probe = vec![0.0f32; predictor.n_features()];
         if !crate::predictor::agrees_with_reference(&bundle.ensemble, &predictor, &probe) {
             return Err(ModelError::Internal(
@@ -96,6 +105,7 @@ impl Scorer {
             explainer,
             citable,
             monotone,
+            encoding,
         })
     }
 
@@ -125,9 +135,10 @@ impl Scorer {
 
     /// Whether `other` reads and encodes applications exactly as this model does (the same
     /// spec and the same fitted preprocessor), so that a row this model encoded can be scored by
-    /// `other` with [`Scorer::decide_encoded`].
+    /// `other` with [`Scorer::decide_encoded`]. Compares digests taken when the scorers were
+    /// built, so it is cheap enough for every request.
     pub fn encodes_as(&self, other: &Scorer) -> bool {
-        self.bundle.spec == other.bundle.spec && self.preprocessor == other.preprocessor
+        self.encoding == other.encoding
     }
 
     /// The probability and decision of a row already encoded by this model's preprocessor (or
@@ -163,8 +174,7 @@ impl Scorer {
         scratch: &mut Scratch,
     ) -> Result<Score, FeatureError> {
         self.preprocessor.transform(record, &mut scratch.encoded)?;
-        let margin = self.predictor.margin(&scratch.encoded);
-        let p = self.bundle.calibration.apply(f64::from(margin));
+        let (p, decision) = self.decide_encoded(&scratch.encoded);
         let reasons = if explain {
             self.reasons(record, scratch)
         } else {
@@ -172,7 +182,7 @@ impl Scorer {
         };
         Ok(Score {
             default_probability: p,
-            decision: self.bundle.thresholds.decide(p),
+            decision,
             reasons,
         })
     }

@@ -60,15 +60,9 @@ pub struct Shadow {
     /// Scoring requests in hand (see [`Shadow::busy`]).
     busy: Arc<AtomicUsize>,
     thread: std::thread::Thread,
-    /// The last champion and shadow compared, and whether they encode applications alike
-    /// (see [`Shadow::encodes_alike`]).
-    alike: Mutex<Option<Alike>>,
     /// The thread, and the task that finishes its work.
     joined: Mutex<Option<(std::thread::JoinHandle<()>, tokio::task::JoinHandle<()>)>>,
 }
-
-/// A champion, a shadow, and whether they encode applications alike.
-type Alike = (Arc<ServingModel>, Arc<ServingModel>, bool);
 
 /// A result of the shadow model: probability and decision, or `None` where its spec refused the
 /// application.
@@ -164,7 +158,6 @@ impl Shadow {
             stopping,
             busy,
             thread: thread.thread().clone(),
-            alike: Mutex::new(None),
             joined: Mutex::new(Some((thread, finisher))),
         })
     }
@@ -182,24 +175,6 @@ impl Shadow {
             self.models.current()
         } else {
             None
-        }
-    }
-
-    /// Whether the shadow model reads and encodes applications as the champion does (the same
-    /// spec and fitted preprocessor, as a challenger trained on the same data has), so that it
-    /// scores the row the champion encoded instead of parsing the body again. Compared once
-    /// per pair of models.
-    pub fn encodes_alike(&self, champion: &Arc<ServingModel>, shadow: &Arc<ServingModel>) -> bool {
-        let Ok(mut last) = self.alike.lock() else {
-            return false;
-        };
-        match &*last {
-            Some((c, s, alike)) if Arc::ptr_eq(c, champion) && Arc::ptr_eq(s, shadow) => *alike,
-            _ => {
-                let alike = champion.scorer.encodes_as(&shadow.scorer);
-                *last = Some((champion.clone(), shadow.clone(), alike));
-                alike
-            }
         }
     }
 
@@ -296,8 +271,9 @@ fn model_ref(shadow: &ServingModel) -> serde_json::Value {
 
 /// A request to score in the shadow.
 pub struct Task {
-    /// The row as the champion encoded it, when the shadow encodes alike
-    /// ([`Shadow::encodes_alike`]); otherwise the shadow parses `body` with its own spec.
+    /// The row as the champion encoded it, when the shadow encodes applications alike
+    /// (`Scorer::encodes_as`: the same spec and fitted preprocessor, as a challenger trained on
+    /// the champion's data has); otherwise the shadow parses `body` with its own spec.
     pub encoded: Option<Vec<f32>>,
     /// The request body (shared, not copied).
     pub body: actix_web::web::Bytes,

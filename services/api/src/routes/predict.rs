@@ -192,8 +192,9 @@ pub async fn predict(
         (Some((sh, shadow)), record) => {
             let skipped = sh.submit(crate::shadow::Task {
                 // The shadow scores the row as encoded here when it encodes alike.
-                encoded: sh
-                    .encodes_alike(&m, &shadow)
+                encoded: shadow
+                    .scorer
+                    .encodes_as(&m.scorer)
                     .then(|| scratch.encoded().to_vec()),
                 body: body.clone(),
                 champion: m.clone(),

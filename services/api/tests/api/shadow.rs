@@ -28,6 +28,25 @@ fn metric(metrics: &str, name: &str, shadow_version: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The champion with the challenger in its shadow and an audit log, and the challenger alone.
+async fn spawn_shadowed_and_alone(
+    champion: &str,
+    challenger: &std::path::Path,
+    audit_url: &str,
+) -> (TestApi, TestApi) {
+    let challenger = challenger.to_str().unwrap();
+    let shadowed = spawn_api(&[
+        "--model-uri",
+        champion,
+        "--shadow-model-uri",
+        challenger,
+        "--audit-url",
+        audit_url,
+    ])
+    .await;
+    (shadowed, spawn_api(&["--model-uri", challenger]).await)
+}
+
 async fn raw_post(api: &TestApi, path: &str, rid: &str, body: &Value) -> Vec<u8> {
     let r = api
         .client
@@ -47,16 +66,7 @@ async fn the_shadow_never_changes_answers_and_its_results_reach_metrics_and_the_
     let champion = shared_bundle().to_str().unwrap();
     let plain = spawn_api(&["--model-uri", champion]).await;
     let audit_url = test_support::fresh_postgres("api_shadow").await;
-    let shadowed = spawn_api(&[
-        "--model-uri",
-        champion,
-        "--shadow-model-uri",
-        challenger.to_str().unwrap(),
-        "--audit-url",
-        &audit_url,
-    ])
-    .await;
-    let alone = spawn_api(&["--model-uri", challenger.to_str().unwrap()]).await;
+    let (shadowed, alone) = spawn_shadowed_and_alone(champion, &challenger, &audit_url).await;
     for api in [&plain, &shadowed, &alone] {
         api.ready().await;
     }
@@ -341,16 +351,7 @@ async fn a_challenger_that_encodes_alike_records_its_own_answers_bit_for_bit() {
     let challenger = train_bundle(12, 42);
     let champion = shared_bundle().to_str().unwrap();
     let audit_url = test_support::fresh_postgres("api_shadow_alike").await;
-    let shadowed = spawn_api(&[
-        "--model-uri",
-        champion,
-        "--shadow-model-uri",
-        challenger.to_str().unwrap(),
-        "--audit-url",
-        &audit_url,
-    ])
-    .await;
-    let alone = spawn_api(&["--model-uri", challenger.to_str().unwrap()]).await;
+    let (shadowed, alone) = spawn_shadowed_and_alone(champion, &challenger, &audit_url).await;
     for api in [&shadowed, &alone] {
         api.ready().await;
     }
