@@ -18,7 +18,10 @@ pub struct ExplainQuery {
     pub explain: Option<bool>,
 }
 
-/// The caller's request id (if it is a sane token) or a new one.
+/// The caller's request id (if it is a sane token) or a new one. New ids are UUIDv7: they rise
+/// with time, so the audit log's key on `request_id` is appended to at its right edge instead of
+/// being written at a random page for every decision (PostgreSQL's CPU per audited request fell
+/// from about 13 µs to 10 µs; BENCHMARKS.md).
 pub fn request_id(req: &HttpRequest) -> String {
     req.headers()
         .get("x-request-id")
@@ -29,7 +32,7 @@ pub fn request_id(req: &HttpRequest) -> String {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), String::from)
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from)
 }
 
 /// Reads a JSON body within the size limit, checking the content type. The bytes are parsed by
@@ -455,5 +458,30 @@ fn field_errors_of(e: &features::FeatureError) -> Vec<FieldError> {
     match e {
         features::FeatureError::Invalid(errs) => errs.clone(),
         other => vec![field_error("", "invalid", other.to_string())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_request_ids_rise_with_time_and_a_callers_id_is_kept() {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let ids: Vec<String> = (0..200).map(|_| request_id(&req)).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "generated ids must be strictly increasing: {:?}",
+            &ids[..4]
+        );
+        assert!(ids.iter().all(|id| uuid::Uuid::parse_str(id).is_ok()));
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("x-request-id", "abc-123"))
+            .to_http_request();
+        assert_eq!(request_id(&req), "abc-123");
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("x-request-id", "no spaces"))
+            .to_http_request();
+        assert_ne!(request_id(&req), "no spaces");
     }
 }
