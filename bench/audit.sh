@@ -12,7 +12,9 @@
 # With --rounds N the modes run N times, interleaved (mode 1..6, then again), so that a slow
 # spell of the machine hits every mode alike; each row is then the median round of that mode (by
 # requests/s), and its counts are that round's. The shadow column: requests the shadow scored /
-# skipped because it was behind (it runs at nice 19, on CPU time the requests leave).
+# skipped because it was behind (it runs at nice 19, on CPU time the requests leave). Below the
+# table, the shadow's cost to p99: each round's p99 with the shadow over the same round's without
+# it (shadow / off, postgres+shadow / postgres), and the median of those ratios.
 #
 # With --paced MS each connection waits MS milliseconds between requests (bench/predict-paced.lua):
 # a steady load below saturation, where p99 is the server's latency rather than the queue of a
@@ -25,6 +27,8 @@
 #
 #   bench/audit.sh [--duration S] [--rounds N] [--modes "off shadow ..."] [--paced MS]
 #                  [--challenger alike]
+#
+# API_BIN=path runs another build of the API (default target/release/api).
 #
 # Needs target/release/{api,loanctl} (cargo build --release --workspace), wrk (apt-get install -y
 # wrk), the local PostgreSQL (scripts/services.sh). Binds 127.0.0.1 only; stops what it starts.
@@ -71,7 +75,9 @@ count() { # recorded decisions in the store $1
   esac
 }
 
-declare -A ROWS
+declare -A ROWS P99
+# wrk's latency (e.g. 812.00us, 3.98ms, 1.02s) in milliseconds.
+ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.3f", n }'; }
 for round in $(seq "$ROUNDS"); do
 for mode in $MODES; do
   shadow=""
@@ -87,7 +93,7 @@ for mode in $MODES; do
   # Every audited run starts from an empty store (the API migrates it at start).
   psql -h 127.0.0.1 -U postgres -d "$DB" -qc "DROP TABLE IF EXISTS decisions, _sqlx_migrations" 2>/dev/null
   rm -f "$TMP"/audit.db*
-  AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" DRIFT_WINDOW=$window MODEL_URI=models/gc RUST_LOG=error target/release/api --port $PORT 2>/dev/null &
+  AUDIT_URL="$url" SHADOW_MODEL_URI="$shadow" DRIFT_WINDOW=$window MODEL_URI=models/gc RUST_LOG=error "${API_BIN:-target/release/api}" --port $PORT 2>/dev/null &
   API_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   wrk -t1 -c64 -d2s -s "$SCRIPT" "http://127.0.0.1:$PORT/v1/predict" >/dev/null
@@ -113,6 +119,7 @@ for mode in $MODES; do
     done
   fi
   ROWS[$mode]+="$rps|$mode|$rps|$p50|$p99|$refused|$answered|$recorded|$shadowed"$'\n'
+  P99[$mode,$round]=$(ms "$p99")
   echo "round $round: $mode $rps req/s, p99 $p99" >&2
   kill "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=""
 done
@@ -123,4 +130,17 @@ for mode in $MODES; do
   # The median round by requests/s (the upper one of two).
   row=$(printf '%s' "${ROWS[$mode]}" | sort -t'|' -k1,1n | awk -v n="$ROUNDS" 'NR == int(n / 2) + 1')
   echo "| ${row#*|} |" | sed 's/|/ | /g; s/  */ /g; s/^ //; s/ $//'
+done
+# The shadow's cost to p99, round by round against the same setup without it in the same round
+# (so that a slow spell of the machine cancels out), and the median of those ratios.
+for pair in "shadow off" "postgres+shadow postgres"; do
+  read -r with without <<<"$pair"
+  [[ " $MODES " == *" $with "* && " $MODES " == *" $without "* ]] || continue
+  ratios=""
+  for round in $(seq "$ROUNDS"); do
+    ratios+="$(awk -v a="${P99[$with,$round]}" -v b="${P99[$without,$round]}" 'BEGIN { printf "%.3f", a / b }') "
+  done
+  median=$(tr ' ' '\n' <<<"$ratios" | grep . | sort -n | awk -v n="$ROUNDS" 'NR == int(n / 2) + 1')
+  echo
+  echo "p99 of $with / p99 of $without, by round: $ratios(median $median, that is $(awk -v m="$median" 'BEGIN { printf "%+.0f %%", (m - 1) * 100 }'))"
 done
