@@ -18,7 +18,7 @@ mod store;
 mod writer;
 
 pub use record::{features_json, new_decision_id, raws_from_json, Context, Record, Source};
-pub use store::{Page, Store};
+pub use store::{Encoded, Page, Store, Unfinished};
 pub use writer::{dropped, sweep_forever, written, Auditor, Refused};
 
 /// Records dropped so far in this process (`audit_dropped_total`).

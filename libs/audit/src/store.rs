@@ -294,6 +294,58 @@ const COPY_BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
 /// The API's writer queues records in this form: one allocation per record, made and filled on
 /// the request's thread, instead of a dozen strings freed later by the writer's thread.
 pub(crate) fn encode(r: &Record) -> Vec<u8> {
+    let shadow = r.shadow.as_deref();
+    let mut row = encode_but_shadow(r, shadow.map_or(0, str::len));
+    opt(&mut row, shadow);
+    row
+}
+
+/// A record encoded on the request's thread but for its last field, the shadow model's note,
+/// which the shadow adds once it has scored (so that what crosses threads is one buffer, as
+/// for a record without a shadow, not a dozen strings).
+pub struct Unfinished(Vec<u8>);
+
+/// A record encoded whole, ready for [`crate::Auditor::record_encoded`].
+pub struct Encoded(pub(crate) Vec<u8>);
+
+/// Room kept at the end of an [`Unfinished`] record for the shadow's note (about 150 bytes).
+const SHADOW_NOTE: usize = 256;
+
+impl Unfinished {
+    /// `r` encoded but for `r.shadow` (which [`Unfinished::finish`] supplies).
+    pub fn new(r: &Record) -> Unfinished {
+        Unfinished(encode_but_shadow(r, SHADOW_NOTE))
+    }
+
+    /// The record with `shadow` (JSON) as its shadow note: the same bytes as [`encode`] of the
+    /// record with `shadow: Some(shadow.to_string())`.
+    pub fn finish(self, shadow: &serde_json::Value) -> Encoded {
+        let mut row = self.0;
+        let at = row.len();
+        row.extend_from_slice(&[0; 4]);
+        serde_json::to_writer(&mut row, shadow).expect("a JSON value serialises into a Vec");
+        let n = i32::try_from(row.len() - at - 4).unwrap_or(i32::MAX);
+        row[at..at + 4].copy_from_slice(&n.to_be_bytes());
+        Encoded(row)
+    }
+}
+
+fn text(out: &mut Vec<u8>, v: &str) {
+    // A field longer than 2 GiB cannot be a record of ours (bodies are bounded far below).
+    out.extend_from_slice(&i32::try_from(v.len()).unwrap_or(i32::MAX).to_be_bytes());
+    out.extend_from_slice(v.as_bytes());
+}
+
+fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(v) => text(out, v),
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+}
+
+/// Every field of `r`'s tuple but the last (`shadow`), with room for the last's length and
+/// `spare` bytes of it.
+fn encode_but_shadow(r: &Record, spare: usize) -> Vec<u8> {
     let texts = [
         r.decision_id.len(),
         r.request_id.len(),
@@ -307,20 +359,9 @@ pub(crate) fn encode(r: &Record) -> Vec<u8> {
         r.thresholds.len(),
         r.reason_policy.len(),
         r.reasons.len(),
-        r.shadow.as_ref().map_or(0, String::len),
     ];
-    let mut row = Vec::with_capacity(2 + 4 * N_COLUMNS + 3 * 8 + texts.iter().sum::<usize>());
-    fn text(out: &mut Vec<u8>, v: &str) {
-        // A field longer than 2 GiB cannot be a record of ours (bodies are bounded far below).
-        out.extend_from_slice(&i32::try_from(v.len()).unwrap_or(i32::MAX).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
-    fn opt(out: &mut Vec<u8>, v: Option<&str>) {
-        match v {
-            Some(v) => text(out, v),
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
+    let mut row =
+        Vec::with_capacity(2 + 4 * N_COLUMNS + 3 * 8 + texts.iter().sum::<usize>() + spare);
     fn eight(out: &mut Vec<u8>, v: [u8; 8]) {
         out.extend_from_slice(&8i32.to_be_bytes());
         out.extend_from_slice(&v);
@@ -342,7 +383,6 @@ pub(crate) fn encode(r: &Record) -> Vec<u8> {
     text(out, &r.thresholds);
     text(out, &r.reason_policy);
     text(out, &r.reasons);
-    opt(out, r.shadow.as_deref());
     row
 }
 
@@ -451,6 +491,26 @@ mod tests {
             let back = decode(&row).expect("decodes");
             assert_eq!(back, r);
             assert_eq!(back.probability.to_bits(), r.probability.to_bits());
+        }
+    }
+
+    #[test]
+    fn a_record_finished_by_the_shadow_is_the_record_with_its_note() {
+        let note = serde_json::json!({
+            "model": {"name": "m", "version": "2"},
+            "probability": 0.125,
+            "decision": "approve \"quoted\"",
+        });
+        for key in [None, Some("k1")] {
+            let unfinished = Unfinished::new(&record(key, None));
+            let Encoded(row) = unfinished.finish(&note);
+            let whole = record(key, Some(&note.to_string()));
+            assert_eq!(
+                row,
+                encode(&whole),
+                "the same bytes as a record encoded whole"
+            );
+            assert_eq!(decode(&row).expect("decodes"), whole);
         }
     }
 

@@ -8,7 +8,7 @@ use prometheus::{IntCounter, IntGauge};
 use telemetry::register;
 use tokio::sync::{mpsc, watch};
 
-use crate::store::encode;
+use crate::store::{encode, Encoded};
 use crate::{Mode, Record, Settings, Store};
 
 /// Records written per transaction at most.
@@ -150,13 +150,23 @@ impl Auditor {
     /// fail-open: dropped and counted.
     pub fn record(&self, records: impl IntoIterator<Item = Record>) -> Result<(), Refused> {
         for r in records {
-            if self.tx.try_send(encode(&r)).is_err() {
-                if self.mode == Mode::FailClosed {
-                    refused().inc();
-                    return Err(Refused::Unavailable);
-                }
-                dropped().inc();
+            self.queue(encode(&r))?;
+        }
+        Ok(())
+    }
+
+    /// As [`Auditor::record`], for a record encoded already (one the shadow finished).
+    pub fn record_encoded(&self, record: Encoded) -> Result<(), Refused> {
+        self.queue(record.0)
+    }
+
+    fn queue(&self, row: Vec<u8>) -> Result<(), Refused> {
+        if self.tx.try_send(row).is_err() {
+            if self.mode == Mode::FailClosed {
+                refused().inc();
+                return Err(Refused::Unavailable);
             }
+            dropped().inc();
         }
         Ok(())
     }
@@ -164,7 +174,13 @@ impl Auditor {
     /// Queues a record, waiting for room rather than refusing (the shadow model's records: they
     /// are completed after the answer, and the decision was admitted before it was made).
     pub async fn record_when_room(&self, record: Record) {
-        if self.tx.send(encode(&record)).await.is_err() {
+        self.record_encoded_when_room(Encoded(encode(&record)))
+            .await;
+    }
+
+    /// As [`Auditor::record_when_room`], for a record encoded already.
+    pub async fn record_encoded_when_room(&self, record: Encoded) {
+        if self.tx.send(record.0).await.is_err() {
             dropped().inc();
         }
     }

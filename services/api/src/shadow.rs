@@ -180,15 +180,13 @@ impl Shadow {
 
     /// Queues a request. When the shadow is behind, the request is not shadow-scored: its
     /// record (if any) comes back, marked as skipped, for the caller to write.
-    pub fn submit(&self, t: Task) -> Option<audit::Record> {
+    pub fn submit(&self, t: Task) -> Option<audit::Encoded> {
         match self.queue.push(Work::One(Box::new(t), None)) {
             Ok(()) => None,
             Err(Work::One(t, _)) => {
                 metrics::shadow::skipped(&t.champion.version, &t.shadow.version, 1);
-                t.record.map(|mut r| {
-                    r.shadow = Some(skipped_note(&t.shadow).to_string());
-                    r
-                })
+                let t = *t;
+                t.record.map(|r| r.finish(&skipped_note(&t.shadow)))
             }
             Err(Work::Batch(..)) => unreachable!("the work given back is the work sent"),
         }
@@ -282,8 +280,9 @@ pub struct Task {
     /// What was served.
     pub probability: f64,
     pub decision: Decision,
-    /// The served decision's audit record, written once the shadow result is in it.
-    pub record: Option<audit::Record>,
+    /// The served decision's audit record, encoded but for the shadow's note, written once
+    /// that is in it.
+    pub record: Option<audit::Unfinished>,
     pub audit: Option<Arc<audit::Auditor>>,
 }
 
@@ -307,7 +306,7 @@ fn observe(
 
 /// The shadow's result for one application, as the audit record keeps it (built only for a
 /// record).
-fn note(shadow: &ServingModel, scored: Option<(f64, Decision)>) -> String {
+fn note(shadow: &ServingModel, scored: Option<(f64, Decision)>) -> serde_json::Value {
     let model = model_ref(shadow);
     match scored {
         Some((p, d)) => json!({"model": model, "probability": p, "decision": d.as_str()}),
@@ -315,7 +314,6 @@ fn note(shadow: &ServingModel, scored: Option<(f64, Decision)>) -> String {
             json!({"model": model, "error": "the shadow model's spec refused the application"})
         }
     }
-    .to_string()
 }
 
 /// Scores the request with the shadow model (on the shadow's thread: reads and its own
@@ -342,9 +340,9 @@ async fn finish(work: Work) {
         Work::One(t, scored) => {
             let t = *t;
             observe(&t.champion, &t.shadow, (t.probability, t.decision), scored);
-            if let (Some(mut record), Some(a)) = (t.record, t.audit) {
-                record.shadow = Some(note(&t.shadow, scored));
-                a.record_when_room(record).await;
+            if let (Some(record), Some(a)) = (t.record, t.audit) {
+                a.record_encoded_when_room(record.finish(&note(&t.shadow, scored)))
+                    .await;
             }
         }
         Work::Batch(t, scored) => {
@@ -361,7 +359,7 @@ async fn finish(work: Work) {
                 observe(&champion, &shadow, (p, d), one);
                 // Records are in index order.
                 if let Ok(k) = records.binary_search_by_key(&(index as i64), |rec| rec.row_index) {
-                    records[k].shadow = Some(note(&shadow, one));
+                    records[k].shadow = Some(note(&shadow, one).to_string());
                 }
             }
             if let Some(a) = audit {

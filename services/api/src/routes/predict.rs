@@ -204,11 +204,12 @@ pub async fn predict(
                 shadow,
                 probability: s.default_probability,
                 decision: s.decision,
-                record,
+                // Encoded here, on the request's thread, but for the shadow's note.
+                record: record.as_ref().map(audit::Unfinished::new),
                 audit: state.audit.clone(),
             });
             if let (Some(record), Some(a)) = (skipped, &state.audit) {
-                a.record([record]).map_err(|_| audit_unavailable())?;
+                a.record_encoded(record).map_err(|_| audit_unavailable())?;
             }
         }
         (None, Some(record)) => {
