@@ -59,6 +59,8 @@ pub struct Scorer {
     /// SHA-256 of the spec and fitted preprocessor as the bundle holds them (see
     /// [`Scorer::encodes_as`]).
     encoding: [u8; 32],
+    /// SHA-256 of the spec alone (see [`Scorer::reads_as`]).
+    reading: [u8; 32],
 }
 
 impl Scorer {
@@ -86,12 +88,8 @@ impl Scorer {
                 }
             })
             .collect();
-        let encoding = {
-            use sha2::Digest;
-            let text = serde_json::to_vec(&(&bundle.spec, &preprocessor))
-                .map_err(|e| ModelError::Internal(format!("the preprocessor: {e}")))?;
-            sha2::Sha256::digest(&text).into()
-        };
+        let encoding = digest(&(&bundle.spec, &preprocessor))?;
+        let reading = digest(&bundle.spec)?;
         let probe = vec![0.0f32; predictor.n_features()];
         if !crate::predictor::agrees_with_reference(&bundle.ensemble, &predictor, &probe) {
             return Err(ModelError::Internal(
@@ -106,6 +104,7 @@ impl Scorer {
             citable,
             monotone,
             encoding,
+            reading,
         })
     }
 
@@ -139,6 +138,22 @@ impl Scorer {
     /// built, so it is cheap enough for every request.
     pub fn encodes_as(&self, other: &Scorer) -> bool {
         self.encoding == other.encoding
+    }
+
+    /// Whether `other` reads applications as this model does (the same spec: the same
+    /// features, kinds and validation), so that values this model validated are valid for
+    /// `other` and can be encoded with its preprocessor ([`Scorer::encode`]) without parsing
+    /// the request again. A digest comparison, as [`Scorer::encodes_as`].
+    pub fn reads_as(&self, other: &Scorer) -> bool {
+        self.reading == other.reading
+    }
+
+    /// One application (values in spec order) encoded by this model's preprocessor: the row
+    /// [`Scorer::decide_encoded`] takes.
+    pub fn encode(&self, record: &[Raw<'_>]) -> Result<Vec<f32>, FeatureError> {
+        let mut row = vec![0.0; self.predictor.n_features()];
+        self.preprocessor.transform(record, &mut row)?;
+        Ok(row)
     }
 
     /// The probability and decision of a row already encoded by this model's preprocessor (or
@@ -299,4 +314,12 @@ impl Scorer {
             },
         }
     }
+}
+
+/// SHA-256 of a value's JSON (the spec and preprocessor digests of [`Scorer`]).
+fn digest<T: serde::Serialize>(value: &T) -> Result<[u8; 32], ModelError> {
+    use sha2::Digest;
+    let text = serde_json::to_vec(value)
+        .map_err(|e| ModelError::Internal(format!("the preprocessor: {e}")))?;
+    Ok(sha2::Sha256::digest(&text).into())
 }

@@ -222,6 +222,44 @@ fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_i
         differ += usize::from(p.to_bits() != served.default_probability.to_bits());
     }
     assert!(differ > 0, "the challenger is a different model");
+    // Fitted on other rows: the same spec, another fitted preprocessor. It reads applications
+    // alike, and the values validated for the champion, encoded with its own preprocessor,
+    // score as it would score them itself.
     let other = fit_with(12, 500);
     assert!(!champion.encodes_as(&other));
+    assert!(champion.reads_as(&other));
+    for row in &rows[..200] {
+        let raws: Vec<Raw> = row.iter().map(|c| Raw::from_cell(c)).collect();
+        let own = other.score(&raws, false).unwrap();
+        let (p, d) = other.decide_encoded(&other.encode(&raws).unwrap());
+        assert_eq!(p.to_bits(), own.default_probability.to_bits());
+        assert_eq!(d, own.decision);
+    }
+    // Another spec: it does not read alike.
+    let mut narrower = spec.clone();
+    narrower.features.retain(|f| f.name != "telephone");
+    let keep: Vec<usize> = (0..spec.features.len())
+        .filter(|&j| spec.features[j].name != "telephone")
+        .collect();
+    let raws_narrower: Vec<Vec<Raw>> = raws
+        .iter()
+        .map(|r| keep.iter().map(|&j| r[j]).collect())
+        .collect();
+    let cfg = TrainConfig {
+        booster: TrainParams {
+            trees: 12,
+            ..TrainParams::default()
+        },
+        ..TrainConfig::default()
+    };
+    let fitted = fit(
+        &narrower,
+        &raws_narrower,
+        &y,
+        &cfg,
+        provenance_now(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!champion.reads_as(&Scorer::new(fitted.bundle).unwrap()));
 }

@@ -32,8 +32,15 @@ pub fn german_csv() -> (csv::StringRecord, Vec<csv::StringRecord>) {
 
 /// Trains `trees` trees (seeded) on the German data and saves the bundle in `dir`; returns `dir`.
 pub fn train_german_bundle(dir: &Path, trees: usize, seed: u64) -> PathBuf {
+    train_german_bundle_on(dir, trees, seed, usize::MAX)
+}
+
+/// As [`train_german_bundle`], on the first `rows` rows only (so with a preprocessor fitted on
+/// other data: the same spec, another encoding).
+pub fn train_german_bundle_on(dir: &Path, trees: usize, seed: u64, rows: usize) -> PathBuf {
     let spec = german_spec();
-    let (headers, records) = german_csv();
+    let (headers, mut records) = german_csv();
+    records.truncate(rows);
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let cols: Vec<usize> = spec.features.iter().map(|f| column(&f.name)).collect();
     let target = column(&spec.target.name);

@@ -347,11 +347,27 @@ async fn the_shadow_thread_runs_at_the_lowest_cpu_priority() {
 /// request again: what it records is still the challenger's own answer, to the bit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenger_that_encodes_alike_records_its_own_answers_bit_for_bit() {
-    // The shared bundle's seed (42): the same split, so the same fitted preprocessor.
+    // Fitted on the champion's rows: the same fitted preprocessor.
     let challenger = train_bundle(12, 42);
+    challenger_records_its_own_answers(&challenger, "api_shadow_alike").await;
+}
+
+/// A challenger fitted on another split reads applications as the champion does (the same spec)
+/// but encodes them otherwise: the request's thread encodes the champion's validated values
+/// with the challenger's preprocessor, and what the shadow records is still the challenger's own
+/// answer, to the bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_that_reads_alike_records_its_own_answers_bit_for_bit() {
+    // Fitted on the first 500 rows: another fitted preprocessor.
+    let challenger =
+        test_support::train_german_bundle_on(&test_support::tmp("api-bundle"), 12, 42, 500);
+    challenger_records_its_own_answers(&challenger, "api_shadow_reads_alike").await;
+}
+
+async fn challenger_records_its_own_answers(challenger: &std::path::Path, db: &str) {
     let champion = shared_bundle().to_str().unwrap();
-    let audit_url = test_support::fresh_postgres("api_shadow_alike").await;
-    let (shadowed, alone) = spawn_shadowed_and_alone(champion, &challenger, &audit_url).await;
+    let audit_url = test_support::fresh_postgres(db).await;
+    let (shadowed, alone) = spawn_shadowed_and_alone(champion, challenger, &audit_url).await;
     for api in [&shadowed, &alone] {
         api.ready().await;
     }
