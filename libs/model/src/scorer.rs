@@ -156,6 +156,25 @@ impl Scorer {
         Ok(row)
     }
 
+    /// This model's row for an application that the model `from` validated (`record`) and
+    /// encoded (`from_row`), without reading the application again: `from_row` itself when the
+    /// two encode alike, `record` through this model's preprocessor when they only read alike,
+    /// and `None` when their specs differ (the application must be read with this model's spec).
+    pub fn row_from(
+        &self,
+        from: &Scorer,
+        record: &[Raw<'_>],
+        from_row: &[f32],
+    ) -> Option<Vec<f32>> {
+        if self.encodes_as(from) {
+            Some(from_row.to_vec())
+        } else if self.reads_as(from) {
+            self.encode(record).ok()
+        } else {
+            None
+        }
+    }
+
     /// The probability and decision of a row already encoded by this model's preprocessor (or
     /// by one that [`Scorer::encodes_as`] it): what [`Scorer::score`] answers for the
     /// application, without reasons.
@@ -320,6 +339,6 @@ impl Scorer {
 fn digest<T: serde::Serialize>(value: &T) -> Result<[u8; 32], ModelError> {
     use sha2::Digest;
     let text = serde_json::to_vec(value)
-        .map_err(|e| ModelError::Internal(format!("the preprocessor: {e}")))?;
+        .map_err(|e| ModelError::Internal(format!("a digest of the bundle: {e}")))?;
     Ok(sha2::Sha256::digest(&text).into())
 }

@@ -189,16 +189,17 @@ fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_i
         .iter()
         .map(|r| r.iter().map(|c| Raw::from_cell(c)).collect())
         .collect();
-    let fit_with = |trees, n: usize| {
+    // 12 trees fitted with `spec` on the first `n` rows of `raws`.
+    let fit_with = |spec: &features::Spec, raws: &[Vec<Raw>], n: usize| {
         let cfg = TrainConfig {
             booster: TrainParams {
-                trees,
+                trees: 12,
                 ..TrainParams::default()
             },
             ..TrainConfig::default()
         };
         let fitted = fit(
-            &spec,
+            spec,
             &raws[..n],
             &y[..n],
             &cfg,
@@ -208,14 +209,18 @@ fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_i
         .unwrap();
         Scorer::new(fitted.bundle).unwrap()
     };
-    let challenger = fit_with(12, raws.len());
-    assert!(champion.encodes_as(&challenger));
+    // Fitted on the champion's rows: the same fitted preprocessor, so it takes the champion's
+    // encoded row as it is.
+    let challenger = fit_with(&spec, &raws, raws.len());
+    assert!(challenger.encodes_as(&champion));
     let mut scratch = champion.scratch();
     let mut differ = 0;
     for row in &rows[..200] {
         let raws: Vec<Raw> = row.iter().map(|c| Raw::from_cell(c)).collect();
         let served = champion.score_with(&raws, true, &mut scratch).unwrap();
         let own = challenger.score(&raws, false).unwrap();
+        let shadow_row = challenger.row_from(&champion, &raws, scratch.encoded());
+        assert_eq!(shadow_row.as_deref(), Some(scratch.encoded()));
         let (p, d) = challenger.decide_encoded(scratch.encoded());
         assert_eq!(p.to_bits(), own.default_probability.to_bits());
         assert_eq!(d, own.decision);
@@ -225,41 +230,30 @@ fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_i
     // Fitted on other rows: the same spec, another fitted preprocessor. It reads applications
     // alike, and the values validated for the champion, encoded with its own preprocessor,
     // score as it would score them itself.
-    let other = fit_with(12, 500);
-    assert!(!champion.encodes_as(&other));
-    assert!(champion.reads_as(&other));
+    let other = fit_with(&spec, &raws, 500);
+    assert!(!other.encodes_as(&champion));
+    assert!(other.reads_as(&champion));
     for row in &rows[..200] {
         let raws: Vec<Raw> = row.iter().map(|c| Raw::from_cell(c)).collect();
+        champion.score_with(&raws, false, &mut scratch).unwrap();
         let own = other.score(&raws, false).unwrap();
-        let (p, d) = other.decide_encoded(&other.encode(&raws).unwrap());
+        let shadow_row = other.row_from(&champion, &raws, scratch.encoded()).unwrap();
+        assert_eq!(shadow_row, other.encode(&raws).unwrap());
+        let (p, d) = other.decide_encoded(&shadow_row);
         assert_eq!(p.to_bits(), own.default_probability.to_bits());
         assert_eq!(d, own.decision);
     }
-    // Another spec: it does not read alike.
-    let mut narrower = spec.clone();
-    narrower.features.retain(|f| f.name != "telephone");
+    // Another spec: it does not read alike, and must read the application itself.
     let keep: Vec<usize> = (0..spec.features.len())
         .filter(|&j| spec.features[j].name != "telephone")
         .collect();
+    let mut narrower = spec.clone();
+    narrower.features.retain(|f| f.name != "telephone");
     let raws_narrower: Vec<Vec<Raw>> = raws
         .iter()
         .map(|r| keep.iter().map(|&j| r[j]).collect())
         .collect();
-    let cfg = TrainConfig {
-        booster: TrainParams {
-            trees: 12,
-            ..TrainParams::default()
-        },
-        ..TrainConfig::default()
-    };
-    let fitted = fit(
-        &narrower,
-        &raws_narrower,
-        &y,
-        &cfg,
-        provenance_now(),
-        &mut |_| {},
-    )
-    .unwrap();
-    assert!(!champion.reads_as(&Scorer::new(fitted.bundle).unwrap()));
+    let apart = fit_with(&narrower, &raws_narrower, raws.len());
+    assert!(!apart.reads_as(&champion));
+    assert_eq!(apart.row_from(&champion, &raws[0], scratch.encoded()), None);
 }

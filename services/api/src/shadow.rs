@@ -269,11 +269,8 @@ fn model_ref(shadow: &ServingModel) -> serde_json::Value {
 
 /// A request to score in the shadow.
 pub struct Task {
-    /// The row encoded for the shadow on the request's thread: as the champion encoded it, when
-    /// the shadow encodes applications alike (`Scorer::encodes_as`: the same spec and fitted
-    /// preprocessor, as a challenger trained on the champion's data has), or the champion's
-    /// validated values through the shadow's preprocessor when it reads them alike
-    /// (`Scorer::reads_as`: the same spec); otherwise the shadow parses `body` with its own spec.
+    /// The shadow's row, made on the request's thread from the champion's (`Scorer::row_from`)
+    /// when their specs agree; otherwise the shadow parses `body` with its own spec.
     pub encoded: Option<Vec<f32>>,
     /// The request body (shared, not copied).
     pub body: actix_web::web::Bytes,

@@ -194,17 +194,10 @@ pub async fn predict(
         // shadow's result. When the shadow is behind, the record is written now, marked so.
         (Some((sh, shadow)), record) => {
             let skipped = sh.submit(crate::shadow::Task {
-                // The shadow scores the row as encoded here when it encodes alike. When it only
-                // reads alike (the same spec, another fitted preprocessor), the values validated
-                // here are encoded with its preprocessor here (well under a microsecond), which
-                // spares its thread parsing and validating the request again.
-                encoded: if shadow.scorer.encodes_as(&m.scorer) {
-                    Some(scratch.encoded().to_vec())
-                } else if shadow.scorer.reads_as(&m.scorer) {
-                    shadow.scorer.encode(&raws).ok()
-                } else {
-                    None
-                },
+                // The shadow's row, made here from what the champion validated and encoded
+                // (well under a microsecond) when their specs agree: its thread then only
+                // predicts instead of parsing and validating the request again.
+                encoded: shadow.scorer.row_from(&m.scorer, &raws, scratch.encoded()),
                 body: body.clone(),
                 champion: m.clone(),
                 shadow,
