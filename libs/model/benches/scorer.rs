@@ -124,6 +124,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("treeshap_256_rows_block", |b| {
         b.iter(|| fast.contributions_block(ens, black_box(rows), w, &mut phis))
     });
+    // A few rows at once, as concurrent API requests are explained together: per row, the
+    // block against one by one.
+    for n in [2usize, 4, 5, 8, 12, 16, 32] {
+        let rows = &block[..n * w];
+        c.bench_function(&format!("treeshap_{n}_rows_block"), |b| {
+            b.iter(|| fast.contributions_block(ens, black_box(rows), w, &mut phis[..n * w]))
+        });
+    }
 }
 
 criterion_group! {

@@ -347,11 +347,37 @@ impl FastExplainer {
             }
             return;
         }
-        // Rows in lanes: LANES rows at a time, stored column by column (a column's LANES values
-        // side by side), so one split test, one slot test and one addition serve every row, and
-        // the compiler can use vector instructions; padding lanes are zeros. The group's values
-        // and sums (about 42 KB for 55 columns) stay in cache beside one tree's tables.
-        let stride = width * LANES;
+        // Full groups of the widest lanes, then the rest in the narrowest lanes that hold it
+        // (a few rows are cheaper one by one than padded out to a group).
+        let n = rows.len() / width;
+        let full = n / LANES * LANES;
+        self.block_lanes::<LANES>(&rows[..full * width], width, &mut phi[..full * width]);
+        let (rows, phi) = (&rows[full * width..], &mut phi[full * width..]);
+        match n - full {
+            0 => {}
+            k if k <= ONE_BY_ONE => {
+                for (row, p) in rows.chunks_exact(width).zip(phi.chunks_exact_mut(width)) {
+                    self.contributions(ensemble, row, p);
+                }
+            }
+            k if k <= 8 => self.block_lanes::<8>(rows, width, phi),
+            k if k <= 16 => self.block_lanes::<16>(rows, width, phi),
+            k if k <= 32 => self.block_lanes::<32>(rows, width, phi),
+            _ => self.block_lanes::<LANES>(rows, width, phi),
+        }
+    }
+
+    /// [`FastExplainer::contributions_block`] in groups of `L` rows (the last one padded).
+    fn block_lanes<const L: usize>(&self, rows: &[f32], width: usize, phi: &mut [f64]) {
+        // Rows in lanes: L rows at a time, stored column by column (a column's L values side by
+        // side), so one split test, one slot test and one addition serve every row, and the
+        // compiler can use vector instructions; padding lanes are zeros. The group's values
+        // and sums (about 42 KB for 55 columns and 64 lanes) stay in cache beside one tree's
+        // tables.
+        if rows.is_empty() {
+            return;
+        }
+        let stride = width * L;
         let mut xs = vec![0.0f32; stride];
         let mut acc = vec![0.0f64; stride];
         for (rows, phi) in rows.chunks(stride).zip(phi.chunks_mut(stride)) {
@@ -359,32 +385,30 @@ impl FastExplainer {
             acc.fill(0.0);
             for (l, row) in rows.chunks_exact(width).enumerate() {
                 for (c, x) in row.iter().enumerate() {
-                    xs[c * LANES + l] = *x;
+                    xs[c * L + l] = *x;
                 }
             }
             for t in &self.trees {
-                self.add_tree_lanes(t, &xs, &mut acc);
+                self.add_tree_lanes::<L>(t, &xs, &mut acc);
             }
             for (l, p) in phi.chunks_exact_mut(width).enumerate() {
                 for (c, v) in p.iter_mut().enumerate() {
-                    *v = acc[c * LANES + l];
+                    *v = acc[c * L + l];
                 }
             }
         }
     }
 
-    /// [`FastExplainer::add_tree`] for LANES rows at once; `xs` and `acc` hold one column's
-    /// LANES values side by side. Each lane's sums are made in the same order as one row's.
+    /// [`FastExplainer::add_tree`] for L rows at once; `xs` and `acc` hold one column's
+    /// L values side by side. Each lane's sums are made in the same order as one row's.
     #[inline(always)]
-    fn add_tree_lanes(&self, t: &TreeAt, xs: &[f32], acc: &mut [f64]) {
-        let mut bits = [0u32; LANES];
+    fn add_tree_lanes<const L: usize>(&self, t: &TreeAt, xs: &[f32], acc: &mut [f64]) {
+        let mut bits = [0u32; L];
         for (b, &(column, threshold, default_left)) in self.splits[t.split..t.split + t.n_splits]
             .iter()
             .enumerate()
         {
-            let x: &[f32; LANES] = xs[column as usize * LANES..][..LANES]
-                .try_into()
-                .expect("LANES values");
+            let x: &[f32; L] = xs[column as usize * L..][..L].try_into().expect("L values");
             for (bits, x) in bits.iter_mut().zip(x) {
                 let left = if x.is_nan() {
                     default_left
@@ -397,7 +421,7 @@ impl FastExplainer {
         let (mut slot, mut table) = (t.slot, t.table);
         for e in &self.entries[t.entry..t.entry + t.n_entries] {
             let d = usize::from(e.depth);
-            let mut set = [0u32; LANES];
+            let mut set = [0u32; L];
             let rows_log2 = if e.pair_bit == SINGLE {
                 d
             } else {
@@ -409,10 +433,10 @@ impl FastExplainer {
             let tab = &self.table[table..table + (d << rows_log2)];
             let slots = &self.slots[slot..slot + d];
             match d {
-                1 => add_entry_lanes::<1>(&bits, set, slots, tab, acc),
-                2 => add_entry_lanes::<2>(&bits, set, slots, tab, acc),
-                3 => add_entry_lanes::<3>(&bits, set, slots, tab, acc),
-                4 => add_entry_lanes::<4>(&bits, set, slots, tab, acc),
+                1 => add_entry_lanes::<1, L>(&bits, set, slots, tab, acc),
+                2 => add_entry_lanes::<2, L>(&bits, set, slots, tab, acc),
+                3 => add_entry_lanes::<3, L>(&bits, set, slots, tab, acc),
+                4 => add_entry_lanes::<4, L>(&bits, set, slots, tab, acc),
                 _ => {
                     for (k, s) in slots.iter().enumerate() {
                         for (set, b) in set.iter_mut().zip(&bits) {
@@ -420,7 +444,7 @@ impl FastExplainer {
                         }
                     }
                     for (k, s) in slots.iter().enumerate() {
-                        let col = &mut acc[s.column as usize * LANES..][..LANES];
+                        let col = &mut acc[s.column as usize * L..][..L];
                         for (a, set) in col.iter_mut().zip(&set) {
                             *a += f64::from(tab[*set as usize * d + k]);
                         }
@@ -480,12 +504,12 @@ impl FastExplainer {
     }
 }
 
-/// One entry's contributions for LANES rows: the set of path features each row follows, then
+/// One entry's contributions for L rows: the set of path features each row follows, then
 /// that row of the entry's table added to each feature's column.
 #[inline(always)]
-fn add_entry_lanes<const D: usize>(
-    bits: &[u32; LANES],
-    mut set: [u32; LANES],
+fn add_entry_lanes<const D: usize, const L: usize>(
+    bits: &[u32; L],
+    mut set: [u32; L],
     slots: &[Slot],
     tab: &[f32],
     acc: &mut [f64],
@@ -497,9 +521,9 @@ fn add_entry_lanes<const D: usize>(
         }
     }
     for (k, s) in slots.iter().enumerate() {
-        let col: &mut [f64; LANES] = (&mut acc[s.column as usize * LANES..][..LANES])
+        let col: &mut [f64; L] = (&mut acc[s.column as usize * L..][..L])
             .try_into()
-            .expect("LANES sums");
+            .expect("L sums");
         for (a, set) in col.iter_mut().zip(&set) {
             *a += f64::from(tab[*set as usize * D + k]);
         }
@@ -511,6 +535,9 @@ fn add_entry_lanes<const D: usize>(
 /// 1.47 ms with 8 lanes, 1.00 ms with 32, 0.88 ms with 64 and 0.86 ms with 128
 /// (`cargo bench -p model --bench scorer -- treeshap_256`).
 const LANES: usize = 64;
+
+/// Rows left over from full groups that are explained one by one rather than in padded lanes.
+const ONE_BY_ONE: usize = 4;
 
 /// Where one tree starts in the explainer's flat arrays.
 #[derive(Debug, Clone, Copy)]
@@ -853,18 +880,21 @@ mod tests {
             let total = ex.bias() + phi.iter().sum::<f64>();
             assert!((total - f64::from(e.margin_reference(row))).abs() < 1e-5);
         }
-        // Many rows at once (more than one group, the last one partial) give the same bits.
-        let rows = &x[..150 * 3];
-        let mut block = vec![f64::NAN; 150 * 3];
-        fast.contributions_block(&e, rows, 3, &mut block);
-        let mut one = vec![0.0; 3];
-        for (i, row) in rows.chunks(3).enumerate() {
-            fast.contributions(&e, row, &mut one);
-            let got = &block[i * 3..(i + 1) * 3];
-            assert!(
-                one.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "row {i}: {one:?} one by one, {got:?} in a block"
-            );
+        // Rows at once give the same bits, whatever lanes they take: one by one (up to
+        // ONE_BY_ONE), 8, 16, 32 or 64 lanes, full groups with a partial rest.
+        for n in [1, 2, 4, 5, 8, 9, 16, 17, 32, 33, 63, 64, 65, 70, 150] {
+            let rows = &x[..n * 3];
+            let mut block = vec![f64::NAN; n * 3];
+            fast.contributions_block(&e, rows, 3, &mut block);
+            let mut one = vec![0.0; 3];
+            for (i, row) in rows.chunks(3).enumerate() {
+                fast.contributions(&e, row, &mut one);
+                let got = &block[i * 3..(i + 1) * 3];
+                assert!(
+                    one.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{n} rows, row {i}: {one:?} one by one, {got:?} in a block"
+                );
+            }
         }
     }
 }
