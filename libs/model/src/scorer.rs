@@ -309,10 +309,25 @@ impl Scorer {
 
     /// Top features raising the risk for the row in `scratch.encoded`.
     fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
-        let encoded = std::mem::take(&mut scratch.encoded);
+        let mut phi = std::mem::take(&mut scratch.phi);
+        self.explainer
+            .contributions(&self.bundle.ensemble, &scratch.encoded, &mut phi);
+        let reasons = self.reasons_from(&phi, record, scratch);
+        scratch.phi = phi;
+        reasons
+    }
+
+    /// The reasons [`Scorer::score_with`] cites for an application (`record`, encoded in
+    /// `scratch` by [`Scorer::score_with`]), from the row's contributions per encoded column
+    /// (`phi`, as [`Scorer::contributions_block`] gives them, explained with other rows).
+    pub fn reasons_from(
+        &self,
+        phi: &[f64],
+        record: &[Raw<'_>],
+        scratch: &mut Scratch,
+    ) -> Vec<Reason> {
         let mut top = Vec::with_capacity(self.bundle.max_reasons + 1);
-        self.top_reasons(&encoded, scratch, &mut top);
-        scratch.encoded = encoded;
+        self.top_reasons_from(phi, &scratch.encoded, &mut scratch.by_feature, &mut top);
         top.into_iter()
             .map(|(j, c)| self.reason(j, c, record))
             .collect()

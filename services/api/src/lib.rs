@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod metrics;
 pub mod models;
 pub mod routes;

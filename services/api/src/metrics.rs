@@ -80,6 +80,27 @@ pub fn observe(decision: model::Decision, p: f64) {
     probabilities().observe(p);
 }
 
+fn explained_rows() -> &'static Histogram {
+    static M: OnceLock<Histogram> = OnceLock::new();
+    M.get_or_init(|| {
+        register(
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "explained_together_rows",
+                    "Single applications explained in one block (requests that arrived together)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            )
+            .expect("metric"),
+        )
+    })
+}
+
+/// One block of `rows` single applications explained together (`crate::explain`).
+pub fn explained_together(rows: usize) {
+    explained_rows().observe(rows as f64);
+}
+
 /// Shadow scoring: counts, agreement and probability differences, by the two versions.
 pub mod shadow {
     use std::sync::OnceLock;

@@ -415,3 +415,57 @@ async fn sigterm_stops_the_server_cleanly() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A metric's value from a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Applications that arrive together are explained in one block (`explained_together_rows`
+/// counts fewer blocks than rows), and each gets the very reasons it gets alone, to the bit.
+#[tokio::test]
+async fn concurrent_applications_are_explained_together_with_the_reasons_each_gets_alone() {
+    // Its own process, so that the metric counts only this test's requests.
+    let (_child, port) = spawn_binary(&[]).await;
+    let scorer = model::Scorer::new(model::Bundle::load(shared_bundle()).unwrap()).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/predict");
+    let apps: Vec<_> = german().iter().take(64).collect();
+    let mut blocks = (0.0, 0.0);
+    for _ in 0..20 {
+        let replies = futures_util::future::join_all(apps.iter().map(|(_, app)| async {
+            let r = client.post(&url).json(app).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }))
+        .await;
+        for ((cells, _), v) in apps.iter().zip(&replies) {
+            let raws: Vec<Raw> = cells.iter().map(|c| Raw::from_cell(c)).collect();
+            let want = scorer.score(&raws, true).unwrap();
+            assert!(!want.reasons.is_empty());
+            assert_eq!(v["reasons"], serde_json::to_value(&want.reasons).unwrap());
+            assert_eq!(v["default_probability"], json!(want.default_probability));
+        }
+        let page = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        blocks = (
+            metric(&page, "explained_together_rows_sum").unwrap_or(0.0),
+            metric(&page, "explained_together_rows_count").unwrap_or(0.0),
+        );
+        if blocks.0 > blocks.1 {
+            break;
+        }
+    }
+    let (rows, count) = blocks;
+    assert!(
+        rows > count && (rows as usize).is_multiple_of(apps.len()),
+        "{rows} rows explained in {count} blocks: none were explained together"
+    );
+}
