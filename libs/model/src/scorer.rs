@@ -43,6 +43,11 @@ impl Scratch {
     pub fn encoded(&self) -> &[f32] {
         &self.encoded
     }
+
+    /// The row as [`Scorer::score_with`] last encoded it, kept.
+    pub fn into_encoded(self) -> Vec<f32> {
+        self.encoded
+    }
 }
 
 /// Preprocessor + predictor + calibration + explainer + thresholds.
@@ -179,10 +184,13 @@ impl Scorer {
     /// by one that [`Scorer::encodes_as`] it): what [`Scorer::score`] answers for the
     /// application, without reasons.
     pub fn decide_encoded(&self, encoded: &[f32]) -> (f64, Decision) {
-        let p = self
-            .bundle
-            .calibration
-            .apply(f64::from(self.predictor.margin(encoded)));
+        self.decide_margin(self.predictor.margin(encoded))
+    }
+
+    /// The probability and decision for a row's margin (from [`Predictor::margin`], or from
+    /// [`Predictor::margins`] with many rows: the same bits).
+    pub fn decide_margin(&self, margin: f32) -> (f64, Decision) {
+        let p = self.bundle.calibration.apply(f64::from(margin));
         (p, self.bundle.thresholds.decide(p))
     }
 
@@ -309,25 +317,10 @@ impl Scorer {
 
     /// Top features raising the risk for the row in `scratch.encoded`.
     fn reasons(&self, record: &[Raw<'_>], scratch: &mut Scratch) -> Vec<Reason> {
-        let mut phi = std::mem::take(&mut scratch.phi);
-        self.explainer
-            .contributions(&self.bundle.ensemble, &scratch.encoded, &mut phi);
-        let reasons = self.reasons_from(&phi, record, scratch);
-        scratch.phi = phi;
-        reasons
-    }
-
-    /// The reasons [`Scorer::score_with`] cites for an application (`record`, encoded in
-    /// `scratch` by [`Scorer::score_with`]), from the row's contributions per encoded column
-    /// (`phi`, as [`Scorer::contributions_block`] gives them, explained with other rows).
-    pub fn reasons_from(
-        &self,
-        phi: &[f64],
-        record: &[Raw<'_>],
-        scratch: &mut Scratch,
-    ) -> Vec<Reason> {
+        let encoded = std::mem::take(&mut scratch.encoded);
         let mut top = Vec::with_capacity(self.bundle.max_reasons + 1);
-        self.top_reasons_from(phi, &scratch.encoded, &mut scratch.by_feature, &mut top);
+        self.top_reasons(&encoded, scratch, &mut top);
+        scratch.encoded = encoded;
         top.into_iter()
             .map(|(j, c)| self.reason(j, c, record))
             .collect()

@@ -1,17 +1,21 @@
-//! Reason codes for single applications that arrive together, explained together.
+//! Single applications that arrive together, scored and explained together.
 //!
 //! One row's TreeSHAP walks every tree's tables on its own (about 9.4 µs for 200 depth-4
 //! trees). A block of rows shares each tree's split tests and table reads across lanes: 5.6 µs
-//! a row for 8 rows, 3.8 µs for 32 (`cargo bench -p model --bench scorer -- treeshap_`). Under
-//! load, an actix worker wakes with several requests ready at once. Each `POST /v1/predict`
-//! queues its encoded row here and waits; the first one of a round spawns the flush on the same
-//! worker, where it runs after every request already woken has queued its own row. The block
-//! gives the same bits as one row alone, so an applicant's reasons never depend on which
-//! requests came with theirs, and replay finds them again.
+//! a row for 8 rows, 3.8 µs for 32 (`cargo bench -p model --bench scorer -- treeshap_`), and
+//! the predictor likewise steps a block through each tree. Under load, an actix worker wakes
+//! with several requests ready at once. Each `POST /v1/predict` with reasons queues its encoded
+//! row here and waits; the first one of a round spawns the flush on the same worker, where it
+//! runs after every request already woken has queued its own row. The block gives the same bits
+//! as one row alone (margins summed in tree order, contributions in the same order), so an
+//! applicant's answer never depends on which requests came with theirs, and replay finds it
+//! again.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use features::{FeatureError, Raw};
+use model::{Decision, Score};
 use tokio::sync::oneshot;
 
 use crate::models::ServingModel;
@@ -20,7 +24,16 @@ use crate::models::ServingModel;
 struct Waiting {
     model: Arc<ServingModel>,
     row: Vec<f32>,
-    reply: oneshot::Sender<Vec<f64>>,
+    reply: oneshot::Sender<Scored>,
+}
+
+/// What the flush answers: the row's probability, decision and top reasons (spec feature,
+/// contribution), and the row itself, handed back.
+struct Scored {
+    probability: f64,
+    decision: Decision,
+    top: Vec<(usize, f64)>,
+    row: Vec<f32>,
 }
 
 thread_local! {
@@ -28,15 +41,20 @@ thread_local! {
     static WAITING: RefCell<Vec<Waiting>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The contributions per encoded column of `row` (encoded by `model`'s preprocessor), explained
-/// with the rows that other requests on this worker queued in the same round. `None` when the
-/// flush could not run (the worker is stopping): the caller then explains the row alone.
-pub async fn contributions(model: &Arc<ServingModel>, row: &[f32]) -> Option<Vec<f64>> {
+/// The application in `record` (values in spec order) scored by `model` with its reasons, as
+/// [`model::Scorer::score`] scores it, together with the applications that other requests on
+/// this worker queued in the same round; also the row it was encoded as.
+pub async fn score(
+    model: &Arc<ServingModel>,
+    record: &[Raw<'_>],
+) -> Result<(Score, Vec<f32>), FeatureError> {
+    let scorer = &model.scorer;
+    let row = scorer.encode(record)?;
     let (reply, answer) = oneshot::channel();
     let first = WAITING.with_borrow_mut(|waiting| {
         waiting.push(Waiting {
             model: model.clone(),
-            row: row.to_vec(),
+            row,
             reply,
         });
         waiting.len() == 1
@@ -45,10 +63,29 @@ pub async fn contributions(model: &Arc<ServingModel>, row: &[f32]) -> Option<Vec
         // On this worker's queue, behind the requests that were woken with this one.
         actix_web::rt::spawn(async { flush() });
     }
-    answer.await.ok()
+    match answer.await {
+        Ok(s) => Ok((
+            Score {
+                default_probability: s.probability,
+                decision: s.decision,
+                reasons: s
+                    .top
+                    .into_iter()
+                    .map(|(j, c)| scorer.reason(j, c, record))
+                    .collect(),
+            },
+            s.row,
+        )),
+        // The flush did not run (the worker is stopping): alone, then.
+        Err(_) => {
+            let mut scratch = scorer.scratch();
+            let s = scorer.score_with(record, true, &mut scratch)?;
+            Ok((s, scratch.into_encoded()))
+        }
+    }
 }
 
-/// Explains every queued row, a block per serving model (a reload may land between two
+/// Scores and explains every queued row, a block per serving model (a reload may land between two
 /// requests of a round).
 fn flush() {
     let mut waiting = WAITING.with_borrow_mut(std::mem::take);
@@ -66,11 +103,31 @@ fn flush() {
 fn explain(model: &ServingModel, group: Vec<Waiting>) {
     let scorer = &model.scorer;
     let width = scorer.preprocessor().width();
-    let rows: Vec<f32> = group.iter().flat_map(|w| w.row.iter().copied()).collect();
-    let mut phi = vec![0.0; rows.len()];
+    let n = group.len();
+    let mut rows = Vec::with_capacity(n * width);
+    for w in &group {
+        rows.extend_from_slice(&w.row);
+    }
+    let mut margins = vec![0.0; n];
+    scorer.predictor().margins(&rows, &mut margins);
+    let mut phi = vec![0.0; n * width];
     scorer.contributions_block(&rows, &mut phi);
-    for (w, phi) in group.into_iter().zip(phi.chunks_exact(width)) {
+    let mut by_feature = vec![0.0; scorer.bundle().spec.features.len()];
+    for (((w, margin), phi), row) in group
+        .into_iter()
+        .zip(margins)
+        .zip(phi.chunks_exact(width))
+        .zip(rows.chunks_exact(width))
+    {
+        let (probability, decision) = scorer.decide_margin(margin);
+        let mut top = Vec::with_capacity(scorer.bundle().max_reasons + 1);
+        scorer.top_reasons_from(phi, row, &mut by_feature, &mut top);
         // A request that went away (its client hung up) no longer waits.
-        let _ = w.reply.send(phi.to_vec());
+        let _ = w.reply.send(Scored {
+            probability,
+            decision,
+            top,
+            row: w.row,
+        });
     }
 }

@@ -144,8 +144,8 @@ pub struct BatchPrediction<'a> {
     pub request_id: &'a str,
 }
 
-/// One application; scored inline (cheaper than a thread hop), its reasons explained with the
-/// applications that arrived with it (`crate::explain`).
+/// One application; scored on the request's worker (cheaper than a thread hop), with reasons
+/// together with the applications that arrived with it (`crate::explain`).
 pub async fn predict(
     req: HttpRequest,
     payload: web::Payload,
@@ -168,23 +168,16 @@ pub async fn predict(
     }
     let explain = query.explain.unwrap_or(true);
     let raws = app.raws(spec).map_err(ApiError::Invalid)?;
-    let mut scratch = m.scorer.scratch();
-    let mut s = m
-        .scorer
-        .score_with(&raws, false, &mut scratch)
-        .map_err(|e| ApiError::Invalid(field_errors_of(&e)))?;
-    if explain {
-        // With the requests that arrived together (`crate::explain`); the same bits as alone.
-        s.reasons = match crate::explain::contributions(&m, scratch.encoded()).await {
-            Some(phi) => m.scorer.reasons_from(&phi, &raws, &mut scratch),
-            None => {
-                m.scorer
-                    .score_with(&raws, true, &mut scratch)
-                    .map_err(|e| ApiError::Invalid(field_errors_of(&e)))?
-                    .reasons
-            }
-        };
+    let (s, encoded) = if explain {
+        // With the applications that arrived with it (`crate::explain`); the same bits as alone.
+        crate::explain::score(&m, &raws).await
+    } else {
+        let mut scratch = m.scorer.scratch();
+        m.scorer
+            .score_with(&raws, false, &mut scratch)
+            .map(|s| (s, scratch.into_encoded()))
     }
+    .map_err(|e| ApiError::Invalid(field_errors_of(&e)))?;
     let record = state.audit.as_ref().map(|_| {
         let policy = if explain {
             ReasonPolicy::All
@@ -210,7 +203,7 @@ pub async fn predict(
                 // The shadow's row, made here from what the champion validated and encoded
                 // (well under a microsecond) when their specs agree: its thread then only
                 // predicts instead of parsing and validating the request again.
-                encoded: shadow.scorer.row_from(&m.scorer, &raws, scratch.encoded()),
+                encoded: shadow.scorer.row_from(&m.scorer, &raws, &encoded),
                 body: body.clone(),
                 champion: m.clone(),
                 shadow,

@@ -423,7 +423,8 @@ fn metric(page: &str, name: &str) -> Option<f64> {
 }
 
 /// Applications that arrive together are explained in one block (`explained_together_rows`
-/// counts fewer blocks than rows), and each gets the very reasons it gets alone, to the bit.
+/// counts fewer blocks than rows), and each gets the very probability and reasons it gets
+/// alone, to the bit.
 #[tokio::test]
 async fn concurrent_applications_are_explained_together_with_the_reasons_each_gets_alone() {
     // Its own process, so that the metric counts only this test's requests.
