@@ -31,14 +31,6 @@ async fn decide(api: &TestApi, apps: &[Value]) {
     assert_eq!(v["rejected"], 0, "{v}");
 }
 
-fn gauge(metrics: &str, line_start: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_watched_over_the_last_decisions_and_a_moved_population_is_flagged() {
     let api = spawn_api(&[
@@ -114,10 +106,12 @@ async fn drift_is_watched_over_the_last_decisions_and_a_moved_population_is_flag
             .text()
             .await
             .unwrap();
-        seen = gauge(&text, "feature_psi{feature=\"credit_amount\"}");
-        if seen == Some(want) && gauge(&text, "drift_window_decisions") == Some(WINDOW as f64) {
+        seen = crate::helpers::metric(&text, "feature_psi{feature=\"credit_amount\"}");
+        if seen == Some(want)
+            && crate::helpers::metric(&text, "drift_window_decisions") == Some(WINDOW as f64)
+        {
             assert!(
-                gauge(&text, "score_psi ").is_some(),
+                crate::helpers::metric(&text, "score_psi ").is_some(),
                 "score_psi in /metrics"
             );
             return;

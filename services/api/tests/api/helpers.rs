@@ -240,3 +240,11 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// The value on the first line of a Prometheus text page that starts with `line_start`.
+pub fn metric(page: &str, line_start: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

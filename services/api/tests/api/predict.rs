@@ -1,7 +1,7 @@
 use features::Raw;
 use serde_json::{json, Value};
 
-use crate::helpers::{german, shared_bundle, spawn_api, spawn_binary};
+use crate::helpers::{german, metric, shared_bundle, spawn_api, spawn_binary};
 
 fn local() -> Vec<&'static str> {
     vec!["--model-uri", shared_bundle().to_str().unwrap()]
@@ -416,12 +416,6 @@ async fn sigterm_stops_the_server_cleanly() {
     }
 }
 
-/// A metric's value from a Prometheus text page.
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// Applications that arrive together are explained in one block (`explained_together_rows`
 /// counts fewer blocks than rows), and each gets the very probability and reasons it gets
 /// alone, to the bit.
@@ -457,8 +451,8 @@ async fn concurrent_applications_are_explained_together_with_the_reasons_each_ge
             .await
             .unwrap();
         blocks = (
-            metric(&page, "explained_together_rows_sum").unwrap_or(0.0),
-            metric(&page, "explained_together_rows_count").unwrap_or(0.0),
+            metric(&page, "explained_together_rows_sum ").unwrap_or(0.0),
+            metric(&page, "explained_together_rows_count ").unwrap_or(0.0),
         );
         if blocks.0 > blocks.1 {
             break;
