@@ -4,10 +4,12 @@
 #
 #   bench/batch-job.sh [redis|embedded] [all|adverse|none] [file]
 #
-# Needs release binaries (cargo build --release -p api -p worker), models/gc (just train) and the
+# Needs release binaries (cargo build --release -p api -p worker; BIN=target/dist for the dist
+# profile's), models/gc (just train) and the
 # file (loanctl generate --like data/german_credit.csv --rows 1000000 --out data/generated/apps_1m.csv).
 set -euo pipefail
 mode=${1:-redis}; reasons=${2:-all}; file=${3:-data/generated/apps_1m.csv}
+BIN=${BIN:-target/release}
 store=$(mktemp -d); port=8095; wport=9095
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$store"; }
@@ -16,10 +18,10 @@ prefix="bench:$$:"
 common=(env MODEL_URI="$PWD/models/gc/model" JOBS_ROOT="$store" JOB_KEY_PREFIX="$prefix"
   JOB_QUEUE="${prefix}score" TRAIN_QUEUE="${prefix}train" RUST_LOG=${RUST_LOG:-warn})
 if [ "$mode" = redis ]; then
-  "${common[@]}" REDIS_URL=redis://127.0.0.1:6379 API_PORT=$port target/release/api & pids+=($!)
-  "${common[@]}" REDIS_URL=redis://127.0.0.1:6379 WORKER_PORT=$wport target/release/worker & pids+=($!)
+  "${common[@]}" REDIS_URL=redis://127.0.0.1:6379 API_PORT=$port "$BIN"/api & pids+=($!)
+  "${common[@]}" REDIS_URL=redis://127.0.0.1:6379 WORKER_PORT=$wport "$BIN"/worker & pids+=($!)
 else
-  "${common[@]}" API_PORT=$port target/release/api & pids+=($!)
+  "${common[@]}" API_PORT=$port "$BIN"/api & pids+=($!)
 fi
 for _ in $(seq 1 100); do curl -sf localhost:$port/readyz >/dev/null && break; sleep 0.1; done
 if [ "$mode" = redis ]; then

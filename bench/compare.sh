@@ -6,7 +6,7 @@
 # BENCHMARKS.md it replaces its own section there (between its markers) or appends it.
 #
 #   bench/compare.sh [--quick] [--duration S] [--connections "16 64"] [--threads N] [--tuned-python]
-#                    [--skip-single] [--skip-batch] [--skip-registry] [OUT]
+#                    [--profile P] [--skip-single] [--skip-batch] [--skip-registry] [OUT]
 #
 #   --quick          3 s per load run (default 15 s) and 1 s warm-ups: a smoke run, noisy figures
 #   --duration S     seconds per load run
@@ -14,6 +14,8 @@
 #                    both cores, competing with the server under test)
 #   --tuned-python   also load the Python service with REF_ENCODER=numpy (hand-written encoder
 #                    instead of a one-row DataFrame through the ColumnTransformer)
+#   --profile P      the cargo profile whose binaries run (default dist: what the Dockerfiles ship,
+#                    whole-program optimised; release links faster and runs a few per cent slower)
 #   --retrain        retrain both models even if models/gc and models/reference exist
 #   --batch-rows N   rows of the generated batch file (default 1000000)
 #
@@ -24,7 +26,7 @@
 # `loanctl score`; Python: bench/reference/batch.py), registry log_metric and search_runs rates
 # (model-registry vs `mlflow server`, both on SQLite).
 #
-# Needs: target/release/{api,model-registry,loanctl} (cargo build --release -p api -p model-registry
+# Needs: target/dist/{api,model-registry,loanctl} (cargo build --profile dist -p api -p model-registry
 # -p loanctl), wrk (apt-get install -y wrk), python3. Creates bench/reference/.venv (pinned
 # requirements) and, unless .venv-compat has mlflow 3.17.2, bench/reference/.venv-compat.
 # Everything binds 127.0.0.1; every process started here is stopped on exit.
@@ -44,6 +46,7 @@ RETRAIN=0
 BATCH_ROWS=1000000
 QUICK=0
 OUT=bench/results.md
+PROFILE=dist
 ARGS=$*
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -56,8 +59,9 @@ while [ $# -gt 0 ]; do
     --skip-batch) SKIP_BATCH=1 ;;
     --skip-registry) SKIP_REGISTRY=1 ;;
     --retrain) RETRAIN=1 ;;
+    --profile) PROFILE=$2; shift ;;
     --batch-rows) BATCH_ROWS=$2; shift ;;
-    -h|--help) sed -n "2,28p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n "2,30p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "compare: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) OUT=$1 ;;
   esac
@@ -81,9 +85,10 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 
 # ---------------------------------------------------------------------------------------------
 # Preflight: binaries and tools, before anything is started.
+BIN=target/$PROFILE
 for b in api model-registry loanctl; do
-  [ -x "target/release/$b" ] || die "target/release/$b is missing: build it first with
-  cargo build --release -p api -p model-registry -p loanctl"
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: build it first with
+  cargo build --profile $PROFILE -p api -p model-registry -p loanctl"
 done
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install -y wrk)"
 command -v curl >/dev/null || die "curl is not installed"
@@ -219,7 +224,7 @@ pyver() { "$PY" -c "import importlib.metadata as m, sys; print(' '.join(f'{p} {m
 # Models.
 if [ "$RETRAIN" = 1 ] || [ ! -f models/gc/model/MLmodel ]; then
   say "training the Rust model into models/gc"
-  target/release/loanctl train --data data/german_credit.csv --spec data/german_credit.spec.json --out models/gc >"$TMP/train-rust.log" 2>&1 \
+  "$BIN"/loanctl train --data data/german_credit.csv --spec data/german_credit.spec.json --out models/gc >"$TMP/train-rust.log" 2>&1 \
     || { tail -20 "$TMP/train-rust.log" >&2; die "loanctl train failed"; }
 fi
 if [ "$RETRAIN" = 1 ] || [ ! -f models/reference/meta.json ]; then
@@ -301,7 +306,7 @@ if [ "$SKIP_SINGLE" = 0 ]; then
   say "single score: Rust api on 127.0.0.1:$port"
   start rust-api env MODEL_URI="$ROOT/models/gc/model" API_HOST=127.0.0.1 API_PORT="$port" RUST_LOG=warn \
     JOBS_ROOT="$TMP/api-artifacts" MODEL_CACHE_DIR="$TMP/api-models" MLFLOW_TRACKING_URI=http://127.0.0.1:9 \
-    target/release/api
+    "$BIN"/api
   rpid=$STARTED_PID
   R_READY=$(wait_ready rust-api "http://127.0.0.1:$port/readyz" "$rpid" 30)
   sleep 0.5
@@ -370,7 +375,7 @@ fi
 if [ "$SKIP_BATCH" = 0 ]; then
   if [ ! -s "$BATCH_FILE" ]; then
     say "generating $BATCH_FILE"
-    target/release/loanctl generate --like data/german_credit.csv --rows "$BATCH_ROWS" --out "$BATCH_FILE" --seed 7 >"$TMP/generate.log" 2>&1 \
+    "$BIN"/loanctl generate --like data/german_credit.csv --rows "$BATCH_ROWS" --out "$BATCH_FILE" --seed 7 >"$TMP/generate.log" 2>&1 \
       || { tail "$TMP/generate.log" >&2; die "loanctl generate failed"; }
   fi
   ROWS=$(( $(wc -l <"$BATCH_FILE") - 1 ))
@@ -381,7 +386,7 @@ if [ "$SKIP_BATCH" = 0 ]; then
   if curl --noproxy '*' -s -o /dev/null --max-time 1 http://127.0.0.1:8095/ ; then
     die "port 8095 (used by bench/batch-job.sh) is taken"
   fi
-  run batch-rust bash bench/batch-job.sh embedded none "$BATCH_FILE" || { cat "$TMP/batch-rust.log" >&2; die "bench/batch-job.sh failed"; }
+  run batch-rust env BIN="$BIN" bash bench/batch-job.sh embedded none "$BATCH_FILE" || { cat "$TMP/batch-rust.log" >&2; die "bench/batch-job.sh failed"; }
   read -r RB_S RB_RPS RB_RSS RB_ACC < <(python3 - "$TMP/batch-rust.log" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
@@ -394,7 +399,7 @@ PY
 )
 
   say "batch: loanctl score --reasons none"
-  run score /usr/bin/time -f "%e %M" -o "$TMP/score.time" target/release/loanctl score --model models/gc --data "$BATCH_FILE" \
+  run score /usr/bin/time -f "%e %M" -o "$TMP/score.time" "$BIN"/loanctl score --model models/gc --data "$BATCH_FILE" \
     --out "$TMP/scored.csv" --reasons none || { tail "$TMP/score.log" >&2; die "loanctl score failed"; }
   read -r LS_S LS_KB <"$TMP/score.time"
   rm -f "$TMP/scored.csv"
@@ -478,7 +483,7 @@ PY
 
   port=$(free_port)
   say "registry: model-registry on 127.0.0.1:$port (SQLite)"
-  start registry target/release/model-registry --host 127.0.0.1 --port "$port" --data-dir "$TMP/registry"
+  start registry "$BIN"/model-registry --host 127.0.0.1 --port "$port" --data-dir "$TMP/registry"
   gpid=$STARTED_PID
   G_READY=$(wait_ready registry "http://127.0.0.1:$port/health" "$gpid" 30)
   sleep 1
@@ -518,8 +523,8 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Render.
-python3 - "$RES" "$TMP/head.md" "$OUT" "$CORES" "$RUST_AUC" "$PY_AUC" "$(cut -d' ' -f1-3 /proc/loadavg)" "$THREADS" <<'PY'
-import sys
+BIN="$BIN" python3 - "$RES" "$TMP/head.md" "$OUT" "$CORES" "$RUST_AUC" "$PY_AUC" "$(cut -d' ' -f1-3 /proc/loadavg)" "$THREADS" <<'PY'
+import os, sys
 res, head, out, cores, rust_auc, py_auc, load_end, threads = sys.argv[1:9]
 
 def fmt(v, unit):
@@ -563,7 +568,7 @@ secs = {l[0] for l in lines}
 has = lambda prefix: any(x.startswith(prefix) for x in secs)
 md.append("How each side ran:")
 if has("Single") or has("Scoring"):
-    md.append(f"- Rust: `target/release/api` with `MODEL_URI=models/gc/model` (embedded mode, actix with one worker per core), "
+    md.append(f"- Rust: `{os.environ['BIN']}/api` with `MODEL_URI=models/gc/model` (embedded mode, actix with one worker per core), "
               "`POST /v1/predict?explain=false` (probability and decision, what the Python service answers) and `POST /v1/predict` "
               "(with exact TreeSHAP reason codes, which the Python service does not compute).")
     md.append(f"- Python: `uvicorn app:app --workers {cores}` (one worker process per core, uvloop + httptools, access log off), "

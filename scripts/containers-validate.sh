@@ -4,7 +4,7 @@
 #      .hadolint.yaml; every finding fails, style included);
 #   2. the images' runtime contract in each Dockerfile (k8s/README.md "Images"): distroless
 #      runtime, numeric non-root USER 10001:10001, the binary as exec-form ENTRYPOINT, no
-#      HEALTHCHECK, a stripped release build of just that package, the expected EXPOSE;
+#      HEALTHCHECK, a stripped `dist` build of just that package, the expected EXPOSE;
 #   3. `docker compose config --quiet` on docker-compose.yml, with and without the `worker`
 #      and `monitoring` profiles (schema, interpolation, references);
 #   4. the compose stack's wiring: Dockerfiles exist, image names, health-gated dependencies only
@@ -92,16 +92,16 @@ for f in "${dockerfiles[@]}"; do
       || problems+=("last USER is not the numeric 10001:10001")
     grep -qE "^ENTRYPOINT \[\"/usr/local/bin/$name\"\]$" <<<"$runtime" \
       || problems+=("ENTRYPOINT is not [\"/usr/local/bin/$name\"] (exec form, no shell)")
-    grep -qE "^COPY --from=builder /src/target/release/$name /usr/local/bin/$name$" <<<"$runtime" \
+    grep -qE "^COPY --from=builder /src/target/dist/$name /usr/local/bin/$name$" <<<"$runtime" \
       || problems+=("the binary is not copied from the builder to /usr/local/bin/$name")
     ! grep -qE '^HEALTHCHECK' "$f" || problems+=("has a HEALTHCHECK (Kubernetes probes do that)")
     ! grep -qE '^(RUN|SHELL)' <<<"$runtime" || problems+=("runtime stage runs commands (it has no shell)")
-    grep -qE "^RUN cargo chef cook --release --locked -p $pkg --bin $name " "$f" \
-      || problems+=("no 'cargo chef cook --release --locked -p $pkg --bin $name'")
-    grep -qE "^RUN cargo build --release --locked -p $pkg --bin $name( |$)" "$f" \
-      || problems+=("no 'cargo build --release --locked -p $pkg --bin $name'")
-    grep -qE 'CARGO_PROFILE_RELEASE_DEBUG=0' "$f" || problems+=("debug info not turned off")
-    grep -qE 'CARGO_PROFILE_RELEASE_STRIP=true' "$f" || problems+=("binary not stripped")
+    grep -qE "^RUN cargo chef cook --profile dist --locked -p $pkg --bin $name " "$f" \
+      || problems+=("no 'cargo chef cook --profile dist --locked -p $pkg --bin $name'")
+    grep -qE "^RUN cargo build --profile dist --locked -p $pkg --bin $name( |$)" "$f" \
+      || problems+=("no 'cargo build --profile dist --locked -p $pkg --bin $name'")
+    grep -qE 'CARGO_PROFILE_DIST_DEBUG=0' "$f" || problems+=("debug info not turned off")
+    grep -qE 'CARGO_PROFILE_DIST_STRIP=true' "$f" || problems+=("binary not stripped")
     exposed=$({ grep -E '^EXPOSE ' <<<"$runtime" || true; } | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')
     want=${PORT[$name]}
     [ "$want" = - ] && want=""
