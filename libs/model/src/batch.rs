@@ -202,8 +202,6 @@ impl<'s> BlockScorer<'s> {
         let w = pre.width();
         self.encoded.clear();
         self.encoded.resize(n * w, 0.0);
-        self.margins.clear();
-        self.margins.resize(n, 0.0);
         self.errors.clear();
         let mut raws: Vec<Raw<'r>> = Vec::with_capacity(self.scorer.bundle().spec.features.len());
         for (i, row) in self.encoded.chunks_exact_mut(w.max(1)).take(n).enumerate() {
@@ -212,17 +210,36 @@ impl<'s> BlockScorer<'s> {
             self.errors.push(outcome.err());
         }
         self.errors.resize_with(n, || None);
+        self.finish(n, w);
+    }
+
+    /// Scores rows already encoded by this scorer's preprocessor (as [`Scorer::encode`] makes
+    /// them): the same results as [`BlockScorer::score`] of the applications they encode.
+    pub fn score_encoded<'r>(&mut self, rows: impl IntoIterator<Item = &'r [f32]>) {
+        let w = self.scorer.preprocessor().width();
+        self.encoded.clear();
+        self.errors.clear();
+        for row in rows {
+            assert_eq!(row.len(), w, "an encoded row has the preprocessor's width");
+            self.encoded.extend_from_slice(row);
+            self.errors.push(None);
+        }
+        self.finish(self.errors.len(), w);
+    }
+
+    /// Predicts, decides and explains the `n` rows of `self.encoded` (`w` values each).
+    fn finish(&mut self, n: usize, w: usize) {
+        self.margins.clear();
+        self.margins.resize(n, 0.0);
         self.scorer
             .predictor()
             .margins(&self.encoded, &mut self.margins);
-        let (calibration, thresholds) = (self.scorer.calibration(), self.scorer.thresholds());
         self.probabilities.clear();
         self.decisions.clear();
         self.reasons.clear();
         self.picked.clear();
         for i in 0..n {
-            let p = calibration.apply(f64::from(self.margins[i]));
-            let decision = thresholds.decide(p);
+            let (p, decision) = self.scorer.decide_margin(self.margins[i]);
             if self.errors[i].is_none() && self.policy.explains(decision) {
                 self.picked.push(i);
             }

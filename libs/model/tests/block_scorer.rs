@@ -1,5 +1,6 @@
 //! The block scorer (what `loanctl score`, batch jobs and `/v1/predict/batch` use) gives each row
-//! exactly what the single-application scorer gives it, explains the rows its policy asks for,
+//! exactly what the single-application scorer gives it (from applications or from rows encoded
+//! beforehand), explains the rows its policy asks for,
 //! rejects bad rows alone, and writes aligned CSV fields.
 
 mod common;
@@ -67,6 +68,40 @@ fn every_row_scores_as_the_single_scorer_scores_it_under_each_policy() {
             for ((j, c), r) in reasons.iter().zip(&single.reasons) {
                 assert_eq!(scorer.reason(*j, *c, &raws), *r);
             }
+        }
+        // The same rows encoded beforehand (as the API's concurrent requests arrive) score to
+        // the same bits.
+        let encoded: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| {
+                let raws: Vec<Raw> = r.iter().map(|c| Raw::from_cell(c)).collect();
+                scorer.encode(&raws).unwrap()
+            })
+            .collect();
+        let mut again = BlockScorer::new(&scorer, policy);
+        again.score_encoded(encoded.iter().map(Vec::as_slice));
+        assert_eq!(again.len(), rows.len());
+        for i in 0..rows.len() {
+            let (
+                Row::Scored {
+                    probability: p,
+                    decision: d,
+                    reasons: r,
+                },
+                Row::Scored {
+                    probability: q,
+                    decision: e,
+                    reasons: s,
+                },
+            ) = (block.row(i), again.row(i))
+            else {
+                panic!("row {i} rejected");
+            };
+            assert_eq!((p.to_bits(), d), (q.to_bits(), e), "row {i} under {policy}");
+            let bits = |r: &[(usize, f64)]| -> Vec<(usize, u64)> {
+                r.iter().map(|(j, c)| (*j, c.to_bits())).collect()
+            };
+            assert_eq!(bits(r), bits(s), "row {i} under {policy}");
         }
     }
     assert!(

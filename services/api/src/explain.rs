@@ -6,16 +6,17 @@
 //! the predictor likewise steps a block through each tree. Under load, an actix worker wakes
 //! with several requests ready at once. Each `POST /v1/predict` with reasons queues its encoded
 //! row here and waits; the first one of a round spawns the flush on the same worker, where it
-//! runs after every request already woken has queued its own row. The block gives the same bits
-//! as one row alone (margins summed in tree order, contributions in the same order), so an
-//! applicant's answer never depends on which requests came with theirs, and replay finds it
-//! again.
+//! runs after every request already woken has queued its own row, and scores the round with the
+//! block scorer (`model::BlockScorer::score_encoded`). The block gives the same bits as one row
+//! alone, so an applicant's answer never depends on which requests came with theirs, and replay
+//! finds it again.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use features::{FeatureError, Raw};
-use model::{Decision, Score};
+use model::batch::Row;
+use model::{BlockScorer, Decision, ReasonPolicy, Score};
 use tokio::sync::oneshot;
 
 use crate::models::ServingModel;
@@ -101,33 +102,23 @@ fn flush() {
 }
 
 fn explain(model: &ServingModel, group: Vec<Waiting>) {
-    let scorer = &model.scorer;
-    let width = scorer.preprocessor().width();
-    let n = group.len();
-    let mut rows = Vec::with_capacity(n * width);
-    for w in &group {
-        rows.extend_from_slice(&w.row);
-    }
-    let mut margins = vec![0.0; n];
-    scorer.predictor().margins(&rows, &mut margins);
-    let mut phi = vec![0.0; n * width];
-    scorer.contributions_block(&rows, &mut phi);
-    let mut by_feature = vec![0.0; scorer.bundle().spec.features.len()];
-    for (((w, margin), phi), row) in group
-        .into_iter()
-        .zip(margins)
-        .zip(phi.chunks_exact(width))
-        .zip(rows.chunks_exact(width))
-    {
-        let (probability, decision) = scorer.decide_margin(margin);
-        let mut top = Vec::with_capacity(scorer.bundle().max_reasons + 1);
-        scorer.top_reasons_from(phi, row, &mut by_feature, &mut top);
-        // A request that went away (its client hung up) no longer waits.
-        let _ = w.reply.send(Scored {
+    let mut block = BlockScorer::new(&model.scorer, ReasonPolicy::All);
+    block.score_encoded(group.iter().map(|w| w.row.as_slice()));
+    for (i, w) in group.into_iter().enumerate() {
+        // An encoded row is never rejected; were one, its request would score alone.
+        if let Row::Scored {
             probability,
             decision,
-            top,
-            row: w.row,
-        });
+            reasons,
+        } = block.row(i)
+        {
+            // A request that went away (its client hung up) no longer waits.
+            let _ = w.reply.send(Scored {
+                probability,
+                decision,
+                top: reasons.to_vec(),
+                row: w.row,
+            });
+        }
     }
 }
