@@ -4,9 +4,9 @@
 #
 #   bench/batch-job.sh [redis|embedded] [all|adverse|none] [file]
 #
-# Needs release binaries (cargo build --release -p api -p worker; BIN=target/dist for the dist
-# profile's), models/gc (just train) and the
-# file (loanctl generate --like data/german_credit.csv --rows 1000000 --out data/generated/apps_1m.csv).
+# Needs release binaries (cargo build --release -p api -p worker; BIN=target/dist runs the dist
+# build instead), models/gc (just train) and the file (loanctl generate --like
+# data/german_credit.csv --rows 1000000 --out data/generated/apps_1m.csv).
 set -euo pipefail
 mode=${1:-redis}; reasons=${2:-all}; file=${3:-data/generated/apps_1m.csv}
 BIN=${BIN:-target/release}
