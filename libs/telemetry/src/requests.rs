@@ -18,6 +18,10 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 /// Use as `TracingLogger::<RequestLog>::new()`.
 pub struct RequestLog;
 
+/// Where `tracing-actix-web` makes its root span (an `INFO` span named `HTTP request`): what
+/// `RUST_LOG` must enable for requests to be traced (`info`, or `tracing_actix_web=info`).
+const ROOT_SPAN_TARGET: &str = "tracing_actix_web::root_span_builder";
+
 /// How loudly a failed request is logged.
 pub fn level_for(status: StatusCode) -> tracing::Level {
     match status {
@@ -29,6 +33,12 @@ pub fn level_for(status: StatusCode) -> tracing::Level {
 
 impl RootSpanBuilder for RequestLog {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        // Its fields cost more than a prediction's JSON (the connection's addresses as strings,
+        // the route, a trace id, the OpenTelemetry parent read from the headers), and they are
+        // computed even when the filter drops the span: skip them when nobody records it.
+        if !tracing::span_enabled!(target: ROOT_SPAN_TARGET, tracing::Level::INFO) {
+            return Span::none();
+        }
         DefaultRootSpanBuilder::on_request_start(request)
     }
 
@@ -66,6 +76,52 @@ impl RootSpanBuilder for RequestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::HttpMessage;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Under `RUST_LOG=filter`, for one request through the middleware: whether its handler
+    /// ran in an enabled root span, and whether the connection's details had been worked out.
+    async fn root_span(filter: &str) -> (bool, bool) {
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(filter));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let app = actix_web::test::init_service(
+            actix_web::App::new()
+                .wrap(tracing_actix_web::TracingLogger::<RequestLog>::new())
+                .route(
+                    "/",
+                    actix_web::web::get().to(|req: actix_web::HttpRequest| async move {
+                        let details = req
+                            .extensions()
+                            .get::<actix_web::dev::ConnectionInfo>()
+                            .is_some();
+                        let traced = !Span::current().is_disabled();
+                        actix_web::HttpResponse::Ok().body(format!("{traced} {details}"))
+                    }),
+                ),
+        )
+        .await;
+        let body = actix_web::test::call_and_read_body(
+            &app,
+            actix_web::test::TestRequest::get().uri("/").to_request(),
+        )
+        .await;
+        let body = String::from_utf8(body.to_vec()).expect("text");
+        let (traced, details) = body.split_once(' ').expect("two words");
+        (traced == "true", details == "true")
+    }
+
+    #[actix_web::test]
+    async fn a_request_span_nobody_records_is_not_built() {
+        assert_eq!(root_span("warn").await, (false, false), "RUST_LOG=warn");
+        assert_eq!(root_span("info").await, (true, true), "RUST_LOG=info");
+        // The target named here is the one tracing-actix-web's span has.
+        assert_eq!(
+            root_span("warn,tracing_actix_web=info").await,
+            (true, true),
+            "RUST_LOG=warn,tracing_actix_web=info"
+        );
+    }
 
     #[test]
     fn expected_answers_are_quiet_and_server_faults_are_loud() {
