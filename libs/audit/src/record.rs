@@ -109,7 +109,7 @@ impl Context<'_> {
         raws: &[Raw<'_>],
         probability: f64,
         decision: model::Decision,
-        reasons: &[model::Reason],
+        reasons: &[impl serde::Serialize],
     ) -> Record {
         Record {
             decision_id,

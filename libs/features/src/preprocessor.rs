@@ -491,16 +491,6 @@ impl Preprocessor {
             Err(FeatureError::Invalid(errors))
         }
     }
-
-    /// The value to show for feature `j` of a record in a reason code.
-    pub fn display_value(&self, j: usize, raw: Raw<'_>) -> serde_json::Value {
-        match clean(&self.spec.features[j], raw) {
-            Ok(Clean::Num(x)) => serde_json::json!(x),
-            Ok(Clean::Cat(c)) => serde_json::json!(c),
-            Ok(Clean::Bool(b)) => serde_json::json!(b),
-            _ => serde_json::Value::Null,
-        }
-    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -23,7 +23,7 @@ pub use batch::{BlockScorer, Columns, ReasonPolicy};
 pub use bundle::{Bundle, ModelSource, Provenance, ScoreDistribution};
 pub use calibration::{Calibration, Decision, ThresholdRule, Thresholds};
 pub use predictor::Predictor;
-pub use scorer::{Reason, Score, Scorer, Scratch};
+pub use scorer::{Reason, ReasonView, Score, Scorer, Scratch, Shown};
 pub use trees::{Ensemble, Node, Tree};
 
 /// Errors of this crate.

@@ -1,7 +1,7 @@
 //! The `Scorer`: one application in, probability of default, decision and reasons out.
 //! What the CLI, the API and the worker all use.
 
-use features::{FeatureError, Preprocessor, Raw};
+use features::{Clean, FeatureError, Preprocessor, Raw};
 use serde::Serialize;
 
 use crate::bundle::Bundle;
@@ -20,6 +20,42 @@ pub struct Reason {
     /// Contribution to the log-odds of default (TreeSHAP), always positive.
     pub contribution: f64,
     pub text: String,
+}
+
+/// A [`Reason`] borrowed from the model's spec and the applicant's values: what an answer shows,
+/// written without copying a string. Its JSON is the JSON of the `Reason` it converts into.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReasonView<'a> {
+    pub feature: &'a str,
+    pub value: Shown<'a>,
+    pub contribution: f64,
+    pub text: &'a str,
+}
+
+/// The applicant's value as a reason shows it: as validated, or null when it was missing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Shown<'a> {
+    Num(f64),
+    Text(&'a str),
+    Bool(bool),
+    Missing,
+}
+
+impl From<ReasonView<'_>> for Reason {
+    fn from(r: ReasonView<'_>) -> Reason {
+        Reason {
+            feature: r.feature.to_string(),
+            value: match r.value {
+                Shown::Num(x) => serde_json::json!(x),
+                Shown::Text(t) => serde_json::json!(t),
+                Shown::Bool(b) => serde_json::json!(b),
+                Shown::Missing => serde_json::Value::Null,
+            },
+            contribution: r.contribution,
+            text: r.text.to_string(),
+        }
+    }
 }
 
 /// The result of scoring one application.
@@ -42,11 +78,6 @@ impl Scratch {
     /// The row as [`Scorer::score_with`] last encoded it.
     pub fn encoded(&self) -> &[f32] {
         &self.encoded
-    }
-
-    /// The row as [`Scorer::score_with`] last encoded it, kept.
-    pub fn into_encoded(self) -> Vec<f32> {
-        self.encoded
     }
 }
 
@@ -329,15 +360,30 @@ impl Scorer {
     /// The reason citing spec feature `j` with contribution `contribution`, showing the
     /// applicant's value from `record` (values in spec order).
     pub fn reason(&self, j: usize, contribution: f64, record: &[Raw<'_>]) -> Reason {
+        self.reason_view(j, contribution, record).into()
+    }
+
+    /// [`Scorer::reason`], borrowed from the spec and `record`.
+    pub fn reason_view<'v>(
+        &'v self,
+        j: usize,
+        contribution: f64,
+        record: &[Raw<'v>],
+    ) -> ReasonView<'v> {
         let f = &self.bundle.spec.features[j];
-        Reason {
-            feature: f.name.clone(),
-            value: self.preprocessor.display_value(j, record[j]),
+        ReasonView {
+            feature: &f.name,
+            value: match features::clean(f, record[j]) {
+                Ok(Clean::Num(x)) => Shown::Num(x),
+                Ok(Clean::Cat(c)) => Shown::Text(c),
+                Ok(Clean::Bool(b)) => Shown::Bool(b),
+                _ => Shown::Missing,
+            },
             contribution,
             text: if f.reason.is_empty() {
-                f.name.clone()
+                &f.name
             } else {
-                f.reason.clone()
+                &f.reason
             },
         }
     }

@@ -292,3 +292,31 @@ fn a_row_encoded_by_one_model_scores_in_another_that_encodes_alike_as_it_would_i
     assert!(!apart.reads_as(&champion));
     assert_eq!(apart.row_from(&champion, &raws[0], scratch.encoded()), None);
 }
+
+#[test]
+fn a_reason_shown_borrowed_writes_the_json_of_the_reason_it_becomes() {
+    use model::{Reason, ReasonView, Shown};
+    let values = [
+        Shown::Num(4.0),
+        Shown::Num(0.125),
+        Shown::Num(f64::NAN),
+        Shown::Text("... < 0 DM \"quoted\" \\ and é"),
+        Shown::Bool(true),
+        Shown::Bool(false),
+        Shown::Missing,
+    ];
+    for value in values {
+        let view = ReasonView {
+            feature: "credit_amount",
+            value,
+            contribution: 0.871_147_600_191_761_7,
+            text: "Credit amount",
+        };
+        let owned = Reason::from(view);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            serde_json::to_string(&owned).unwrap(),
+            "{value:?}"
+        );
+    }
+}

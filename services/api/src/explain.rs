@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use features::{FeatureError, Raw};
 use model::batch::Row;
-use model::{BlockScorer, Decision, ReasonPolicy, Score};
+use model::{BlockScorer, Decision, ReasonPolicy};
 use tokio::sync::oneshot;
 
 use crate::models::ServingModel;
@@ -28,13 +28,13 @@ struct Waiting {
     reply: oneshot::Sender<Scored>,
 }
 
-/// What the flush answers: the row's probability, decision and top reasons (spec feature,
-/// contribution), and the row itself, handed back.
-struct Scored {
-    probability: f64,
-    decision: Decision,
-    top: Vec<(usize, f64)>,
-    row: Vec<f32>,
+/// One application's outcome: its probability, decision and top reasons (spec feature,
+/// contribution), and the row it was encoded as.
+pub struct Scored {
+    pub probability: f64,
+    pub decision: Decision,
+    pub top: Vec<(usize, f64)>,
+    pub row: Vec<f32>,
 }
 
 thread_local! {
@@ -44,11 +44,8 @@ thread_local! {
 
 /// The application in `record` (values in spec order) scored by `model` with its reasons, as
 /// [`model::Scorer::score`] scores it, together with the applications that other requests on
-/// this worker queued in the same round; also the row it was encoded as.
-pub async fn score(
-    model: &Arc<ServingModel>,
-    record: &[Raw<'_>],
-) -> Result<(Score, Vec<f32>), FeatureError> {
+/// this worker queued in the same round.
+pub async fn score(model: &Arc<ServingModel>, record: &[Raw<'_>]) -> Result<Scored, FeatureError> {
     let scorer = &model.scorer;
     let row = scorer.encode(record)?;
     let (reply, answer) = oneshot::channel();
@@ -65,23 +62,19 @@ pub async fn score(
         actix_web::rt::spawn(async { flush() });
     }
     match answer.await {
-        Ok(s) => Ok((
-            Score {
-                default_probability: s.probability,
-                decision: s.decision,
-                reasons: s
-                    .top
-                    .into_iter()
-                    .map(|(j, c)| scorer.reason(j, c, record))
-                    .collect(),
-            },
-            s.row,
-        )),
+        Ok(scored) => Ok(scored),
         // The flush did not run (the worker is stopping): alone, then.
         Err(_) => {
-            let mut scratch = scorer.scratch();
-            let s = scorer.score_with(record, true, &mut scratch)?;
-            Ok((s, scratch.into_encoded()))
+            let row = scorer.encode(record)?;
+            let (probability, decision) = scorer.decide_encoded(&row);
+            let mut top = Vec::new();
+            scorer.top_reasons(&row, &mut scorer.scratch(), &mut top);
+            Ok(Scored {
+                probability,
+                decision,
+                top,
+                row,
+            })
         }
     }
 }
