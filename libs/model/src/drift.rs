@@ -360,10 +360,10 @@ impl Counts {
         }
     }
 
-    fn remove(&mut self, slots: &[u16]) {
+    fn remove(&mut self, slots: impl IntoIterator<Item = u16>) {
         self.n -= 1;
         for (c, b) in self.bins.iter_mut().zip(slots) {
-            c[usize::from(*b)] -= 1;
+            c[usize::from(b)] -= 1;
         }
     }
 
@@ -466,8 +466,7 @@ impl Window {
     pub fn push(&mut self, slots: &[u16]) {
         debug_assert_eq!(slots.len(), self.width);
         if self.counts.n as usize >= self.capacity {
-            let old: Vec<u16> = self.slots.drain(..self.width).collect();
-            self.counts.remove(&old);
+            self.counts.remove(self.slots.drain(..self.width));
         }
         self.slots.extend(slots.iter().copied());
         self.counts.add(slots);
@@ -498,12 +497,20 @@ impl Monitor {
 
     /// Counts one scored decision (record values in spec order).
     pub fn observe(&self, spec: &Spec, record: &[Raw<'_>], probability: f64) {
-        let mut slots = vec![0u16; self.baseline.width()];
-        self.baseline.bin(spec, record, probability, &mut slots);
+        // On the stack for any spec of up to 63 features (one call per request).
+        let (mut stack, mut heap) = ([0u16; 64], Vec::new());
+        let width = self.baseline.width();
+        let slots = if width <= stack.len() {
+            &mut stack[..width]
+        } else {
+            heap.resize(width, 0);
+            &mut heap[..]
+        };
+        self.baseline.bin(spec, record, probability, slots);
         self.window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(&slots);
+            .push(slots);
     }
 
     /// Counts decisions binned beforehand ([`Baseline::bin`], one after another), at once.
