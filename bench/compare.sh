@@ -214,7 +214,7 @@ pyver() { "$PY" -c "import importlib.metadata as m, sys; print(' '.join(f'{p} {m
   echo "| memory | $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) |"
   echo "| kernel | $(uname -sr) |"
   echo "| load average at start | $(cut -d' ' -f1-3 /proc/loadavg) |"
-  echo "| Rust | $(rustc --version 2>/dev/null || echo 'rustc not on PATH'), release build; git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)') |"
+  echo "| Rust | $(rustc --version 2>/dev/null || echo 'rustc not on PATH'), \`$PROFILE\` profile; git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)') |"
   echo "| Python | $("$PY" -c 'import platform; print(platform.python_version())'); $(pyver fastapi uvicorn pydantic scikit-learn xgboost-cpu pandas numpy imbalanced-learn); OpenBLAS kernel $("$PY" -c 'import numpy, threadpoolctl; print(",".join(sorted({i.get("architecture") or "?" for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})) or "?")' 2>/dev/null || echo '?') |"
   [ -n "$MLPY" ] && echo "| MLflow | $("$MLPY" -c 'import mlflow; print(mlflow.__version__)') (\`mlflow server\`, its defaults: uvicorn workers, SQLite backend) |"
   echo "| load generator | $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), \`wrk -t$THREADS\` for single scoring (\`-t1\` for the registry), on the same cores as the servers |"
