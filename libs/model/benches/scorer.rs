@@ -69,6 +69,20 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // A scored application's drift bins (score and every input), as each decision is counted.
+    let baseline = scorer
+        .bundle()
+        .drift_baseline
+        .clone()
+        .expect("fit stores a baseline");
+    let spec = &scorer.bundle().spec;
+    let mut slots = vec![0u16; baseline.width()];
+    c.bench_function("drift_bin_row", |b| {
+        b.iter(|| {
+            i = (i + 1) % raws.len();
+            baseline.bin(spec, black_box(&raws[i]), 0.3, &mut slots);
+        })
+    });
     c.bench_function("score_without_reasons", |b| {
         b.iter(|| {
             i = (i + 1) % raws.len();

@@ -56,7 +56,8 @@ pub struct Dist {
 pub enum Bins {
     /// Cut points, ascending: bin `i` holds `edges[i-1] < x <= edges[i]` (open at both ends).
     Numeric { edges: Vec<f64> },
-    /// One bin per category; values not among them go to the last (missing or other) bin.
+    /// One bin per category, ascending and without repeats; values not among them go to the
+    /// last (missing or other) bin.
     Categorical { categories: Vec<String> },
 }
 
@@ -131,15 +132,22 @@ impl Bins {
     pub fn of_value(&self, v: Clean<'_>) -> usize {
         match (self, v) {
             (Bins::Numeric { .. }, Clean::Num(x)) => self.of_number(x),
-            (Bins::Categorical { categories }, Clean::Cat(c)) => categories
-                .iter()
-                .position(|k| k == c)
-                .unwrap_or(self.missing()),
-            (Bins::Categorical { categories }, Clean::Bool(b)) => categories
-                .iter()
-                .position(|k| k == if b { "true" } else { "false" })
-                .unwrap_or(self.missing()),
+            (Bins::Categorical { .. }, Clean::Cat(c)) => self.of_category(c),
+            (Bins::Categorical { .. }, Clean::Bool(b)) => {
+                self.of_category(if b { "true" } else { "false" })
+            }
             _ => self.missing(),
+        }
+    }
+
+    /// The bin of a category: its place among the categories (ascending, as
+    /// [`Baseline::check`] requires), or the last bin.
+    pub fn of_category(&self, c: &str) -> usize {
+        match self {
+            Bins::Categorical { categories } => categories
+                .binary_search_by(|k| k.as_str().cmp(c))
+                .unwrap_or(self.missing()),
+            Bins::Numeric { .. } => self.missing(),
         }
     }
 
@@ -294,20 +302,38 @@ impl Baseline {
                     d.bins.len()
                 ));
             }
-            if let Bins::Numeric { edges } = &d.bins {
-                if edges.windows(2).any(|w| w[0] >= w[1] || w[0].is_nan()) {
-                    return Err(format!(
-                        "the drift baseline of '{name}' has cut points out of order"
-                    ));
+            match &d.bins {
+                Bins::Numeric { edges } => {
+                    if edges.windows(2).any(|w| w[0] >= w[1] || w[0].is_nan()) {
+                        return Err(format!(
+                            "the drift baseline of '{name}' has cut points out of order"
+                        ));
+                    }
+                }
+                Bins::Categorical { categories } => {
+                    if categories.windows(2).any(|w| w[0] >= w[1]) {
+                        return Err(format!(
+                            "the drift baseline of '{name}' has categories out of order or repeated"
+                        ));
+                    }
                 }
             }
         }
         for f in &self.features {
-            if spec.features.get(f.index).map(|s| &s.name) != Some(&f.name) {
+            let Some(s) = spec.features.get(f.index).filter(|s| s.name == f.name) else {
                 return Err(format!(
                     "the drift baseline's feature '{}' is not at position {} of the spec",
                     f.name, f.index
                 ));
+            };
+            if let (Bins::Categorical { categories }, Some(allowed)) = (&f.dist.bins, &s.categories)
+            {
+                if let Some(c) = categories.iter().find(|c| !allowed.contains(c)) {
+                    return Err(format!(
+                        "the drift baseline of '{}' has a category the spec does not allow: '{c}'",
+                        f.name
+                    ));
+                }
             }
         }
         Ok(())
@@ -319,16 +345,27 @@ impl Baseline {
     }
 
     /// The bins of one scored record (values in spec order) into `out` (length [`width`]).
+    /// A value that does not validate counts as missing. The baseline must have passed
+    /// [`check`] against `spec`.
     ///
     /// [`width`]: Baseline::width
+    /// [`check`]: Baseline::check
     pub fn bin(&self, spec: &Spec, record: &[Raw<'_>], probability: f64, out: &mut [u16]) {
         out[0] = self.score.bins.of_number(probability) as u16;
         for (k, f) in self.features.iter().enumerate() {
-            let v = record
-                .get(f.index)
-                .and_then(|raw| clean(&spec.features[f.index], *raw).ok())
-                .unwrap_or(Clean::Missing);
-            out[k + 1] = f.dist.bins.of_value(v) as u16;
+            let s = &spec.features[f.index];
+            let bins = &f.dist.bins;
+            let bin = match (s.kind, record.get(f.index)) {
+                // One search instead of validation's and then the bins': the bins' categories
+                // are among the spec's (`check`), so a text found there is valid, and one not
+                // found is missing or other whether it is valid or not.
+                (FeatureKind::Categorical, Some(Raw::Text(t))) => bins.of_category(t),
+                (_, raw) => bins.of_value(
+                    raw.and_then(|raw| clean(s, *raw).ok())
+                        .unwrap_or(Clean::Missing),
+                ),
+            };
+            out[k + 1] = bin as u16;
         }
     }
 
@@ -537,6 +574,14 @@ impl Monitor {
 
     pub fn baseline(&self) -> &Baseline {
         &self.baseline
+    }
+
+    /// Decisions the window holds at most.
+    pub fn capacity(&self) -> usize {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .capacity
     }
 }
 

@@ -127,3 +127,90 @@ fn held_out_applicants_are_stable_and_a_moved_population_is_flagged_on_what_move
     let top = shifted.features["credit_amount"].bins[9].clone();
     assert!(top.actual > 3.0 * top.expected, "{top:?}");
 }
+
+#[test]
+fn a_baseline_whose_categories_are_out_of_order_or_not_in_the_spec_is_refused() {
+    // Binning looks a category up by binary search and trusts it to be one the spec allows.
+    let (bundle, _) = trained();
+    fn categories(b: &mut Bundle) -> &mut Vec<String> {
+        let f = b
+            .drift_baseline
+            .as_mut()
+            .unwrap()
+            .features
+            .iter_mut()
+            .find(|f| f.name == "purpose")
+            .unwrap();
+        match &mut f.dist.bins {
+            model::drift::Bins::Categorical { categories } => categories,
+            other => panic!("purpose is categorical: {other:?}"),
+        }
+    }
+    bundle.check().expect("as trained");
+    let mut reversed = bundle.clone();
+    categories(&mut reversed).reverse();
+    let err = reversed.check().unwrap_err().to_string();
+    assert!(
+        err.contains("'purpose'") && err.contains("out of order"),
+        "{err}"
+    );
+    let mut foreign = bundle.clone();
+    *categories(&mut foreign).last_mut().unwrap() = "zzz not in the spec".into();
+    let err = foreign.check().unwrap_err().to_string();
+    assert!(err.contains("zzz not in the spec"), "{err}");
+}
+
+#[test]
+fn a_value_is_binned_as_validation_reads_it() {
+    // Every kind of value of every input, valid or not, under both invalid-value policies: its
+    // bin is the one its validated value falls in, and missing when it does not validate.
+    let (bundle, _) = trained();
+    let (spec, rows, _) = german();
+    let baseline = bundle.drift_baseline.as_ref().unwrap();
+    for policy in [
+        features::InvalidPolicy::Reject,
+        features::InvalidPolicy::Missing,
+    ] {
+        let mut spec = spec.clone();
+        for f in &mut spec.features {
+            f.on_invalid = policy;
+        }
+        let odd = [
+            "",
+            "zzz",
+            "-1",
+            "1e999",
+            "true",
+            "radio/television ",
+            " 12 ",
+        ];
+        // Each of a few rows as it is, then with each value replaced by each odd one in turn.
+        let mut cases: Vec<Vec<String>> = Vec::new();
+        for row in rows.iter().take(5) {
+            cases.push(row.clone());
+            for j in 0..row.len() {
+                for o in odd {
+                    let mut cells = row.clone();
+                    cells[j] = o.to_string();
+                    cases.push(cells);
+                }
+            }
+        }
+        for cells in &cases {
+            let raws: Vec<Raw> = cells.iter().map(|c| Raw::from_cell(c)).collect();
+            let mut slots = vec![0u16; baseline.width()];
+            baseline.bin(&spec, &raws, 0.5, &mut slots);
+            for (k, f) in baseline.features.iter().enumerate() {
+                let v = features::clean(&spec.features[f.index], raws[f.index])
+                    .unwrap_or(features::Clean::Missing);
+                assert_eq!(
+                    usize::from(slots[k + 1]),
+                    f.dist.bins.of_value(v),
+                    "{} = {:?} under {policy:?}",
+                    f.name,
+                    raws[f.index]
+                );
+            }
+        }
+    }
+}
