@@ -305,9 +305,17 @@ fn score_file(
         .collect();
     let mut parts = Parts::create(result, errors, scorer, header)?;
     let mut block = BlockScorer::new(scorer, job.reasons);
-    let mut recs: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
+    // Only the chunk's last scored rows can still be in the drift window once it is counted,
+    // so only those are binned, at the end (the window comes out the same).
+    let mut tail = match (&seen.drift, &m.drift) {
+        (Some(_), Some(monitor)) => Some(Tail::new(monitor.capacity())),
+        _ => None,
+    };
+    let mut spare: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
     let mut index = 0usize;
     loop {
+        let mut recs = std::mem::take(&mut spare);
+        recs.resize(BLOCK, csv::StringRecord::new());
         let mut n = 0;
         while n < BLOCK && rdr.read_record(&mut recs[n])? {
             n += 1;
@@ -315,22 +323,93 @@ fn score_file(
         if n == 0 {
             break;
         }
-        block.score_records(&columns, &recs[..n]);
-        for (i, rec) in recs[..n].iter().enumerate() {
+        recs.truncate(n);
+        block.score_records(&columns, &recs);
+        let mut raws = Vec::new();
+        let mut probabilities = Vec::new();
+        for (i, rec) in recs.iter().enumerate() {
             let carried = columns
                 .passthrough
                 .iter()
                 .map(|&c| rec.get(c).unwrap_or(""));
             parts.write(&mut block, i, job.row(index + i), carried)?;
-            if seen.wanted() {
-                let mut raws = Vec::new();
+            if let Some(a) = seen.audited.as_deref_mut() {
                 columns.raws(rec, &mut raws);
-                seen.push(m, &block, i, job.row(index + i), &raws);
+                a.push(m, &block, i, job.row(index + i), &raws);
+            }
+            if tail.is_some() {
+                probabilities.push(match block.row(i) {
+                    Row::Scored { probability, .. } => Some(probability),
+                    Row::Rejected(_) => None,
+                });
             }
         }
         index += n;
+        spare = match &mut tail {
+            Some(t) => t.keep(recs, probabilities),
+            None => recs,
+        };
+    }
+    if let (Some(t), Some(slots), Some(monitor)) = (tail, seen.drift.as_deref_mut(), &m.drift) {
+        let spec = &scorer.bundle().spec;
+        let b = monitor.baseline();
+        let mut raws = Vec::new();
+        for (rec, probability) in t.last_scored() {
+            columns.raws(rec, &mut raws);
+            let at = slots.len();
+            slots.resize(at + b.width(), 0);
+            b.bin(spec, &raws, probability, &mut slots[at..]);
+        }
     }
     parts.finish()
+}
+
+/// The last blocks of a chunk read, kept while the blocks after them do not yet hold a drift
+/// window's worth of scored rows.
+struct Tail {
+    window: usize,
+    /// Each block's records and, per record, its probability if it was scored.
+    blocks: std::collections::VecDeque<(Vec<csv::StringRecord>, Vec<Option<f64>>)>,
+    scored: usize,
+}
+
+impl Tail {
+    fn new(window: usize) -> Tail {
+        Tail {
+            window,
+            blocks: std::collections::VecDeque::new(),
+            scored: 0,
+        }
+    }
+
+    /// Keeps a block; hands back the records of one no longer needed, to read into (or none).
+    fn keep(
+        &mut self,
+        recs: Vec<csv::StringRecord>,
+        probabilities: Vec<Option<f64>>,
+    ) -> Vec<csv::StringRecord> {
+        let scored = |p: &[Option<f64>]| p.iter().filter(|p| p.is_some()).count();
+        self.scored += scored(&probabilities);
+        self.blocks.push_back((recs, probabilities));
+        let mut spare = Vec::new();
+        while let Some((_, first)) = self.blocks.front() {
+            if self.scored - scored(first) < self.window {
+                break;
+            }
+            self.scored -= scored(first);
+            spare = self.blocks.pop_front().map(|(r, _)| r).unwrap_or_default();
+        }
+        spare
+    }
+
+    /// The last `window` scored rows (or all kept), in file order, with their probabilities.
+    fn last_scored(&self) -> impl Iterator<Item = (&csv::StringRecord, f64)> {
+        self.blocks
+            .iter()
+            .flat_map(|(recs, p)| recs.iter().zip(p))
+            .filter_map(|(rec, p)| p.map(|p| (rec, p)))
+            .skip(self.scored.saturating_sub(self.window))
+    }
 }
 
 /// The apalis handler: skips chunks of finished (cancelled, failed) jobs, scores, records.
@@ -514,5 +593,87 @@ mod tests {
         assert_eq!(parts.finish().unwrap(), (0, 0));
         assert!(result.exists() && errors.exists());
         assert!(temporary.iter().all(|t| !t.exists()));
+    }
+
+    /// A chunk's rows counted into the drift window (only its last scored rows are binned) leave
+    /// the window as counting every scored row one by one does: for windows smaller and larger
+    /// than a block and than the chunk, with rejected rows among the last ones.
+    #[test]
+    fn a_chunk_leaves_the_drift_window_as_counting_every_row_does() {
+        let dir = test_support::tmp("chunk-drift");
+        let bundle = model::Bundle::load(&test_support::train_german_bundle(
+            &dir.join("bundle"),
+            3,
+            1,
+        ))
+        .unwrap();
+        let baseline = bundle.drift_baseline.clone().expect("a baseline");
+        let german =
+            std::fs::read_to_string(format!("{}/data/german_credit.csv", test_support::REPO))
+                .unwrap();
+        let (header, rows) = german.split_once('\n').unwrap();
+        let amount = header
+            .split(',')
+            .position(|h| h == "credit_amount")
+            .unwrap();
+        // 5,000 rows; some near the end do not validate.
+        let rows: Vec<&str> = rows.lines().cycle().take(5000).collect();
+        let mut data = format!("{header}\n");
+        for (i, row) in rows.iter().enumerate() {
+            if [1200, 4100, 4500, 4990, 4999].contains(&i) || (4600..4700).contains(&i) {
+                let mut cells: Vec<&str> = row.split(',').collect();
+                cells[amount] = "not a number";
+                data.push_str(&cells.join(","));
+            } else {
+                data.push_str(row);
+            }
+            data.push('\n');
+        }
+        let input = dir.join("chunk.csv");
+        std::fs::write(&input, &data).unwrap();
+        let scorer = Scorer::new(bundle).unwrap();
+        let spec = &scorer.bundle().spec;
+        for window in [100, 1000, 2500, 4790, 20_000] {
+            let m = JobModel {
+                scorer: scorer.clone(),
+                bundle_sha256: String::new(),
+                thresholds_json: String::new(),
+                drift: Some(model::drift::Monitor::new(&baseline, window)),
+            };
+            let mut slots = Vec::new();
+            let mut seen = Seen {
+                audited: None,
+                drift: Some(&mut slots),
+            };
+            let job = ChunkJob {
+                format: Format::Csv,
+                first_row: 0,
+                reasons: ReasonPolicy::None,
+            };
+            let (scored, rejected) = score_file(
+                &m,
+                &input,
+                job,
+                &dir.join("result.csv"),
+                &dir.join("errors.csv"),
+                &mut seen,
+            )
+            .unwrap();
+            assert_eq!((scored, rejected), (4895, 105));
+            let monitor = m.drift.as_ref().unwrap();
+            monitor.observe_binned(&slots);
+            let every = model::drift::Monitor::new(&baseline, window);
+            let mut rdr = csv::Reader::from_path(&input).unwrap();
+            let columns = Columns::new(spec, rdr.headers().unwrap().iter());
+            for rec in rdr.records() {
+                let rec = rec.unwrap();
+                let mut raws = Vec::new();
+                columns.raws(&rec, &mut raws);
+                if let Ok(s) = scorer.score(&raws, false) {
+                    every.observe(spec, &raws, s.default_probability);
+                }
+            }
+            assert_eq!(monitor.report(), every.report(), "window {window}");
+        }
     }
 }
