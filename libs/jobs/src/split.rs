@@ -91,9 +91,102 @@ pub fn check_header(spec: &Spec, header: &[String]) -> Result<(), SplitError> {
     }
 }
 
+/// How much of a file being written is there to read, shared by its writer and a [`Growing`]
+/// reader, so that a file can be split while it is uploaded.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Bytes written so far, and whether the file has ended (whole or not).
+    state: std::sync::Mutex<(u64, Option<bool>)>,
+    more: std::sync::Condvar,
+}
+
+impl Written {
+    fn update(&self, f: impl FnOnce(&mut (u64, Option<bool>))) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.more.notify_all();
+    }
+
+    /// The file now holds `bytes` more bytes.
+    pub fn grew(&self, bytes: u64) {
+        self.update(|s| s.0 += bytes);
+    }
+
+    /// The file is whole (`true`) or will not be (`false`: the upload failed). Only the first
+    /// word counts.
+    pub fn ended(&self, whole: bool) {
+        self.update(|s| {
+            s.1.get_or_insert(whole);
+        });
+    }
+}
+
+/// Reads a file while it is written: waits for more bytes until the writer says it has ended;
+/// a file that ended before it was whole is an error.
+pub struct Growing {
+    file: File,
+    read: u64,
+    written: std::sync::Arc<Written>,
+}
+
+impl Growing {
+    pub fn new(path: &Path, written: std::sync::Arc<Written>) -> std::io::Result<Growing> {
+        Ok(Growing {
+            file: File::open(path)?,
+            read: 0,
+            written,
+        })
+    }
+}
+
+impl Read for Growing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (there, ended) = {
+            let state = self.written.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = self
+                .written
+                .more
+                .wait_while(state, |s| s.0 <= self.read && s.1.is_none())
+                .unwrap_or_else(|e| e.into_inner());
+            *state
+        };
+        if there > self.read {
+            let want = buf
+                .len()
+                .min(usize::try_from(there - self.read).unwrap_or(usize::MAX));
+            let n = self.file.read(&mut buf[..want])?;
+            self.read += n as u64;
+            return Ok(n);
+        }
+        match ended {
+            Some(true) => Ok(0),
+            _ => Err(std::io::Error::other("the upload did not complete")),
+        }
+    }
+}
+
 /// Splits `input` into chunk files of at most `chunk_rows` rows, named by `chunk_path(n)`.
 /// For CSV the header is checked against `spec` first.
 pub fn split_file(
+    input: &Path,
+    format: Format,
+    chunk_rows: u64,
+    spec: &Spec,
+    chunk_path: impl FnMut(u32) -> std::path::PathBuf,
+) -> Result<Split, SplitError> {
+    split_from(
+        File::open(input)?,
+        input,
+        format,
+        chunk_rows,
+        spec,
+        chunk_path,
+    )
+}
+
+/// As [`split_file`], reading the rows from `source`: the bytes of `input`, perhaps as they are
+/// written ([`Growing`]). A CSV file's chunks are copied from `input` once `source` has ended.
+pub fn split_from(
+    source: impl Read,
     input: &Path,
     format: Format,
     chunk_rows: u64,
@@ -118,7 +211,7 @@ pub fn split_file(
             let mut rdr = csv::ReaderBuilder::new()
                 .flexible(false)
                 .from_reader(RecordBound {
-                    inner: BufReader::with_capacity(1 << 20, File::open(input)?),
+                    inner: BufReader::with_capacity(1 << 20, source),
                     since: since.clone(),
                     tripped: tripped.clone(),
                 });
@@ -185,7 +278,7 @@ pub fn split_file(
             })
         }
         Format::Ndjson => {
-            let mut rdr = BufReader::with_capacity(1 << 20, File::open(input)?);
+            let mut rdr = BufReader::with_capacity(1 << 20, source);
             let mut out: Option<BufWriter<File>> = None;
             let mut bytes = Vec::new();
             let mut i = 0u64;
@@ -286,6 +379,102 @@ mod tests {
             (0..7).map(|i| format!("r{i}")).collect::<Vec<_>>(),
             "every row once, in order"
         );
+    }
+
+    /// Writes `text` to `path` in pieces of `piece` bytes from another thread, telling
+    /// `written`, and ends it whole or not.
+    fn write_slowly(
+        path: std::path::PathBuf,
+        text: Vec<u8>,
+        piece: usize,
+        whole: bool,
+        written: std::sync::Arc<Written>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            for p in text.chunks(piece) {
+                f.write_all(p).unwrap();
+                written.grew(p.len() as u64);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            written.ended(whole);
+        })
+    }
+
+    #[test]
+    fn a_file_split_while_it_is_written_gives_the_chunks_of_the_whole_file() {
+        let d = tmp();
+        let mut text = String::from("id,a,b\n");
+        for i in 0..50 {
+            text.push_str(&format!("r{i},{i},\"multi\nline, with comma\"\n"));
+        }
+        for (format, text) in [
+            (Format::Csv, text.clone()),
+            (
+                Format::Ndjson,
+                (0..50)
+                    .map(|i| format!("{{\"id\": \"r{i}\", \"a\": {i}, \"b\": \"x\"}}\n"))
+                    .collect(),
+            ),
+        ] {
+            let whole = d.join("whole");
+            std::fs::write(&whole, &text).unwrap();
+            let want = split_file(&whole, format, 7, &spec(), |n| d.join(format!("w{n}"))).unwrap();
+            // Pieces of 13 bytes: records and quoted newlines are cut across pieces.
+            let growing = d.join("growing");
+            std::fs::write(&growing, "").unwrap();
+            let written = std::sync::Arc::new(Written::default());
+            let writer = write_slowly(
+                growing.clone(),
+                text.into_bytes(),
+                13,
+                true,
+                written.clone(),
+            );
+            let source = Growing::new(&growing, written).unwrap();
+            let got = split_from(source, &growing, format, 7, &spec(), |n| {
+                d.join(format!("g{n}"))
+            })
+            .unwrap();
+            writer.join().unwrap();
+            assert_eq!(got, want, "{format:?}");
+            for n in 0..got.chunks {
+                assert_eq!(
+                    std::fs::read(d.join(format!("g{n}"))).unwrap(),
+                    std::fs::read(d.join(format!("w{n}"))).unwrap(),
+                    "{format:?} chunk {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_whose_upload_failed_is_not_split() {
+        let d = tmp();
+        let growing = d.join("growing");
+        std::fs::write(&growing, "").unwrap();
+        let written = std::sync::Arc::new(Written::default());
+        let writer = write_slowly(
+            growing.clone(),
+            b"id,a,b\nr1,1,x\nr2,2,y\n".to_vec(),
+            5,
+            false,
+            written.clone(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = growing.clone();
+        std::thread::spawn(move || {
+            let source = Growing::new(&path, written).unwrap();
+            let _ = tx.send(split_from(source, &path, Format::Csv, 7, &spec(), |n| {
+                path.with_extension(format!("c{n}"))
+            }));
+        });
+        let split = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the split ends when the upload does");
+        writer.join().unwrap();
+        let err = split.unwrap_err().to_string();
+        assert!(err.contains("did not complete"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `POST /v1/batch-jobs`, `GET /v1/batch-jobs/{id}`, `GET …/results`, `GET …/errors`,
 //! `DELETE /v1/batch-jobs/{id}`.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use jobs::store::{Created, Idempotency};
@@ -79,7 +81,38 @@ pub async fn create(
     let cleanup = || async {
         let _ = tokio::fs::remove_dir_all(&dir).await;
     };
-    let upload = match save_upload(&mut payload, &input, state.settings.batch_max_bytes).await {
+    // Split as it arrives: the rows are read and checked on a blocking thread while the upload
+    // is still being written (the file is created first, for it to open).
+    if let Err(e) = tokio::fs::File::create(&input).await {
+        cleanup().await;
+        return Err(storage_error("cannot store the upload", &e));
+    }
+    let written = Arc::new(jobs::split::Written::default());
+    let spec = model.scorer.bundle().spec.clone();
+    let (layout, chunk_rows, job) = (
+        b.layout.clone(),
+        state.settings.batch_chunk_rows,
+        id.clone(),
+    );
+    let (path, growing) = (input.clone(), written.clone());
+    let split = tokio::task::spawn_blocking(move || {
+        let rows = jobs::split::Growing::new(&path, growing)?;
+        jobs::split::split_from(rows, &path, format, chunk_rows, &spec, |n| {
+            layout.chunk(&job, n, format).expect("valid id")
+        })
+    });
+    let upload = save_upload(
+        &mut payload,
+        &input,
+        state.settings.batch_max_bytes,
+        Some(written),
+    )
+    .await;
+    // Told how the upload ended, the split ends too; only then is the folder removed.
+    let split = split
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!(e)));
+    let upload = match upload {
         Ok(u) => u,
         Err(e) => {
             cleanup().await;
@@ -99,7 +132,7 @@ pub async fn create(
         fingerprint: &fingerprint,
     });
     let sent = key.as_deref().unwrap_or_default();
-    // A key seen before answers before the file is split.
+    // A key seen before answers with its job (this upload's chunks are removed).
     if let Some(once) = &once {
         match b.store.idempotent(once).await {
             Ok(Some(seen)) => {
@@ -113,32 +146,23 @@ pub async fn create(
             }
         }
     }
-    let spec = model.scorer.bundle().spec.clone();
-    let (layout, chunk_rows, job) = (
-        b.layout.clone(),
-        state.settings.batch_chunk_rows,
-        id.clone(),
-    );
-    let split = tokio::task::spawn_blocking(move || {
-        jobs::split::split_file(&input, format, chunk_rows, &spec, |n| {
-            layout.chunk(&job, n, format).expect("valid id")
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Unexpected(anyhow::anyhow!(e)))?;
     let split = match split {
-        Ok(s) if s.rows > 0 => s,
-        Ok(_) => {
+        Ok(Ok(s)) if s.rows > 0 => s,
+        Ok(Ok(_)) => {
             cleanup().await;
             return Err(ApiError::InvalidBatch("the file has no rows".into()));
         }
-        Err(jobs::split::SplitError::Invalid(m)) => {
+        Ok(Err(jobs::split::SplitError::Invalid(m))) => {
             cleanup().await;
             return Err(ApiError::InvalidBatch(m));
         }
-        Err(jobs::split::SplitError::Io(e)) => {
+        Ok(Err(jobs::split::SplitError::Io(e))) => {
             cleanup().await;
             return Err(storage_error("cannot split the upload into chunks", &e));
+        }
+        Err(e) => {
+            cleanup().await;
+            return Err(e);
         }
     };
     let local = std::path::Path::new(&model.source).is_dir() && model.name == "local";

@@ -182,7 +182,7 @@ pub async fn create(
         let dataset = if upload {
             let input = dir.join("input.csv");
             // Training holds the table in memory: the cap keeps a job within a worker's memory.
-            save_upload(&mut payload, &input, state.settings.train_max_bytes).await?;
+            save_upload(&mut payload, &input, state.settings.train_max_bytes, None).await?;
             format!("jobs/{id}/input.csv")
         } else {
             let mut body = Vec::new();
