@@ -306,16 +306,14 @@ fn score_file(
     let mut parts = Parts::create(result, errors, scorer, header)?;
     let mut block = BlockScorer::new(scorer, job.reasons);
     // Only the chunk's last scored rows can still be in the drift window once it is counted,
-    // so only those are binned, at the end (the window comes out the same).
+    // so only those are binned, read again at the end (the window comes out the same).
     let mut tail = match (&seen.drift, &m.drift) {
         (Some(_), Some(monitor)) => Some(Tail::new(monitor.capacity())),
         _ => None,
     };
-    let mut spare: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
+    let mut recs: Vec<csv::StringRecord> = vec![csv::StringRecord::new(); BLOCK];
     let mut index = 0usize;
     loop {
-        let mut recs = std::mem::take(&mut spare);
-        recs.resize(BLOCK, csv::StringRecord::new());
         let mut n = 0;
         while n < BLOCK && rdr.read_record(&mut recs[n])? {
             n += 1;
@@ -323,11 +321,9 @@ fn score_file(
         if n == 0 {
             break;
         }
-        recs.truncate(n);
-        block.score_records(&columns, &recs);
+        block.score_records(&columns, &recs[..n]);
         let mut raws = Vec::new();
-        let mut probabilities = Vec::new();
-        for (i, rec) in recs.iter().enumerate() {
+        for (i, rec) in recs[..n].iter().enumerate() {
             let carried = columns
                 .passthrough
                 .iter()
@@ -337,78 +333,90 @@ fn score_file(
                 columns.raws(rec, &mut raws);
                 a.push(m, &block, i, job.row(index + i), &raws);
             }
-            if tail.is_some() {
-                probabilities.push(match block.row(i) {
-                    Row::Scored { probability, .. } => Some(probability),
-                    Row::Rejected(_) => None,
-                });
+            if let (Some(t), Row::Scored { probability, .. }, Some(at)) =
+                (&mut tail, block.row(i), rec.position())
+            {
+                t.push(at.byte(), probability);
             }
         }
         index += n;
-        spare = match &mut tail {
-            Some(t) => t.keep(recs, probabilities),
-            None => recs,
-        };
     }
     if let (Some(t), Some(slots), Some(monitor)) = (tail, seen.drift.as_deref_mut(), &m.drift) {
-        let spec = &scorer.bundle().spec;
-        let b = monitor.baseline();
-        let mut raws = Vec::new();
-        for (rec, probability) in t.last_scored() {
-            columns.raws(rec, &mut raws);
-            let at = slots.len();
-            slots.resize(at + b.width(), 0);
-            b.bin(spec, &raws, probability, &mut slots[at..]);
-        }
+        t.bin(input, &columns, m, monitor.baseline(), slots)?;
     }
     parts.finish()
 }
 
-/// The last blocks of a chunk read, kept while the blocks after them do not yet hold a drift
-/// window's worth of scored rows.
+/// An empty vector with `v`'s allocation, free of what `v` borrowed.
+fn reuse<'a>(mut v: Vec<Raw<'_>>) -> Vec<Raw<'a>> {
+    v.clear();
+    v.into_iter().map(|_| Raw::Missing).collect()
+}
+
+/// Where the chunk's last scored rows start in its file, and their probabilities: at most a
+/// drift window's worth.
 struct Tail {
     window: usize,
-    /// Each block's records and, per record, its probability if it was scored.
-    blocks: std::collections::VecDeque<(Vec<csv::StringRecord>, Vec<Option<f64>>)>,
-    scored: usize,
+    rows: std::collections::VecDeque<(u64, f64)>,
 }
 
 impl Tail {
     fn new(window: usize) -> Tail {
         Tail {
             window,
-            blocks: std::collections::VecDeque::new(),
-            scored: 0,
+            rows: std::collections::VecDeque::new(),
         }
     }
 
-    /// Keeps a block; hands back the records of one no longer needed, to read into (or none).
-    fn keep(
-        &mut self,
-        recs: Vec<csv::StringRecord>,
-        probabilities: Vec<Option<f64>>,
-    ) -> Vec<csv::StringRecord> {
-        let scored = |p: &[Option<f64>]| p.iter().filter(|p| p.is_some()).count();
-        self.scored += scored(&probabilities);
-        self.blocks.push_back((recs, probabilities));
-        let mut spare = Vec::new();
-        while let Some((_, first)) = self.blocks.front() {
-            if self.scored - scored(first) < self.window {
-                break;
+    fn push(&mut self, byte: u64, probability: f64) {
+        if self.rows.len() >= self.window {
+            self.rows.pop_front();
+        }
+        self.rows.push_back((byte, probability));
+    }
+
+    /// Reads the rows again from `input` and appends their drift bins to `slots`, in order.
+    fn bin(
+        self,
+        input: &std::path::Path,
+        columns: &Columns,
+        m: &JobModel,
+        baseline: &model::drift::Baseline,
+        slots: &mut Vec<u16>,
+    ) -> anyhow::Result<()> {
+        let Some(&(first, _)) = self.rows.front() else {
+            return Ok(());
+        };
+        let spec = &m.scorer.bundle().spec;
+        let mut rdr = csv::ReaderBuilder::new()
+            .buffer_capacity(1 << 20)
+            .from_path(input)?;
+        rdr.headers()?;
+        let mut at = csv::Position::new();
+        at.set_byte(first);
+        rdr.seek(at)?;
+        let mut rec = csv::StringRecord::new();
+        let mut raws = Vec::with_capacity(spec.features.len());
+        let mut wanted = self.rows.into_iter().peekable();
+        while let Some(&(byte, probability)) = wanted.peek() {
+            let start = rdr.position().byte();
+            anyhow::ensure!(
+                rdr.read_record(&mut rec)?,
+                "the chunk ended before its row at byte {byte}"
+            );
+            if start != byte {
+                // A rejected row between two scored ones.
+                continue;
             }
-            self.scored -= scored(first);
-            spare = self.blocks.pop_front().map(|(r, _)| r).unwrap_or_default();
+            wanted.next();
+            columns.raws(&rec, &mut raws);
+            let at = slots.len();
+            slots.resize(at + baseline.width(), 0);
+            baseline.bin(spec, &raws, probability, &mut slots[at..]);
+            // The buffer outlives the record it borrowed from.
+            raws = reuse(raws);
         }
-        spare
-    }
-
-    /// The last `window` scored rows (or all kept), in file order, with their probabilities.
-    fn last_scored(&self) -> impl Iterator<Item = (&csv::StringRecord, f64)> {
-        self.blocks
-            .iter()
-            .flat_map(|(recs, p)| recs.iter().zip(p))
-            .filter_map(|(rec, p)| p.map(|p| (rec, p)))
-            .skip(self.scored.saturating_sub(self.window))
+        Ok(())
     }
 }
 
