@@ -342,15 +342,9 @@ fn score_file(
         index += n;
     }
     if let (Some(t), Some(slots), Some(monitor)) = (tail, seen.drift.as_deref_mut(), &m.drift) {
-        t.bin(input, &columns, m, monitor.baseline(), slots)?;
+        t.bin(input, &columns, spec, monitor.baseline(), slots)?;
     }
     parts.finish()
-}
-
-/// An empty vector with `v`'s allocation, free of what `v` borrowed.
-fn reuse<'a>(mut v: Vec<Raw<'_>>) -> Vec<Raw<'a>> {
-    v.clear();
-    v.into_iter().map(|_| Raw::Missing).collect()
 }
 
 /// Where the chunk's last scored rows start in its file, and their probabilities: at most a
@@ -380,14 +374,13 @@ impl Tail {
         self,
         input: &std::path::Path,
         columns: &Columns,
-        m: &JobModel,
+        spec: &features::Spec,
         baseline: &model::drift::Baseline,
         slots: &mut Vec<u16>,
     ) -> anyhow::Result<()> {
         let Some(&(first, _)) = self.rows.front() else {
             return Ok(());
         };
-        let spec = &m.scorer.bundle().spec;
         let mut rdr = csv::ReaderBuilder::new()
             .buffer_capacity(1 << 20)
             .from_path(input)?;
@@ -396,7 +389,6 @@ impl Tail {
         at.set_byte(first);
         rdr.seek(at)?;
         let mut rec = csv::StringRecord::new();
-        let mut raws = Vec::with_capacity(spec.features.len());
         let mut wanted = self.rows.into_iter().peekable();
         while let Some(&(byte, probability)) = wanted.peek() {
             anyhow::ensure!(
@@ -409,12 +401,11 @@ impl Tail {
                 continue;
             }
             wanted.next();
+            let mut raws = Vec::new();
             columns.raws(&rec, &mut raws);
             let at = slots.len();
             slots.resize(at + baseline.width(), 0);
             baseline.bin(spec, &raws, probability, &mut slots[at..]);
-            // The buffer outlives the record it borrowed from.
-            raws = reuse(raws);
         }
         Ok(())
     }
